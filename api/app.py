@@ -1,0 +1,132 @@
+"""``create_app(settings)``: the Quart app with its blueprints, hooks, error handlers and lifespan.
+
+Request hooks do the per-request work exactly once: a request id, the tenant behind the API
+key, and one JSON log line plus metrics when the response leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from quart import Quart, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from api.apps import BLUEPRINTS
+from api.components import EXTENSION_KEY, Components, build_components
+from api.db.migrate import upgrade
+from api.db.services import tenant_service
+from api.observability import LoopLagMonitor
+from api.settings import Settings
+from api.errors import ApiError, RetCode
+from api.utils.api_utils import error_body, error_status
+from api.utils.auth import PUBLIC_PATHS, presented_key
+
+log = logging.getLogger("ragline.app")
+access_log = logging.getLogger("ragline.access")
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def create_app(settings: Settings, parts: Components | None = None) -> Quart:
+    """Build the app. ``parts`` lets a test hand in components it built itself."""
+    parts = parts or build_components(settings)
+    app = Quart("ragline")
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, RESPONSE_TIMEOUT=None)
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    app.extensions[EXTENSION_KEY] = parts
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    _install_request_hooks(app, parts)
+    _install_error_handlers(app)
+    _install_lifespan(app, parts)
+    return app
+
+
+def _install_lifespan(app: Quart, parts: Components) -> None:
+    lag_monitor = LoopLagMonitor(parts.metrics, parts.settings.loop_lag_interval)
+
+    @app.before_serving
+    async def start() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=parts.settings.worker_threads, thread_name_prefix="ragline-worker")
+        )
+        applied = await loop.run_in_executor(None, upgrade, parts.db)
+        if applied:
+            log.info("database migrated", extra={"fields": {"applied": applied}})
+        issued = await parts.db.run(tenant_service.bootstrap_default_tenant)
+        if issued is not None:
+            _announce_bootstrap_key(issued)
+        lag_monitor.start()
+
+    @app.after_serving
+    async def stop() -> None:
+        await lag_monitor.stop()
+        await asyncio.get_running_loop().run_in_executor(None, parts.db.close)
+
+
+def _announce_bootstrap_key(issued: tenant_service.IssuedKey) -> None:
+    print(
+        f"Ragline: created tenant '{issued.tenant_name}'. Its API key (shown once, keep it):\n"
+        f"  {issued.key}\n"
+        f"  curl -H 'Authorization: Bearer {issued.key}' http://HOST:PORT/api/v1/datasets",
+        flush=True,
+    )
+
+
+def _install_request_hooks(app: Quart, parts: Components) -> None:
+    @app.before_request
+    async def identify() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        g.tenant_id = None
+        if request.url_rule is None or request.path in PUBLIC_PATHS:
+            return
+        key = presented_key(request.headers.get("Authorization"), request.args.get("token"))
+        g.tenant_id = await parts.tenant_resolver.resolve(key)
+
+    @app.after_request
+    async def account(response: Response) -> Response:
+        request_id = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        parts.metrics.observe_request(route, request.method, response.status_code, elapsed)
+        access_log.info(
+            "request",
+            extra={"fields": {
+                "request_id": request_id, "tenant": g.get("tenant_id"), "method": request.method,
+                "route": route, "path": request.path, "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 2),
+            }},
+        )
+        return response
+
+
+def _install_error_handlers(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> tuple[Response, int]:
+        return jsonify(error_body(error.code, error.message)), error_status(error, request.path)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> tuple[Response, int]:
+        status = error.code or 500
+        messages = {
+            404: f"No route for {request.method} {request.path}.",
+            405: f"Method {request.method} is not allowed on {request.path}.",
+            413: f"The request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes.",
+        }
+        return jsonify(error_body(status, messages.get(status, error.description or error.name))), status
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error", extra={"fields": {"request_id": g.get("request_id")}})
+        message = f"Internal error; quote request id {g.get('request_id')} when reporting it."
+        return jsonify(error_body(RetCode.EXCEPTION_ERROR, message)), 500

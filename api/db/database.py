@@ -1,0 +1,108 @@
+"""The metadata database handle: one per process, built from the settings and handed down.
+
+Queries are ordinary synchronous peewee code. Request handlers never run them on the event
+loop: ``MetaDB.run`` sends a function to the app's bounded worker pool and gives it a
+connection for the duration. We chose worker threads over ``playhouse.pwasyncio`` because the
+same service functions also serve the task workers and the CLI, which are synchronous; one
+code path, one set of tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+from urllib.parse import unquote, urlparse
+
+from peewee import Database, DatabaseProxy, SqliteDatabase
+from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+
+from api.db.models import ALL_MODELS
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "busy_timeout": 30_000,
+    "cache_size": -16_000,
+}
+
+
+def _server_params(url: str) -> dict:
+    parsed = urlparse(url)
+    params: dict = {"host": parsed.hostname or "127.0.0.1"}
+    if parsed.port:
+        params["port"] = parsed.port
+    if parsed.username:
+        params["user"] = unquote(parsed.username)
+    if parsed.password:
+        params["password"] = unquote(parsed.password)
+    return params
+
+
+def _database_name(url: str) -> str:
+    return urlparse(url).path.lstrip("/")
+
+
+def connect_database(url: str, max_connections: int = 32) -> Database:
+    """Open (lazily) the database a URL names: sqlite, mysql or postgres(ql)."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
+        # sqlite:///relative.db and sqlite:////absolute/path.db, as SQLAlchemy spells them.
+        path = url.split("://", 1)[1][1:]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=30)
+    pool = {"max_connections": max_connections, "stale_timeout": 300, "timeout": 30}
+    if scheme == "mysql":
+        return PooledMySQLDatabase(_database_name(url), charset="utf8mb4", **pool, **_server_params(url))
+    if scheme in ("postgres", "postgresql"):
+        return PooledPostgresqlDatabase(_database_name(url), **pool, **_server_params(url))
+    raise ValueError(f"unsupported database URL scheme {scheme!r}")
+
+
+class MetaDB:
+    """The metadata database plus the way to reach it from async code without blocking.
+
+    Models are bound to a ``DatabaseProxy`` that points at this database, so two MetaDB
+    objects in one process (tests) must not be used at once; each test builds its own.
+    """
+
+    def __init__(self, url: str, max_connections: int = 32) -> None:
+        self.url = url
+        self.database = connect_database(url, max_connections=max_connections)
+        database_proxy.initialize(self.database)
+
+    @property
+    def backend(self) -> str:
+        return {"SqliteDatabase": "sqlite"}.get(type(self.database).__name__, self.url.split("://", 1)[0])
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` synchronously with a connection held (worker threads, CLI)."""
+        with self.database.connection_context():
+            return fn(*args, **kwargs)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` in the worker pool with a connection held; the loop stays free."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.call, fn, *args, **kwargs))
+
+    def ping(self) -> None:
+        self.call(lambda: self.database.execute_sql("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        if not self.database.is_closed():
+            self.database.close()
+        close_all = getattr(self.database, "close_all", None)
+        if close_all is not None:
+            close_all()
+
+
+database_proxy = DatabaseProxy()
+for _model in ALL_MODELS:
+    _model._meta.set_database(database_proxy)

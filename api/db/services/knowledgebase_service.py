@@ -1,0 +1,129 @@
+"""Datasets (knowledge bases): create, list, update, delete, always within one tenant.
+
+Functions here are synchronous and run in the worker pool (``MetaDB.run``). Every query is
+scoped by ``tenant_id``: a dataset of another tenant is indistinguishable from a missing one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peewee import IntegrityError
+
+from api.db.models import Document, File, Knowledgebase
+from api.db.services.common import http_date, ordered_page
+from api.errors import ApiError, RetCode, data_error
+
+DEFAULT_PARSER_CONFIG: dict[str, Any] = {
+    "chunk_token_num": 512,
+    "delimiter": "\n!?;。；！？",
+    "overlap": 0,
+}
+
+
+def to_api(kb: Knowledgebase) -> dict[str, Any]:
+    """The dataset as API.md shows it."""
+    return {
+        "id": kb.id,
+        "name": kb.name,
+        "avatar": kb.avatar,
+        "description": kb.description,
+        "embedding_model": kb.embd_id,
+        "permission": kb.permission,
+        "chunk_method": kb.parser_id,
+        "parser_config": kb.parser_config,
+        "chunk_count": kb.chunk_num,
+        "document_count": kb.doc_num,
+        "token_num": kb.token_num,
+        "similarity_threshold": kb.similarity_threshold,
+        "vector_similarity_weight": kb.vector_similarity_weight,
+        "pagerank": kb.pagerank,
+        "tenant_id": kb.tenant_id,
+        "create_time": kb.create_time,
+        "create_date": http_date(kb.create_time),
+        "update_time": kb.update_time,
+        "update_date": http_date(kb.update_time),
+    }
+
+
+def _duplicate_name(name: str) -> ApiError:
+    return ApiError(RetCode.DATA_ERROR, f"Dataset name '{name}' already exists.")
+
+
+def get_owned(tenant_id: str, kb_id: str) -> Knowledgebase:
+    kb = Knowledgebase.get_or_none((Knowledgebase.id == kb_id) & (Knowledgebase.tenant_id == tenant_id))
+    if kb is None:
+        raise data_error(f"You don't own the dataset {kb_id}.")
+    return kb
+
+
+def create(tenant_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    name = fields["name"]
+    parser_config = {**DEFAULT_PARSER_CONFIG, **(fields.get("parser_config") or {})}
+    try:
+        with Knowledgebase._meta.database.atomic():
+            kb = Knowledgebase.create(
+                tenant_id=tenant_id, name=name, name_key=name.lower(), avatar=fields.get("avatar"),
+                description=fields.get("description"), embd_id=fields["embedding_model"],
+                permission=fields.get("permission") or "me", parser_id=fields.get("chunk_method") or "naive",
+                parser_config=parser_config,
+            )
+    except IntegrityError:
+        raise _duplicate_name(name) from None
+    return to_api(kb)
+
+
+def list_page(tenant_id: str, *, page: int, page_size: int, orderby: str, desc: bool,
+              kb_id: str | None = None, name: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    query = Knowledgebase.select().where(Knowledgebase.tenant_id == tenant_id)
+    if kb_id is not None:
+        query = query.where(Knowledgebase.id == kb_id)
+    if name is not None:
+        query = query.where(Knowledgebase.name_key == name.lower())
+    total = query.count()
+    if total == 0 and (kb_id is not None or name is not None):
+        raise data_error(f"You don't own the dataset {kb_id or name}.")
+    rows = ordered_page(query, Knowledgebase, orderby, desc, page, page_size)
+    return [to_api(kb) for kb in rows], total
+
+
+def update(tenant_id: str, kb_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    with Knowledgebase._meta.database.atomic():
+        kb = get_owned(tenant_id, kb_id)
+        if "embedding_model" in changes and changes["embedding_model"] != kb.embd_id and kb.chunk_num > 0:
+            raise data_error("Can't change the embedding model of a dataset that already has chunks.")
+        field_names = {"embedding_model": "embd_id", "chunk_method": "parser_id"}
+        for key, value in changes.items():
+            if key == "parser_config":
+                value = {**kb.parser_config, **value}
+            setattr(kb, field_names.get(key, key), value)
+        if "name" in changes:
+            kb.name_key = changes["name"].lower()
+        try:
+            kb.save()
+        except IntegrityError:
+            raise _duplicate_name(changes["name"]) from None
+    return to_api(kb)
+
+
+def delete_many(tenant_id: str, kb_ids: list[str] | None) -> list[Knowledgebase]:
+    """Delete the datasets (all of the tenant's when ``kb_ids`` is None) with their rows.
+
+    Validates every id first, so one foreign or unknown id deletes nothing. Returns the
+    deleted datasets so the caller can drop their chunks and stored files.
+    """
+    with Knowledgebase._meta.database.atomic():
+        query = Knowledgebase.select().where(Knowledgebase.tenant_id == tenant_id)
+        if kb_ids is not None:
+            query = query.where(Knowledgebase.id.in_(kb_ids))
+        found = list(query)
+        missing = sorted(set(kb_ids or []) - {kb.id for kb in found})
+        if missing:
+            raise data_error(f"You don't own the dataset(s) {', '.join(missing)}.")
+        ids = [kb.id for kb in found]
+        if ids:
+            file_ids = [d.file_id for d in Document.select(Document.file_id).where(Document.kb_id.in_(ids))]
+            File.delete().where(File.id.in_([f for f in file_ids if f])).execute()
+            Document.delete().where(Document.kb_id.in_(ids)).execute()
+            Knowledgebase.delete().where(Knowledgebase.id.in_(ids)).execute()
+    return found

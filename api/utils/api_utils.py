@@ -1,0 +1,114 @@
+"""The API's envelope, its error type and the small parsing helpers every route shares.
+
+RAGFlow clients read ``code`` rather than the HTTP status, so errors on the RAGFlow-shaped
+``/api/v1`` routes travel as HTTP 200 with a non-zero code; the other route families use the
+HTTP status a plain HTTP client expects. ``ApiError`` carries both and ``error_status`` picks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from quart import Response, jsonify, request
+
+from api.errors import ApiError, RetCode, argument_error
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+HTTP_STATUS_FOR_CODE: dict[int, int] = {
+    RetCode.EXCEPTION_ERROR: 500,
+    RetCode.ARGUMENT_ERROR: 400,
+    RetCode.DATA_ERROR: 404,
+    RetCode.OPERATING_ERROR: 409,
+    RetCode.PERMISSION_ERROR: 403,
+    RetCode.AUTHENTICATION_ERROR: 401,
+}
+
+# Route families that are not RAGFlow's: their errors use real HTTP statuses.
+PLAIN_HTTP_PREFIXES = ("/v1/", "/api/v1/llm/", "/api/v1/chats_openai/", "/ws")
+
+
+def uses_plain_http(path: str) -> bool:
+    return path.startswith(PLAIN_HTTP_PREFIXES)
+
+
+def error_status(error: ApiError, path: str) -> int:
+    if error.http_status is not None:
+        return error.http_status
+    if not uses_plain_http(path):
+        return 200
+    return HTTP_STATUS_FOR_CODE.get(error.code, 400)
+
+
+def ok(data: Any = True, **extra: Any) -> Response:
+    """The success envelope; ``extra`` adds top-level keys such as ``total_datasets``."""
+    return jsonify({"code": RetCode.SUCCESS, "data": data, "message": "success", **extra})
+
+
+def error_body(code: int, message: str) -> dict[str, Any]:
+    return {"code": int(code), "message": message}
+
+
+def not_implemented() -> Response:
+    """For routes declared by the layout whose feature has not landed yet."""
+    raise ApiError(RetCode.OPERATING_ERROR, f"{request.method} {request.path} is not implemented yet", 501)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One sentence naming each bad field, for the envelope's ``message``."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def validate(model: type[ModelT], data: Any) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise argument_error(describe_validation_error(error)) from None
+
+
+async def json_body(model: type[ModelT]) -> ModelT:
+    """The request's JSON body validated against ``model``; bad JSON is an argument error."""
+    data = await request.get_json(force=True, silent=True)
+    if data is None:
+        raw = await request.get_data()
+        if raw.strip():
+            raise argument_error("The request body is not valid JSON.")
+        data = {}
+    if not isinstance(data, dict):
+        raise argument_error("The request body must be a JSON object.")
+    return validate(model, data)
+
+
+def query_args(model: type[ModelT]) -> ModelT:
+    """Query-string parameters validated against ``model`` (empty values count as absent)."""
+    return validate(model, {key: value for key, value in request.args.items() if value != ""})
+
+
+def parse_bool(value: Any) -> Any:
+    """Query strings spell booleans many ways (requests sends ``True``); accept the usual ones."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+    return value
+
+
+class ListQuery(BaseModel):
+    """The paging, ordering and filtering parameters every list route takes."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    page: int = Field(1, ge=1)
+    page_size: int = Field(30, ge=1, le=1000)
+    orderby: Literal["create_time", "update_time"] = "create_time"
+    desc: Annotated[bool, BeforeValidator(parse_bool)] = True
+    id: str | None = None
+    name: str | None = None
