@@ -35,7 +35,7 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests/bench -m bench -s
+	for bench in tests/bench/[a-z]*.py; do $(BIN)/python -m tests.bench.$$(basename $$bench .py) || exit 1; done
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

@@ -20,9 +20,9 @@ from api.apps import BLUEPRINTS
 from api.components import EXTENSION_KEY, Components, build_components
 from api.db.migrate import upgrade
 from api.db.services import tenant_service
+from api.errors import ApiError, RetCode
 from api.observability import LoopLagMonitor
 from api.settings import Settings
-from api.errors import ApiError, RetCode
 from api.utils.api_utils import error_body, error_status
 from api.utils.auth import PUBLIC_PATHS, presented_key
 

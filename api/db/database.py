@@ -83,7 +83,14 @@ class MetaDB:
         return {"SqliteDatabase": "sqlite"}.get(type(self.database).__name__, self.url.split("://", 1)[0])
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` synchronously with a connection held (worker threads, CLI)."""
+        """Run ``fn`` synchronously with a connection held (worker threads, CLI).
+
+        A SQLite connection stays open in its thread (opening one and setting its pragmas
+        costs more than most queries); a pooled server connection goes back to the pool.
+        """
+        if isinstance(self.database, SqliteDatabase):
+            self.database.connect(reuse_if_open=True)
+            return fn(*args, **kwargs)
         with self.database.connection_context():
             return fn(*args, **kwargs)
 

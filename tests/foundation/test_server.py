@@ -1,0 +1,119 @@
+"""A real hypercorn server: ragflow-sdk as the client, graceful shutdown, the CLI, `python -m api`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hypercorn.asyncio import serve
+from ragflow_sdk import RAGFlow
+
+from api.app import create_app
+from api.components import build_components
+from api.db.services import tenant_service
+from api.server import hypercorn_config
+from tests.conftest import free_port
+
+
+def test_ragflow_sdk_manages_datasets_unchanged(live_server) -> None:
+    client = RAGFlow(api_key=live_server.key("acme"), base_url=live_server.url)
+    dataset = client.create_dataset(name="sdk-set", description="made by ragflow-sdk")
+    assert dataset.id and dataset.name == "sdk-set"
+    dataset.update({"name": "sdk-renamed"})
+    assert dataset.name == "sdk-renamed"
+    assert [d.name for d in client.list_datasets()] == ["sdk-renamed"]
+    assert client.get_dataset(name="sdk-renamed").id == dataset.id
+    client.delete_datasets(ids=[dataset.id])
+    assert client.list_datasets() == []
+    intruder = RAGFlow(api_key="ragline-not-a-key", base_url=live_server.url)
+    with pytest.raises(Exception, match="API key"):
+        intruder.list_datasets()
+
+
+def test_in_flight_requests_finish_during_a_graceful_stop(make_settings) -> None:
+    settings = make_settings(graceful_timeout=5)
+    parts = build_components(settings)
+    app = create_app(settings, parts)
+    started = threading.Event()
+
+    @app.get("/slow-for-test")
+    async def slow() -> dict:
+        started.set()
+        await asyncio.sleep(1.0)
+        return {"finished": True}
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    server = threading.Thread(
+        target=lambda: loop.run_until_complete(serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)),
+        daemon=True,
+    )
+    server.start()
+    url = f"http://{settings.host}:{settings.port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    headers = {"Authorization": f"Bearer {parts.db.call(tenant_service.create_key_for, 'acme').key}"}
+    result: dict = {}
+    client = threading.Thread(
+        target=lambda: result.update(r=httpx.get(f"{url}/slow-for-test", headers=headers, timeout=10))
+    )
+    client.start()
+    assert started.wait(10)
+    loop.call_soon_threadsafe(stop.set)
+    client.join(10)
+    server.join(10)
+    assert result["r"].status_code == 200 and result["r"].json() == {"finished": True}
+    assert not server.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=1)
+
+
+def _ragline(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "RAGLINE_DATA_DIR": str(data_dir), **env}
+    command = [str(Path(sys.executable).parent / "ragline"), *args]
+    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_token_create_prints_a_working_key_last(tmp_path: Path) -> None:
+    made = _ragline(["token", "create", "--tenant", "cli-tenant"], tmp_path)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    assert key.startswith("ragline-")
+    again = _ragline(["db", "upgrade"], tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api"],
+        env={**os.environ, "RAGLINE_DATA_DIR": str(tmp_path), "RAGLINE_PORT": str(port)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        good = httpx.get(f"{url}/api/v1/datasets", headers={"Authorization": f"Bearer {key}"}).json()
+        bad = httpx.get(f"{url}/api/v1/datasets", headers={"Authorization": "Bearer nope"}).json()
+        assert good["code"] == 0 and bad["code"] == 109
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert "created tenant 'default'" not in output
