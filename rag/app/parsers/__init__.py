@@ -1,0 +1,67 @@
+"""File parsers: ``parse(filename, data)`` → sections, one module per format.
+
+The extension picks the parser (content sniffing would let a renamed binary through to the
+wrong parser); ``SUPPORTED_EXTENSIONS`` is the single list the upload route checks against,
+so an upload is refused with the same rule that would later fail to parse it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from rag.app.parsers import csv, docx, html, json, md, pdf, txt
+from rag.app.parsers.base import IngestError, ParseError, Section, UnsupportedFormatError
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "IngestError",
+    "ParseError",
+    "Section",
+    "UnsupportedFormatError",
+    "file_extension",
+    "parse",
+    "require_supported",
+]
+
+_PARSERS: dict[str, Callable[[bytes], list[Section]]] = {
+    ".txt": txt.parse,
+    ".md": md.parse,
+    ".markdown": md.parse,
+    ".html": html.parse,
+    ".htm": html.parse,
+    ".pdf": pdf.parse,
+    ".docx": docx.parse,
+    ".csv": csv.parse,
+    ".json": json.parse,
+}
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_PARSERS)
+
+
+def file_extension(filename: str) -> str:
+    """The lower-cased extension with its dot (``.pdf``), ``""`` when there is none."""
+    return os.path.splitext(filename)[1].lower()
+
+
+def require_supported(filename: str) -> str:
+    """The file's extension, or ``UnsupportedFormatError`` naming it — the upload-time check."""
+    extension = file_extension(filename)
+    if extension not in _PARSERS:
+        raise UnsupportedFormatError(extension, SUPPORTED_EXTENSIONS)
+    return extension
+
+
+def parse(filename: str, data: bytes) -> list[Section]:
+    """Sections of the file, in document order, never empty.
+
+    Raises ``UnsupportedFormatError`` for an unknown extension and ``ParseError`` (with the
+    reason in its message) for an empty, binary, damaged or text-less file.
+    """
+    parser = _PARSERS[require_supported(filename)]
+    if not data.strip():
+        raise ParseError("The file is empty.")
+    sections = [section for section in parser(data) if section.text.strip()]
+    if not sections:
+        raise ParseError("The file contains no text.")
+    return sections
