@@ -1,0 +1,260 @@
+"""LLMBundle: the async facade over one model for one tenant, with its accounting.
+
+Everything above the model layer calls models through a bundle. It validates the request
+against the model's spec, applies the tenant's rate limit, calls the model whatever its kind
+(``rag.llm.invoke``), keeps reasoning apart from the answer, fills in token counts the
+provider did not give (tiktoken), prices the call, and writes one usage row per call —
+also when the call failed or the consumer of a stream went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from api.db.services.usage_service import UsageRow, UsageSink
+from rag.llm.errors import LLMServiceError, translate_exception
+from rag.llm.invoke import call_model, iterate_model
+from rag.llm.registry import ModelRegistry
+from rag.llm.specs import ModelSpec
+from rag.llm.types import ChatDelta, ChatResult, TokenUsage
+from rag.utils.token_utils import num_tokens
+
+logger = logging.getLogger(__name__)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _prompt_tokens(system: str | None, history: list[dict]) -> int:
+    return num_tokens(system or "") + sum(num_tokens(str(turn.get("content") or "")) for turn in history)
+
+
+class ChatStream:
+    """The answer of ``LLMBundle.chat_streamly``: iterate it for text deltas; once it has ended
+    (finished, failed, or closed early) ``result`` holds the whole answer, the reasoning kept
+    apart, the usage and the accounting. Close it (``aclose`` or ``async with``) to stop early.
+    """
+
+    def __init__(self, deltas: AsyncIterator[str], result: ChatResult) -> None:
+        self._deltas = deltas
+        self.result = result
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._deltas.__anext__()
+
+    async def aclose(self) -> None:
+        await self._deltas.aclose()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class LLMBundle:
+    """One model (``name@factory``) of one kind for one tenant.
+
+    ``kind`` is ``chat``, ``embedding`` or ``rerank``; ``model`` overrides the registry's
+    object (tests, pre-built models). Dialog/conversation/message ids given here (or with
+    ``bind``) are written on the usage rows.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        tenant_id: str,
+        model_name: str | None = None,
+        usage_sink: UsageSink | None = None,
+        kind: str = "chat",
+        *,
+        model: Any = None,
+        dialog_id: str | None = None,
+        conversation_id: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.tenant_id = tenant_id
+        self.kind = kind
+        self.model_name = model_name or (registry.default_chat_model if kind == "chat" else "")
+        self.mdl = model if model is not None else registry.model(self.model_name, kind)
+        self.usage_sink = usage_sink
+        self.ids = {"dialog_id": dialog_id, "conversation_id": conversation_id, "message_id": message_id}
+
+    def bind(self, **ids: str | None) -> LLMBundle:
+        """The same bundle writing these ids (dialog_id, conversation_id, message_id) on its rows."""
+        bound = copy.copy(self)
+        bound.ids = {**self.ids, **ids}
+        return bound
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.registry.spec(self.model_name)
+
+    @property
+    def max_length(self) -> int:
+        """The context window, for fitting prompts."""
+        return self.spec.context_window
+
+    @property
+    def is_extractive(self) -> bool:
+        """True for the builtin extractive model: it cannot rewrite questions or pick keywords."""
+        return self.spec.extractive
+
+    # -- chat ---------------------------------------------------------------------------------
+
+    def _prepare(self, gen_conf: dict[str, Any] | None) -> dict[str, Any]:
+        clean = self.registry.validate(self.model_name, gen_conf)
+        self.registry.admit(self.tenant_id, self.model_name)
+        return clean
+
+    async def chat(self, system: str | None, history: list[dict], gen_conf: dict[str, Any] | None = None
+                   ) -> ChatResult:
+        """The whole answer. Raises an ``LLMServiceError``; the usage row is written either way."""
+        conf = self._prepare(gen_conf)
+        started = time.perf_counter()
+        try:
+            result = await call_model(self.mdl.chat, system, history, conf)
+        except asyncio.CancelledError:
+            await self._record_failure("cancelled", 1, started, system, history)
+            raise
+        except Exception as exc:
+            error = translate_exception(exc, self.model_name)
+            await self._record_failure(error.outcome, error.attempts, started, system, history)
+            raise error from exc
+        result.model = result.model or self.model_name
+        await self._finish(result, started, system, history)
+        return result
+
+    def chat_streamly(self, system: str | None, history: list[dict], gen_conf: dict[str, Any] | None = None
+                      ) -> ChatStream:
+        """Answer text deltas as the model writes them (reasoning is not among them).
+
+        A model's ``metadata`` attribute (the extractive model's note) is copied to the result.
+        """
+        result = ChatResult(model=self.model_name, metadata=dict(getattr(self.mdl, "metadata", None) or {}))
+        return ChatStream(self._stream(system, history, gen_conf, result), result)
+
+    async def _stream(self, system: str | None, history: list[dict], gen_conf: dict[str, Any] | None,
+                      result: ChatResult) -> AsyncIterator[str]:
+        conf = self._prepare(gen_conf)
+        started = time.perf_counter()
+        texts: list[str] = []
+        thoughts: list[str] = []
+        try:
+            async with contextlib.aclosing(iterate_model(self.mdl.chat_streamly, system, history, conf)) as items:
+                async for item in items:
+                    delta = ChatDelta(text=item) if isinstance(item, str) else item
+                    self._absorb(delta, result)
+                    thoughts.append(delta.reasoning)
+                    if delta.text:
+                        if result.ttft_ms is None:
+                            result.ttft_ms = _ms_since(started)
+                        texts.append(delta.text)
+                        yield delta.text
+        except (GeneratorExit, asyncio.CancelledError):
+            result.outcome = "cancelled"
+            raise
+        except Exception as exc:
+            error = translate_exception(exc, self.model_name)
+            result.outcome, result.attempts = error.outcome, error.attempts
+            raise error from exc
+        finally:
+            result.text, result.reasoning = "".join(texts), "".join(thoughts)
+            await self._finish(result, started, system, history)
+
+    @staticmethod
+    def _absorb(delta: ChatDelta, result: ChatResult) -> None:
+        result.usage = delta.usage or result.usage
+        result.finish_reason = delta.finish_reason or result.finish_reason
+        result.attempts = delta.attempts or result.attempts
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    async def _finish(self, result: ChatResult, started: float, system: str | None, history: list[dict]) -> None:
+        """Latency, missing token counts, cost; then the usage row."""
+        result.latency_ms = _ms_since(started)
+        if result.usage is None:
+            prompt = await asyncio.to_thread(_prompt_tokens, system, history)
+            completion = num_tokens(result.text) + num_tokens(result.reasoning)
+            result.usage = TokenUsage(prompt_tokens=prompt, completion_tokens=completion, exact=False)
+        result.cost = self._cost(result.usage.prompt_tokens, result.usage.completion_tokens)
+        await self._record(
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+            cost=result.cost,
+            latency_ms=result.latency_ms,
+            ttft_ms=result.ttft_ms,
+            attempts=result.attempts,
+            outcome=result.outcome,
+        )
+
+    async def _record_failure(self, outcome: str, attempts: int, started: float, system: str | None,
+                              history: list[dict]) -> None:
+        prompt = await asyncio.to_thread(_prompt_tokens, system, history)
+        await self._record(prompt_tokens=prompt, latency_ms=_ms_since(started), attempts=attempts, outcome=outcome,
+                           cost=self._cost(0, 0))
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        try:
+            return self.registry.cost(self.model_name, prompt_tokens, completion_tokens)
+        except LLMServiceError:
+            return None
+
+    async def _record(self, **values: Any) -> None:
+        """Write the usage row; accounting trouble is logged, never raised into the answer."""
+        if self.usage_sink is None:
+            return
+        row = UsageRow(tenant_id=self.tenant_id, model=self.model_name, kind=self.kind, **self.ids, **values)
+        try:
+            await self.usage_sink.record(row)
+        except Exception:
+            logger.exception("could not record usage of %s for tenant %s", self.model_name, self.tenant_id)
+
+    # -- embeddings and rerank ----------------------------------------------------------------
+
+    async def _timed(self, method: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            value, tokens = await call_model(method, *args)
+        except asyncio.CancelledError:
+            await self._record(latency_ms=_ms_since(started), outcome="cancelled")
+            raise
+        except Exception as exc:
+            error = translate_exception(exc, self.model_name)
+            await self._record(latency_ms=_ms_since(started), attempts=error.attempts, outcome=error.outcome)
+            raise error from exc
+        await self._record(prompt_tokens=int(tokens), cost=self._cost(int(tokens), 0), latency_ms=_ms_since(started))
+        return value, int(tokens)
+
+    async def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Document vectors, shape (len(texts), dim), and the tokens they cost."""
+        return await self._timed(self.mdl.encode, list(texts))
+
+    async def encode_queries(self, query: str) -> tuple[np.ndarray, int]:
+        """The question's vector, shape (dim,)."""
+        return await self._timed(self.mdl.encode_queries, query)
+
+    async def similarity(self, query: str, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Relevance of each text to the query, in the texts' order.
+
+        A rerank bundle asks its model; an embedding bundle uses cosine similarity.
+        """
+        if self.kind == "rerank" or hasattr(self.mdl, "similarity"):
+            return await self._timed(self.mdl.similarity, query, list(texts))
+        query_vector, query_tokens = await self.encode_queries(query)
+        vectors, text_tokens = await self.encode(texts)
+        norms = np.linalg.norm(vectors, axis=1) * (np.linalg.norm(query_vector) or 1.0)
+        return (vectors @ query_vector) / np.where(norms == 0, 1.0, norms), query_tokens + text_tokens

@@ -1,0 +1,113 @@
+"""Usage accounting: one row per model call, and the totals ``/api/v1/usage`` reports.
+
+LLMBundle hands a ``UsageRow`` to a sink (``async record(row)``). ``UsageService`` is the sink
+that writes the ``usage`` table through MetaDB's worker pool, so the loop never waits on the
+database; ``MemoryUsageSink`` keeps rows in a list for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+from peewee import fn
+
+from api.db.database import MetaDB
+from api.db.models import Usage
+
+MS_PER_DAY = 86_400_000
+GroupBy = Literal["model", "chat", "day"]
+
+
+@dataclass
+class UsageRow:
+    """What one call cost. ``cost`` is None when the model's price is unknown."""
+
+    tenant_id: str
+    model: str
+    kind: str = "chat"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    attempts: int = 1
+    outcome: str = "ok"
+    dialog_id: str | None = None
+    conversation_id: str | None = None
+    message_id: str | None = None
+    retrieval_ms: float | None = None
+
+
+class UsageSink(Protocol):
+    async def record(self, row: UsageRow) -> None: ...
+
+
+class MemoryUsageSink:
+    """Keeps rows in memory (tests, benchmarks, scripts without a database)."""
+
+    def __init__(self) -> None:
+        self.rows: list[UsageRow] = []
+
+    async def record(self, row: UsageRow) -> None:
+        self.rows.append(row)
+
+
+class UsageService:
+    """The database sink and the aggregates over it."""
+
+    def __init__(self, db: MetaDB) -> None:
+        self.db = db
+
+    async def record(self, row: UsageRow) -> None:
+        await self.db.run(lambda: Usage.create(**asdict(row)))
+
+    def rows(self, tenant_id: str) -> list[Usage]:
+        """Rows of a tenant, oldest first (sync; call through ``db.call``/``db.run``)."""
+        return list(Usage.select().where(Usage.tenant_id == tenant_id).order_by(Usage.create_time))
+
+    async def totals(
+        self, tenant_id: str, from_ms: int | None = None, to_ms: int | None = None, group_by: GroupBy = "model"
+    ) -> list[dict[str, Any]]:
+        """Calls, tokens and cost per model, per chat (dialog) or per day, within [from, to)."""
+        return await self.db.run(self._totals, tenant_id, from_ms, to_ms, group_by)
+
+    @staticmethod
+    def _totals(tenant_id: str, from_ms: int | None, to_ms: int | None, group_by: GroupBy) -> list[dict[str, Any]]:
+        key = {
+            "model": Usage.model,
+            "chat": Usage.dialog_id,
+            "day": (Usage.create_time / MS_PER_DAY).cast("INTEGER"),
+        }[group_by]
+        query = Usage.select(
+            key.alias("key"),
+            fn.COUNT(Usage.id).alias("calls"),
+            fn.SUM(Usage.prompt_tokens).alias("prompt_tokens"),
+            fn.SUM(Usage.completion_tokens).alias("completion_tokens"),
+            fn.SUM(Usage.cost).alias("cost"),
+            fn.SUM(Usage.cost.is_null().cast("INTEGER")).alias("calls_without_price"),
+        ).where(Usage.tenant_id == tenant_id)
+        if from_ms is not None:
+            query = query.where(Usage.create_time >= from_ms)
+        if to_ms is not None:
+            query = query.where(Usage.create_time < to_ms)
+        rows = query.group_by(key).order_by(key).dicts()
+        totals = []
+        for row in rows:
+            prompt, completion = int(row["prompt_tokens"] or 0), int(row["completion_tokens"] or 0)
+            key_value = row["key"]
+            if group_by == "day" and key_value is not None:
+                key_value = int(key_value) * MS_PER_DAY
+            totals.append(
+                {
+                    group_by: key_value,
+                    "calls": row["calls"],
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                    "cost": row["cost"],
+                    "calls_without_price": int(row["calls_without_price"] or 0),
+                    "currency": "USD",
+                }
+            )
+        return totals
