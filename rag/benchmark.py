@@ -1,0 +1,184 @@
+"""Retrieval quality on a BEIR-layout collection: nDCG@10, Recall@10/100, MRR@10, latency.
+
+    python -m rag.benchmark --data ../shared/data/scifact --split test
+
+Each corpus document becomes a ``<_id>.txt`` file (title line, blank line, text) and goes
+through the server's own path: the naive chunker, the builtin embedding model, ``make_chunk_row``
+and the SQLite doc store; queries go through ``Dealer.retrieval``. A document's score is its best
+chunk's. Metrics come from ``ranx``. Tune on ``--split train``; report on ``test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.app.naive import parse_and_chunk
+from rag.llm.embedding_model import BuiltinEmbedding
+from rag.nlp.search import Dealer
+from rag.utils.doc_store import create_doc_store
+from rag.utils.doc_store_conn import DocStoreConnection, index_name, make_chunk_row
+
+TENANT = "benchmark"
+KB = "benchmark"
+METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
+DEFAULT_WEIGHT = 0.3  # what RAGFlow clients send; the figure the targets are about
+
+
+@dataclass
+class Collection:
+    corpus: dict[str, tuple[str, str]]  # doc id → (title, text)
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def load_collection(data: Path, split: str) -> Collection:
+    """BEIR layout; ``queries_<split>.jsonl`` when present, else ``queries.jsonl``."""
+    corpus = {}
+    with open(data / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            corpus[str(doc["_id"])] = (doc.get("title") or "", doc.get("text") or "")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(data / "qrels" / f"{split}.tsv", encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 3 and parts[2].lstrip("-").isdigit() and int(parts[2]) > 0:
+                qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    query_file = data / f"queries_{split}.jsonl"
+    if not query_file.exists():
+        query_file = data / "queries.jsonl"
+    queries = {}
+    with open(query_file, encoding="utf-8") as fh:
+        for line in fh:
+            query = json.loads(line)
+            if str(query["_id"]) in qrels:
+                queries[str(query["_id"])] = query["text"]
+    return Collection(corpus, queries, qrels)
+
+
+def document_bytes(title: str, text: str) -> bytes:
+    return f"{title}\n\n{text}".encode() if title else text.encode()
+
+
+def chunk_corpus(corpus: dict[str, tuple[str, str]], chunk_tokens: int) -> list[tuple[str, str]]:
+    """(doc id, chunk text) pairs through the server's naive chunker."""
+    config = {"chunk_token_num": chunk_tokens}
+    pairs = []
+    for doc_id, (title, text) in corpus.items():
+        for piece in parse_and_chunk(f"{doc_id}.txt", document_bytes(title, text), config):
+            pairs.append((doc_id, piece.content))
+    return pairs
+
+
+def embed(model: BuiltinEmbedding, texts: list[str], cache_dir: Path | None) -> tuple[np.ndarray, float]:
+    """Vectors of ``texts`` and the seconds it took (0 when read from the cache)."""
+    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:24]
+    cached = cache_dir / f"{key}.npy" if cache_dir else None
+    if cached and cached.exists():
+        return np.load(cached), 0.0
+    started = time.perf_counter()
+    vectors, _ = model.encode(texts)
+    seconds = time.perf_counter() - started
+    if cached:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.save(cached, vectors)
+    return vectors, seconds
+
+
+def index_chunks(store: DocStoreConnection, pairs: list[tuple[str, str]], vectors: np.ndarray) -> float:
+    """Seconds to build rows and insert them in batches, as the ingestion worker does."""
+    started = time.perf_counter()
+    store.create_idx(index_name(TENANT), KB, vectors.shape[1])
+    for start in range(0, len(pairs), 500):
+        rows = [
+            make_chunk_row(doc_id, KB, f"{doc_id}.txt", content, vectors[start + i])
+            for i, (doc_id, content) in enumerate(pairs[start : start + 500])
+        ]
+        errors = store.insert(rows, index_name(TENANT), KB)
+        if errors:
+            raise RuntimeError(f"indexing failed: {errors[:3]}")
+    return time.perf_counter() - started
+
+
+class PrecomputedQueries:
+    """Stands in for the embedding model so latency excludes the question's embedding."""
+
+    def __init__(self, texts: list[str], vectors: np.ndarray) -> None:
+        self.by_text = dict(zip(texts, vectors, strict=True))
+
+    def encode_queries(self, text: str) -> tuple[np.ndarray, int]:
+        return self.by_text[text], 0
+
+
+def run_queries(dealer: Dealer, queries: dict[str, str], encoder, weight: float,
+                top: int = 1024) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Per query the documents' best-chunk scores (top 100) and each call's latency in ms."""
+    run: dict[str, dict[str, float]] = {}
+    latencies = []
+    for qid, text in queries.items():
+        started = time.perf_counter()
+        result = dealer.retrieval(text, encoder, [TENANT], [KB], 1, 300, 0.0, weight, top=top)
+        latencies.append((time.perf_counter() - started) * 1000)
+        scores: dict[str, float] = {}
+        for chunk in result["chunks"]:
+            scores.setdefault(chunk["doc_id"], chunk["similarity"])
+        run[qid] = dict(list(scores.items())[:100]) or {"__none__": 0.0}
+    return run, latencies
+
+
+def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    from ranx import Qrels, Run
+    from ranx import evaluate as ranx_evaluate
+
+    scores = ranx_evaluate(Qrels(qrels), Run(run), METRICS, make_comparable=True)
+    return {metric: float(value) for metric, value in scores.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--chunk-tokens", type=int, default=512, help="naive chunker's chunk_token_num")
+    parser.add_argument("--weights", default=f"0,1,{DEFAULT_WEIGHT}",
+                        help="vector_similarity_weight values to report (0 = term only, 1 = vector only)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="reuse corpus embeddings across runs")
+    args = parser.parse_args(argv)
+
+    collection = load_collection(args.data, args.split)
+    pairs = chunk_corpus(collection.corpus, args.chunk_tokens)
+    model = BuiltinEmbedding()
+    model.warm_up()
+    vectors, embed_seconds = embed(model, [content for _, content in pairs], args.cache_dir)
+    question_texts = list(collection.queries.values())
+    query_vectors, _ = model.encode(question_texts)
+    encoder = PrecomputedQueries(question_texts, query_vectors)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = create_doc_store("sqlite", Path(tmp), [])
+        index_seconds = index_chunks(store, pairs, vectors)
+        dealer = Dealer(store)
+        print(f"{args.data.name}/{args.split}: {len(collection.corpus)} docs → {len(pairs)} chunks "
+              f"(chunk_token_num {args.chunk_tokens}), {len(collection.queries)} queries")
+        print(f"embedding {embed_seconds:.1f}s (0 = cached), indexing {index_seconds:.1f}s")
+        print(f"{'weight':>8} " + " ".join(f"{m:>10}" for m in METRICS) + f" {'p50 ms':>8} {'p95 ms':>8}")
+        for weight in [float(w) for w in args.weights.split(",")]:
+            run, latencies = run_queries(dealer, collection.queries, encoder, weight)
+            scores = evaluate(collection.qrels, run)
+            p95 = statistics.quantiles(latencies, n=20)[-1]
+            label = {0.0: "term", 1.0: "vector"}.get(weight, f"{weight:g}")
+            print(f"{label:>8} " + " ".join(f"{scores[m]:>10.4f}" for m in METRICS)
+                  + f" {statistics.median(latencies):>8.1f} {p95:>8.1f}")
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""``DocStoreConnection`` over Elasticsearch 8/9 with the official client.
+
+One index per tenant, created from ``conf/mapping.json``; its dynamic template maps any
+``q_<dim>_vec`` to a cosine ``dense_vector`` so every embedding dimension works without a fixed
+list. Writes refresh before returning, so a chunk added through the API is searchable when the
+call returns. Connection errors and timeouts are retried with back-off on a fresh client.
+
+A ranked search sends the text leg (``multi_match``, which never parses user text as query
+syntax) and the kNN leg in one ``_msearch``; candidates are unioned and fused with the same
+maths as the SQLite backend (``fuse_rows``). ES reports a cosine kNN score as ``(1 + cos) / 2``;
+it is mapped back to the cosine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, NotFoundError
+
+from rag.nlp import highlight
+from rag.nlp import tokens as text_tokens
+from rag.utils.doc_store_conn import (
+    SCORE,
+    TERM_SCORE,
+    VECTOR_SCORE,
+    DocStoreError,
+    MatchDenseExpr,
+    MatchExpr,
+    MatchTextExpr,
+    OrderByExpr,
+    SearchResult,
+    as_list,
+    fuse_rows,
+    parse_field_boosts,
+    split_match_exprs,
+    vector_dim,
+)
+
+log = logging.getLogger(__name__)
+MAPPING_PATH = Path(__file__).resolve().parents[2] / "conf" / "mapping.json"
+# Keyword fields are matched through their tokenised twin, which is the analysed text field.
+TEXT_FIELD_FOR = {"important_kwd": "important_tks", "question_kwd": "question_tks", "docnm_kwd": "title_tks",
+                  "content_with_weight": "content_ltks"}
+MAX_QUERY_CHARS = 8000  # ES caps clause counts; the queryer already sends at most 64 terms
+T = TypeVar("T")
+
+
+def build_filter(condition: dict, kb_ids: Sequence[str]) -> list[dict]:
+    """ES ``bool.filter`` clauses: one ``terms`` per condition key, plus the dataset list."""
+    clauses = [{"terms": {key: as_list(value)}} for key, value in condition.items()]
+    if kb_ids:
+        clauses.append({"terms": {"kb_id": list(kb_ids)}})
+    return clauses
+
+
+def text_query(expr: MatchTextExpr, filters: list[dict]) -> dict:
+    """The BM25 leg: ``multi_match`` over boosted analysed fields, terms ORed."""
+    fields = [f"{TEXT_FIELD_FOR.get(name, name)}^{boost:g}"
+              for name, boost in parse_field_boosts(expr.fields).items() if boost > 0]
+    terms = " ".join(text_tokens(expr.matching_text))[:MAX_QUERY_CHARS]
+    match = {"multi_match": {"query": terms, "fields": fields, "type": "most_fields", "operator": "or"}}
+    return {"bool": {"must": [match], "filter": filters}}
+
+
+def knn_query(expr: MatchDenseExpr, filters: list[dict]) -> dict:
+    return {
+        "field": expr.vector_column_name,
+        "query_vector": [float(x) for x in expr.embedding_data],
+        "k": expr.topn,
+        "num_candidates": min(max(expr.topn * 2, 100), 10000),
+        "filter": {"bool": {"filter": filters}},
+    }
+
+
+class ESConnection:
+    """Elasticsearch chunk store; ``client_factory`` lets tests plug in a fake transport."""
+
+    def __init__(self, hosts: list[str], *, max_retries: int = 3, request_timeout: float = 30,
+                 refresh: str = "true", mapping_path: Path = MAPPING_PATH,
+                 client_factory: Callable[[list[str]], Elasticsearch] | None = None) -> None:
+        self.hosts = hosts
+        self.max_retries = max_retries
+        self.refresh = refresh
+        self.mapping = json.loads(Path(mapping_path).read_text(encoding="utf-8"))
+        self.client_factory = client_factory or (
+            lambda h: Elasticsearch(h, request_timeout=request_timeout, retry_on_timeout=True, max_retries=1))
+        self.lock = threading.Lock()
+        self.client = self.client_factory(hosts)
+
+    def _call(self, action: Callable[[Elasticsearch], T]) -> T:
+        """Runs ``action`` against the client, reconnecting and retrying on transport failures."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return action(self.client)
+            except (ConnectionError, ConnectionTimeout) as exc:
+                if attempt == self.max_retries:
+                    raise DocStoreError(f"Elasticsearch unreachable: {exc}") from exc
+                log.warning("Elasticsearch %s (attempt %d); reconnecting", type(exc).__name__, attempt + 1)
+                time.sleep(min(0.2 * 2**attempt, 5))
+                self._reconnect()
+        raise AssertionError("unreachable")
+
+    def _reconnect(self) -> None:
+        with self.lock:
+            try:
+                self.client.close()
+            finally:
+                self.client = self.client_factory(self.hosts)
+
+    def create_idx(self, index_name: str, kb_id: str, vector_size: int) -> None:
+        if self.index_exist(index_name, kb_id):
+            return
+        try:
+            self._call(lambda es: es.indices.create(index=index_name, settings=self.mapping["settings"],
+                                                    mappings=self.mapping["mappings"]))
+        except ApiError as exc:
+            if "resource_already_exists" not in str(exc):
+                raise
+
+    def delete_idx(self, index_name: str, kb_id: str) -> None:
+        if kb_id:
+            self.delete({"kb_id": kb_id}, index_name, kb_id)
+            return
+        self._call(lambda es: es.indices.delete(index=index_name, ignore_unavailable=True))
+
+    def index_exist(self, index_name: str, kb_id: str) -> bool:
+        return bool(self._call(lambda es: es.indices.exists(index=index_name)))
+
+    def insert(self, rows: list[dict], index_name: str, kb_id: str) -> list[str]:
+        if not rows:
+            return []
+        self.create_idx(index_name, kb_id, 0)
+        operations: list[dict] = []
+        for row in rows:
+            source = {key: _jsonable(value) for key, value in row.items()}
+            source.setdefault("kb_id", kb_id)
+            operations += [{"index": {"_index": index_name, "_id": row["id"]}}, source]
+        reply = self._call(lambda es: es.bulk(operations=operations, refresh=self.refresh))
+        errors = []
+        for item in reply.get("items", []):
+            result = next(iter(item.values()))
+            if result.get("error"):
+                errors.append(f"{result.get('_id')}: {result['error'].get('reason', result['error'])}")
+        return errors
+
+    def update(self, condition: dict, new_value: dict, index_name: str, kb_id: str) -> bool:
+        script = {"source": "for (e in params.doc.entrySet()) { ctx._source[e.getKey()] = e.getValue(); }",
+                  "lang": "painless", "params": {"doc": {k: _jsonable(v) for k, v in new_value.items()}}}
+        query = {"bool": {"filter": build_filter(condition, [kb_id] if kb_id else [])}}
+        reply = self._call(lambda es: es.update_by_query(index=index_name, query=query, script=script,
+                                                         refresh=True, conflicts="proceed"))
+        return reply.get("updated", 0) > 0
+
+    def delete(self, condition: dict, index_name: str, kb_id: str) -> int:
+        query = {"bool": {"filter": build_filter(condition, [kb_id] if kb_id else [])}}
+        try:
+            reply = self._call(lambda es: es.delete_by_query(index=index_name, query=query, refresh=True,
+                                                             conflicts="proceed"))
+        except NotFoundError:
+            return 0
+        return int(reply.get("deleted", 0))
+
+    def get(self, chunk_id: str, index_name: str, kb_ids: list[str]) -> dict | None:
+        try:
+            reply = self._call(lambda es: es.get(index=index_name, id=chunk_id))
+        except NotFoundError:
+            return None
+        source = dict(reply["_source"])
+        if kb_ids and source.get("kb_id") not in kb_ids:
+            return None
+        source["id"] = reply["_id"]
+        return source
+
+    def search(
+        self,
+        select_fields: Sequence[str],
+        highlight_fields: Sequence[str],
+        condition: dict,
+        match_exprs: Sequence[MatchExpr],
+        order_by: OrderByExpr | None,
+        offset: int,
+        limit: int,
+        index_names: list[str],
+        kb_ids: list[str],
+        agg_fields: list[str] | None = None,
+    ) -> SearchResult:
+        text, dense, fusion = split_match_exprs(match_exprs)
+        filters = build_filter(condition, kb_ids)
+        source = _source_fields(select_fields, highlight_fields, agg_fields)
+        if text is None and dense is None:
+            return self._filtered(source, filters, order_by, offset, limit, index_names, agg_fields)
+        rows = self._ranked(source, filters, text, dense, fusion, index_names)
+        page = rows[offset : offset + limit] if limit > 0 else rows[offset:]
+        query_tokens = text_tokens(text.matching_text) if text else []
+        highlights = {row["id"]: highlight(str(row.get(highlight_fields[0], "")), query_tokens)
+                      for row in page if highlight_fields and query_tokens}
+        aggs = {f: _count(rows, f) for f in agg_fields or []}
+        return SearchResult(len(rows), [_select(r, select_fields) for r in page], highlights, aggs)
+
+    def _filtered(self, source, filters, order_by, offset, limit, index_names, agg_fields) -> SearchResult:
+        body: dict[str, Any] = {
+            "query": {"bool": {"filter": filters}}, "from": offset, "size": limit if limit > 0 else 10000,
+            "track_total_hits": True, "_source": source,
+            "sort": [{name: {"order": "desc" if desc else "asc", "unmapped_type": "keyword"}}
+                     for name, desc in (order_by.fields if order_by else ())] or ["_doc"],
+        }
+        if agg_fields:
+            body["aggs"] = {f: {"terms": {"field": f, "size": 10000}} for f in agg_fields}
+        reply = self._call(lambda es: es.search(index=",".join(index_names), ignore_unavailable=True, **body))
+        rows = [_hit_row(hit) for hit in reply["hits"]["hits"]]
+        aggs = {f: [(b["key"], b["doc_count"]) for b in reply.get("aggregations", {}).get(f, {}).get("buckets", [])]
+                for f in agg_fields or []}
+        return SearchResult(reply["hits"]["total"]["value"], rows, {}, aggs)
+
+    def _ranked(self, source, filters, text, dense, fusion, index_names) -> list[dict]:
+        """Both legs in one ``_msearch``; each text hit also gets its exact cosine."""
+        index = ",".join(index_names)
+        header = {"index": index, "ignore_unavailable": True}
+        searches: list[dict] = []
+        vector_name = dense.vector_column_name if dense else None
+        if text is not None:
+            text_source = source + [vector_name] if (dense and source is not True) else source
+            searches += [header, {"query": text_query(text, filters), "size": text.topn, "_source": text_source}]
+        if dense is not None:
+            searches += [header, {"knn": knn_query(dense, filters), "size": dense.topn, "_source": source}]
+        replies = self._call(lambda es: es.msearch(searches=searches))["responses"]
+        for reply in replies:
+            if "error" in reply:
+                raise DocStoreError(f"Elasticsearch search failed: {reply['error']}")
+        found: dict[str, dict] = {}
+        query = None
+        if dense is not None:
+            query = np.asarray(dense.embedding_data, dtype=np.float32)
+            query /= max(float(np.linalg.norm(query)), 1e-12)
+        if text is not None:
+            for hit in replies[0]["hits"]["hits"]:
+                row = found[hit["_id"]] = _hit_row(hit)
+                row[TERM_SCORE], row[VECTOR_SCORE] = float(hit["_score"] or 0.0), _cosine(row, vector_name, query)
+        if dense is not None:
+            for hit in replies[-1]["hits"]["hits"]:
+                row = found.setdefault(hit["_id"], {**_hit_row(hit), TERM_SCORE: 0.0})
+                row[VECTOR_SCORE] = 2 * float(hit["_score"] or 0.0) - 1
+        rows = list(found.values())
+        if fusion is not None:
+            return fuse_rows(rows, fusion)[: fusion.topn]
+        key = TERM_SCORE if dense is None else VECTOR_SCORE
+        for row in rows:
+            row[SCORE] = row[key]
+        return sorted(rows, key=lambda r: r[SCORE], reverse=True)
+
+    def get_total(self, result: SearchResult) -> int:
+        return result.total
+
+    def health(self) -> dict:
+        reply = self._call(lambda es: es.cluster.health())
+        return {"type": "elasticsearch", "status": reply.get("status"), "nodes": reply.get("number_of_nodes")}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.astype(float).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _source_fields(select_fields, highlight_fields, agg_fields) -> list[str] | bool:
+    if not select_fields or "*" in select_fields:
+        return True
+    return list(dict.fromkeys([*select_fields, *(highlight_fields or []), *(agg_fields or [])]))
+
+
+def _hit_row(hit: dict) -> dict:
+    row = dict(hit.get("_source") or {})
+    row["id"] = hit["_id"]
+    return row
+
+
+def _cosine(row: dict, vector_name: str | None, query: np.ndarray | None) -> float:
+    """Exact cosine of a text hit's stored vector with the query; 0 when either is missing."""
+    vector = row.pop(vector_name, None) if vector_name else None
+    if vector is None or query is None or vector_dim(vector_name) != query.size:
+        return 0.0
+    vec = np.asarray(vector, dtype=np.float32)
+    return float(vec @ query / max(float(np.linalg.norm(vec)), 1e-12))
+
+
+def _select(row: dict, select_fields: Sequence[str]) -> dict:
+    if not select_fields or "*" in select_fields:
+        return row
+    keep = set(select_fields) | {"id", SCORE, TERM_SCORE, VECTOR_SCORE, "term_similarity", "vector_similarity"}
+    return {k: v for k, v in row.items() if k in keep}
+
+
+def _count(rows: list[dict], field: str) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        value = str(row.get(field, ""))
+        counts[value] = counts.get(value, 0) + 1
+    return sorted(counts.items(), key=lambda kv: kv[1], reverse=True)

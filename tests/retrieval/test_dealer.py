@@ -1,0 +1,139 @@
+"""Dealer.retrieval on a real SQLite store with hand-made vectors: fusion maths, filters, paging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.nlp.search import Dealer
+from rag.utils.doc_store_conn import index_name, make_chunk_row
+from rag.utils.sqlite_conn import SqliteConnection
+
+TENANT, KB = "t1", "kb1"
+DOCS = {
+    "d1": ["Aspirin reduces the risk of heart attack.", "Aspirin is an anti-inflammatory drug."],
+    "d2": ["Statins lower cholesterol in the blood."],
+    "d3": ["The heart pumps blood through the body."],
+    "d4": ["Volcanoes erupt molten rock."],
+}
+DIM = 6
+
+
+def basis(i: int) -> np.ndarray:
+    vec = np.full(DIM, 0.05, dtype=np.float32)
+    vec[i % DIM] = 1.0
+    return vec / np.linalg.norm(vec)
+
+
+class FixedEncoder:
+    """Maps known questions to fixed vectors so the vector leg is predictable."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+        self.calls = 0
+
+    def encode_queries(self, text: str) -> tuple[np.ndarray, int]:
+        self.calls += 1
+        return self.vectors.get(text, basis(5)), 3
+
+
+@pytest.fixture
+def dealer(tmp_path: Path) -> Dealer:
+    store = SqliteConnection(tmp_path)
+    rows, n = [], 0
+    for doc_id, texts in DOCS.items():
+        for text in texts:
+            rows.append(make_chunk_row(doc_id, KB, f"{doc_id}.txt", text, basis(n)))
+            n += 1
+    rows.append(make_chunk_row("other", "kb2", "other.txt", "Aspirin heart attack other dataset", basis(0)))
+    assert store.insert(rows, index_name(TENANT), KB) == []
+    return Dealer(store)
+
+
+def retrieve(dealer, question, encoder, **kw):
+    args = {"page": 1, "page_size": 10, "similarity_threshold": 0.0, "vector_similarity_weight": 0.3} | kw
+    return dealer.retrieval(question, encoder, [TENANT], [KB], **args)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.7, 1.0])
+def test_similarity_is_the_weighted_sum_of_normalised_legs(dealer, weight):
+    result = retrieve(dealer, "aspirin heart", FixedEncoder({"aspirin heart": basis(3)}),
+                      vector_similarity_weight=weight)
+    assert result["total"] == 5
+    for chunk in result["chunks"]:
+        assert 0.0 <= chunk["term_similarity"] <= 1.0 and 0.0 <= chunk["vector_similarity"] <= 1.0
+        expected = weight * chunk["vector_similarity"] + (1 - weight) * chunk["term_similarity"]
+        assert chunk["similarity"] == pytest.approx(expected, abs=1e-5)
+    sims = [c["similarity"] for c in result["chunks"]]
+    assert sims == sorted(sims, reverse=True)
+    by_text = {c["content_with_weight"]: c for c in result["chunks"]}
+    assert by_text[DOCS["d1"][0]]["term_similarity"] == 1.0  # both words: the best BM25
+    assert by_text[DOCS["d3"][0]]["vector_similarity"] == 1.0  # basis(3): the nearest vector
+    assert by_text[DOCS["d3"][0]]["term_similarity"] > 0  # "heart"
+    assert by_text[DOCS["d4"][0]]["term_similarity"] == 0  # found by the vector leg only
+
+
+def test_vector_leg_finds_chunks_without_any_common_word(dealer):
+    result = retrieve(dealer, "aspirin", FixedEncoder({"aspirin": basis(4)}), vector_similarity_weight=0.5)
+    assert DOCS["d4"][0] in [c["content_with_weight"] for c in result["chunks"]]
+
+
+def test_threshold_paging_and_doc_aggs(dealer):
+    encoder = FixedEncoder({"aspirin heart": basis(0)})
+    full = retrieve(dealer, "aspirin heart", encoder, similarity_threshold=0.2)
+    assert all(c["similarity"] >= 0.2 for c in full["chunks"])
+    assert full["total"] == len(full["chunks"]) < 5
+    page2 = retrieve(dealer, "aspirin heart", encoder, similarity_threshold=0.2, page=2, page_size=1)
+    assert page2["total"] == full["total"]
+    assert page2["chunks"][0]["chunk_id"] == full["chunks"][1]["chunk_id"]
+    aggs = {a["doc_id"]: a for a in full["doc_aggs"]}
+    assert aggs["d1"] == {"doc_id": "d1", "doc_name": "d1.txt", "count": 2}
+    assert sum(a["count"] for a in full["doc_aggs"]) == full["total"]
+
+
+def test_filters_datasets_documents_and_availability(dealer):
+    encoder = FixedEncoder({})
+    only_d2 = retrieve(dealer, "aspirin heart blood", encoder, doc_ids=["d2"])
+    assert {c["doc_id"] for c in only_d2["chunks"]} == {"d2"}
+    everything = retrieve(dealer, "aspirin heart blood", encoder)
+    assert "other" not in {c["doc_id"] for c in everything["chunks"]}
+    first = everything["chunks"][0]
+    dealer.doc_store.update({"id": first["chunk_id"]}, {"available_int": 0}, index_name(TENANT), KB)
+    after = retrieve(dealer, "aspirin heart blood", encoder)
+    assert first["chunk_id"] not in {c["chunk_id"] for c in after["chunks"]}
+
+
+def test_chunk_shape_and_highlight(dealer):
+    result = retrieve(dealer, "Aspirin drug", FixedEncoder({}), highlight=True)
+    chunk = result["chunks"][0]
+    assert set(chunk) >= {"chunk_id", "content_with_weight", "doc_id", "docnm_kwd", "kb_id", "important_kwd",
+                          "question_kwd", "similarity", "vector_similarity", "term_similarity", "positions",
+                          "highlight"}
+    assert "<em>Aspirin</em>" in chunk["highlight"] and "<em>drug</em>" in chunk["highlight"]
+    assert "highlight" not in retrieve(dealer, "Aspirin drug", FixedEncoder({}))["chunks"][0]
+
+
+def test_rerank_model_replaces_the_vector_part(dealer):
+    class Reranker:
+        def similarity(self, query, texts):
+            return np.array([1.0 if "Statins" in t else 0.0 for t in texts]), 5
+
+    result = retrieve(dealer, "aspirin blood", FixedEncoder({}), rerank_mdl=Reranker(), vector_similarity_weight=0.9)
+    top = result["chunks"][0]
+    assert top["content_with_weight"] == DOCS["d2"][0]
+    assert top["vector_similarity"] == 1.0
+    assert top["similarity"] == pytest.approx(0.9 + 0.1 * top["term_similarity"], abs=1e-5)
+
+
+@pytest.mark.parametrize("question", ["", "   ", "🙂", '"(AND NEAR *'])
+def test_degenerate_questions(dealer, question):
+    result = retrieve(dealer, question, FixedEncoder({}))
+    assert set(result) == {"total", "chunks", "doc_aggs"}
+    if not question.strip():
+        assert result == {"total": 0, "chunks": [], "doc_aggs": []}
+
+
+def test_no_datasets_means_nothing(dealer):
+    assert dealer.retrieval("aspirin", FixedEncoder({}), [TENANT], [], 1, 10)["total"] == 0

@@ -1,0 +1,137 @@
+"""The exact requests ESConnection sends, through the real client over a fake HTTP node."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from elastic_transport import ApiResponseMeta, BaseNode, HttpHeaders
+from elastic_transport import ConnectionError as TransportConnectionError
+from elasticsearch import Elasticsearch
+
+from rag.utils.doc_store_conn import FusionExpr, MatchDenseExpr, MatchTextExpr, make_chunk_row
+from rag.utils.es_conn import ESConnection
+
+IDX = "ragline_t1"
+
+
+class FakeNode(BaseNode):
+    """Records every request; answers from ``replies`` (method, path prefix) → body."""
+
+    calls: list[tuple[str, str, Any]] = []
+    replies: dict[tuple[str, str], Any] = {}
+    failures: list[Exception] = []
+
+    def perform_request(self, method, target, body=None, headers=None, request_timeout=None):
+        if FakeNode.failures:
+            raise FakeNode.failures.pop(0)
+        path, _, query = target.partition("?")
+        parsed = None
+        if body:
+            text = body.decode()
+            parsed = [json.loads(line) for line in text.splitlines() if line] if "x-ndjson" in str(
+                headers.get("content-type", "")) else json.loads(text)
+        FakeNode.calls.append((method, target, parsed))
+        reply = next((v for (m, p), v in FakeNode.replies.items() if m == method and path.startswith(p)), {})
+        status = 404 if reply is None else 200
+        meta = ApiResponseMeta(status=status, http_version="1.1", duration=0.0, node=self.config,
+                               headers=HttpHeaders({"x-elastic-product": "Elasticsearch",
+                                                    "content-type": "application/json"}))
+        from elastic_transport._node._base import NodeApiResponse
+
+        return NodeApiResponse(meta, json.dumps(reply if reply is not None else {"found": False}).encode())
+
+
+@pytest.fixture
+def fake() -> type[FakeNode]:
+    FakeNode.calls, FakeNode.replies, FakeNode.failures = [], {}, []
+    return FakeNode
+
+
+@pytest.fixture
+def conn(fake) -> ESConnection:
+    def factory(hosts):
+        return Elasticsearch(hosts, node_class=FakeNode, max_retries=0)
+
+    return ESConnection(["http://es:9200"], client_factory=factory)
+
+
+def test_create_idx_sends_the_mapping_template(conn, fake):
+    fake.replies[("HEAD", f"/{IDX}")] = None
+    conn.create_idx(IDX, "kb", 384)
+    method, target, body = fake.calls[-1]
+    assert (method, target) == ("PUT", f"/{IDX}")
+    assert body["mappings"]["dynamic_templates"][0]["dense_vector"]["match"] == "q_*_vec"
+    assert body["mappings"]["dynamic_templates"][0]["dense_vector"]["mapping"]["similarity"] == "cosine"
+    assert "dims" not in json.dumps(body["mappings"])  # any dimension: inferred from the first vector
+    assert body["settings"]["analysis"]["analyzer"]["ragline_text"]["filter"][-1] == "porter_stem"
+
+
+def test_bulk_insert_refreshes_before_returning(conn, fake):
+    fake.replies[("HEAD", f"/{IDX}")] = {}
+    fake.replies[("PUT", "/_bulk")] = {"errors": True, "items": [
+        {"index": {"_id": "a", "status": 201}},
+        {"index": {"_id": "b", "status": 400, "error": {"reason": "mapper_parsing_exception"}}}]}
+    rows = [make_chunk_row("d1", "kb", "d1.txt", "one", [0.1, 0.2]), make_chunk_row("d1", "kb", "d1.txt", "two", [1, 0])]
+    errors = conn.insert(rows, IDX, "kb")
+    method, target, body = fake.calls[-1]
+    assert method == "PUT" and target.startswith("/_bulk") and "refresh=true" in target
+    assert body[0] == {"index": {"_index": IDX, "_id": rows[0]["id"]}}
+    assert body[1]["q_2_vec"] == pytest.approx([0.1, 0.2]) and body[1]["kb_id"] == "kb"
+    assert errors == ["b: mapper_parsing_exception"]
+
+
+def test_hybrid_search_sends_independent_legs(conn, fake):
+    fake.replies[("POST", "/_msearch")] = {"responses": [
+        {"hits": {"total": {"value": 1}, "hits": [
+            {"_id": "c1", "_score": 4.0, "_source": {"doc_id": "d1", "q_2_vec": [1.0, 0.0]}}]}},
+        {"hits": {"total": {"value": 2}, "hits": [
+            {"_id": "c2", "_score": 0.9, "_source": {"doc_id": "d2"}},
+            {"_id": "c1", "_score": 0.75, "_source": {"doc_id": "d1"}}]}}]}
+    exprs = [MatchTextExpr(("content_ltks^2", "important_kwd^3"), 'cell AND "(x', 50),
+             MatchDenseExpr("q_2_vec", (0.6, 0.8), 50), FusionExpr(0.3, 100)]
+    result = conn.search(["doc_id"], [], {"available_int": 1}, exprs, None, 0, 10, [IDX], ["kb"])
+    _, target, body = fake.calls[-1]
+    assert target.startswith("/_msearch")
+    text_body, knn_body = body[1], body[3]
+    match = text_body["query"]["bool"]["must"][0]["multi_match"]
+    assert match["query"] == "cell and x" and match["operator"] == "or"
+    assert match["fields"] == ["content_ltks^2", "important_tks^3"]
+    assert {"terms": {"kb_id": ["kb"]}} in text_body["query"]["bool"]["filter"]
+    assert "q_2_vec" in text_body["_source"]
+    assert knn_body["knn"]["field"] == "q_2_vec" and knn_body["knn"]["k"] == 50
+    assert knn_body["knn"]["filter"]["bool"]["filter"] == [{"terms": {"available_int": [1]}},
+                                                             {"terms": {"kb_id": ["kb"]}}]
+    assert "query" not in knn_body  # the vector leg is not filtered by the text match
+    rows = {r["id"]: r for r in result.rows}
+    assert rows["c1"]["_vector_score"] == pytest.approx(0.5)  # ES's (1 + cos) / 2 mapped back: 2·0.75 − 1
+    assert rows["c2"]["_vector_score"] == pytest.approx(0.8)
+    assert rows["c2"]["vector_similarity"] == 1.0 and rows["c1"]["vector_similarity"] == 0.0
+    assert rows["c1"]["term_similarity"] == 1.0 and rows["c2"]["term_similarity"] == 0.0
+    assert rows["c1"]["_score"] == pytest.approx(0.7) and rows["c2"]["_score"] == pytest.approx(0.3)
+
+
+def test_update_and_delete_by_query(conn, fake):
+    fake.replies[("POST", f"/{IDX}/_update_by_query")] = {"updated": 2}
+    fake.replies[("POST", f"/{IDX}/_delete_by_query")] = {"deleted": 3}
+    assert conn.update({"doc_id": ["d1"]}, {"available_int": 0}, IDX, "kb")
+    _, target, body = fake.calls[-1]
+    assert "refresh=true" in target
+    assert body["query"] == {"bool": {"filter": [{"terms": {"doc_id": ["d1"]}}, {"terms": {"kb_id": ["kb"]}}]}}
+    assert body["script"]["params"]["doc"] == {"available_int": 0}
+    assert conn.delete({"id": "c1"}, IDX, "kb") == 3
+
+
+def test_connection_errors_reconnect_and_retry(fake):
+    built = []
+
+    def factory(hosts):
+        built.append(hosts)
+        return Elasticsearch(hosts, node_class=FakeNode, max_retries=0)
+
+    conn = ESConnection(["http://es:9200"], client_factory=factory, max_retries=2)
+    fake.failures = [TransportConnectionError("refused"), TransportConnectionError("refused")]
+    fake.replies[("GET", "/_cluster/health")] = {"status": "green", "number_of_nodes": 1}
+    assert conn.health()["status"] == "green"
+    assert len(built) == 3  # the first client and one fresh client per failure
