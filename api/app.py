@@ -68,7 +68,7 @@ def _install_lifespan(app: Quart, parts: Components) -> None:
     @app.after_serving
     async def stop() -> None:
         await lag_monitor.stop()
-        await asyncio.get_running_loop().run_in_executor(None, parts.db.close)
+        await parts.aclose()
 
 
 def _announce_bootstrap_key(issued: tenant_service.IssuedKey) -> None:

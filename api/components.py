@@ -6,15 +6,26 @@ its own set (its own data dir, its own database) and two apps never share state.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from quart import current_app
 
 from api.db.database import MetaDB
+from api.db.services.llm_service import LLMBundle
+from api.db.services.usage_service import UsageService
+from api.errors import data_error
 from api.observability import Metrics
 from api.settings import Settings
 from api.utils.auth import TenantResolver
+from api.utils.llm_bridge import SyncLLMWrapper
+from rag.llm.errors import LLMServiceError
+from rag.llm.registry import ModelRegistry
+from rag.nlp.search import Dealer
+from rag.utils.doc_store import create_doc_store
+from rag.utils.doc_store_conn import DocStoreConnection
+from rag.utils.storage import LocalStorage, Storage
 
 EXTENSION_KEY = "ragline"
 
@@ -24,18 +35,81 @@ class Components:
     settings: Settings
     db: MetaDB
     tenant_resolver: TenantResolver
+    doc_store: DocStoreConnection
+    storage: Storage
+    registry: ModelRegistry
+    usage: UsageService
+    dealer: Dealer
     metrics: Metrics = field(default_factory=Metrics)
 
     def health_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """One probe per component, each raising when that component is unhealthy."""
-        return {"database": lambda: self.db.run(self.db.ping)}
+        return {
+            "database": lambda: self.db.run(self.db.ping),
+            "doc_store": self._doc_store_health,
+        }
+
+    async def _doc_store_health(self) -> None:
+        report = await asyncio.to_thread(self.doc_store.health)
+        if report.get("status") not in ("ok", "green", "yellow"):
+            raise RuntimeError(f"doc store reports {report}")
+
+    @property
+    def default_chat_model(self) -> str:
+        return self.registry.default_chat_model
+
+    def bundle(self, tenant_id: str, model_name: str | None, kind: str = "chat") -> LLMBundle:
+        """``model_name`` of ``kind`` for ``tenant_id``'s requests, with usage written to the DB."""
+        return LLMBundle(self.registry, tenant_id, model_name, self.usage, kind)
+
+    def sync_view(self, bundle: LLMBundle) -> SyncLLMWrapper:
+        """The bundle as blocking code in a worker thread calls it (retrieval, citations).
+
+        Must be built on the loop: the wrapper submits the bundle's coroutines back to it.
+        """
+        return SyncLLMWrapper(bundle, asyncio.get_running_loop(), self.settings.llm_timeout)
+
+    def check_chat_model(self, model_name: str) -> None:
+        """Refuse a chat model the registry cannot route (102 naming it) before it is stored."""
+        try:
+            self.registry.spec(model_name)
+            self.registry.validate(model_name, {})
+        except LLMServiceError as error:
+            raise data_error(f"Model {model_name!r} is not supported: {error}") from None
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        self.doc_store.close()
+        self.db.close()
 
 
 def build_components(settings: Settings) -> Components:
     """Open (lazily) everything the settings describe; nothing here touches the network."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = MetaDB(settings.resolved_database_url, max_connections=settings.worker_threads)
-    return Components(settings=settings, db=db, tenant_resolver=TenantResolver(db))
+    doc_store = create_doc_store(settings.doc_engine, settings.data_dir, settings.es_host_list)
+    return Components(
+        settings=settings,
+        db=db,
+        tenant_resolver=TenantResolver(db),
+        doc_store=doc_store,
+        dealer=Dealer(doc_store),
+        storage=LocalStorage(settings.data_dir / "files"),
+        registry=build_registry(settings),
+        usage=UsageService(db),
+    )
+
+
+def build_registry(settings: Settings) -> ModelRegistry:
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return ModelRegistry.from_config(
+        default_chat_model=settings.llm_model, api_base=settings.llm_api_base, openai_api_key=api_key,
+        ollama_base_url=settings.ollama_base_url, timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries, rate_limit_rpm=settings.llm_rate_limit,
+    )
 
 
 def components() -> Components:

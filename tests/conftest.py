@@ -24,6 +24,9 @@ from api.app import create_app
 from api.components import Components, build_components
 from api.db.services import tenant_service
 from api.settings import Settings, load_settings
+from rag.llm.embedding_model import BuiltinEmbedding
+
+BUILTIN_EMBEDDING = "all-MiniLM-L6-v2@Builtin"
 
 pytest_plugins = ["tests.fixtures.stub_llm"]
 
@@ -116,11 +119,31 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+@pytest.fixture(scope="session")
+def builtin_embedding() -> BuiltinEmbedding:
+    """The builtin MiniLM model, shared by every test: it loads (lazily) once per session."""
+    return BuiltinEmbedding()
+
+
 @pytest.fixture
-def parts(settings: Settings) -> Iterator[Components]:
-    built = build_components(settings)
-    yield built
-    built.db.close()
+def make_parts(builtin_embedding: BuiltinEmbedding) -> Iterator[Callable[[Settings], Components]]:
+    """Build components for some settings, with the session's builtin embedding model."""
+    built: list[Components] = []
+
+    def make(settings: Settings) -> Components:
+        parts = build_components(settings)
+        parts.registry.register(BUILTIN_EMBEDDING, builtin_embedding, kind="embedding")
+        built.append(parts)
+        return parts
+
+    yield make
+    for parts in built:
+        parts.close()
+
+
+@pytest.fixture
+def parts(settings: Settings, make_parts: Callable[[Settings], Components]) -> Components:
+    return make_parts(settings)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from quart import Response, jsonify, request
 
 from api.errors import ApiError, RetCode, argument_error
+from api.utils.llm_bridge import SyncLLMWrapper as SyncLLMWrapper  # DESIGN.md looks for it here
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

@@ -62,12 +62,11 @@ async def test_every_response_carries_a_request_id(client, auth: dict[str, str])
     assert failed.headers["X-Request-ID"]
 
 
-async def test_a_body_over_the_limit_is_413_and_changes_nothing(make_settings, make_key) -> None:
+async def test_a_body_over_the_limit_is_413_and_changes_nothing(make_settings, make_parts) -> None:
     from api.app import create_app
-    from api.components import build_components
 
     settings: Settings = make_settings(max_content_length=1024)
-    parts = build_components(settings)
+    parts = make_parts(settings)
     app = create_app(settings, parts)
     async with app.test_app() as test_app:
         key = parts.db.call(__import__("api.db.services.tenant_service", fromlist=["x"]).create_key_for, "t").key
@@ -79,7 +78,6 @@ async def test_a_body_over_the_limit_is_413_and_changes_nothing(make_settings, m
         assert (await response.get_json())["code"] == 413
         listed = await (await client.get("/api/v1/datasets", headers=headers)).get_json()
         assert listed["data"] == []
-    parts.db.close()
 
 
 async def test_invalid_json_is_an_argument_error(client, auth: dict[str, str]) -> None:
@@ -132,6 +130,7 @@ async def test_a_new_key_from_the_api_works_for_the_same_tenant(client, auth: di
 
 
 async def test_routes_not_landed_yet_answer_in_the_envelope(client, auth: dict[str, str]) -> None:
-    response = await client.get("/api/v1/chats", headers=auth)
+    response = await client.get("/api/v1/llm/jobs/0123", headers=auth)
+    assert response.status_code == 501
     body = await response.get_json()
     assert body["code"] != 0 and "not implemented" in body["message"]

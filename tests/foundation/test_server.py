@@ -16,7 +16,6 @@ from hypercorn.asyncio import serve
 from ragflow_sdk import RAGFlow
 
 from api.app import create_app
-from api.components import build_components
 from api.db.services import tenant_service
 from api.server import hypercorn_config
 from tests.conftest import free_port
@@ -37,9 +36,9 @@ def test_ragflow_sdk_manages_datasets_unchanged(live_server) -> None:
         intruder.list_datasets()
 
 
-def test_in_flight_requests_finish_during_a_graceful_stop(make_settings) -> None:
+def test_in_flight_requests_finish_during_a_graceful_stop(make_settings, make_parts) -> None:
     settings = make_settings(graceful_timeout=5)
-    parts = build_components(settings)
+    parts = make_parts(settings)
     app = create_app(settings, parts)
     started = threading.Event()
 

@@ -14,6 +14,7 @@ from api.utils.api_utils import ListQuery, json_body, ok, query_args
 bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 
 CHUNK_METHODS = ("naive",)
+ChunkMethod = Literal[CHUNK_METHODS]  # type: ignore[valid-type]
 
 
 def _model_name(value: str | None) -> str | None:
@@ -43,7 +44,7 @@ class DatasetFields(BaseModel):
     description: str | None = Field(None, max_length=65_535)
     embedding_model: str | None = Field(None, max_length=128)
     permission: Literal["me", "team"] | None = None
-    chunk_method: Literal[CHUNK_METHODS] | None = None  # type: ignore[valid-type]
+    chunk_method: ChunkMethod | None = None
     parser_config: ParserConfig | None = None
     pagerank: int | None = Field(None, ge=0, le=100)
 
@@ -103,5 +104,6 @@ async def update_dataset(dataset_id: str) -> Response:
 @bp.delete("")
 async def delete_datasets() -> Response:
     body = await json_body(DeleteDatasets)
-    await components().db.run(knowledgebase_service.delete_many, g.tenant_id, body.ids)
+    parts = components()
+    await parts.db.run(knowledgebase_service.delete_many, g.tenant_id, body.ids, parts.doc_store, parts.storage)
     return ok(True)

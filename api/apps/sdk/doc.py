@@ -1,44 +1,107 @@
-"""/api/v1/datasets/<id>/documents and parsing (lands with the ingestion issue)."""
+"""/api/v1/datasets/<id>/documents: upload, list, download, update, delete; (re)parse and cancel."""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+import asyncio
+from typing import Any
+from urllib.parse import quote
 
-from api.utils.api_utils import not_implemented
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Blueprint, Response, g, request
+
+from api.apps.sdk.dataset import ChunkMethod, ParserConfig
+from api.components import components
+from api.db.services import document_service
+from api.db.services.document_service import Upload
+from api.utils.api_utils import ListQuery, json_body, ok, query_args
 
 bp = Blueprint("documents", __name__, url_prefix="/api/v1/datasets")
 
 
-@bp.route("/<dataset_id>/documents", methods=["POST"])
-async def pending_1(**_: str) -> Response:
-    return not_implemented()
+class DocumentQuery(ListQuery):
+    keywords: str | None = None
+    create_time_from: int = Field(0, ge=0)
+    create_time_to: int = Field(0, ge=0)
 
 
-@bp.route("/<dataset_id>/documents", methods=["GET"])
-async def pending_2(**_: str) -> Response:
-    return not_implemented()
+class DocumentChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=255)
+    chunk_method: ChunkMethod | None = None
+    parser_config: ParserConfig | None = None
+    meta_fields: dict[str, Any] | None = None
+    enabled: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
 
 
-@bp.route("/<dataset_id>/documents/<doc_id>", methods=["GET"])
-async def pending_3(**_: str) -> Response:
-    return not_implemented()
+class DocumentIds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] | None
 
 
-@bp.route("/<dataset_id>/documents/<doc_id>", methods=["PUT"])
-async def pending_4(**_: str) -> Response:
-    return not_implemented()
+class ParseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    document_ids: list[str] = Field(..., min_length=1)
 
 
-@bp.route("/<dataset_id>/documents", methods=["DELETE"])
-async def pending_5(**_: str) -> Response:
-    return not_implemented()
+@bp.post("/<dataset_id>/documents")
+async def upload_documents(dataset_id: str) -> Response:
+    files = await request.files
+    uploads = [Upload(item.filename or "", await asyncio.to_thread(item.read)) for item in files.getlist("file")]
+    parts = components()
+    documents = await parts.db.run(document_service.upload, g.tenant_id, dataset_id, uploads, parts.storage)
+    return ok(documents)
 
 
-@bp.route("/<dataset_id>/chunks", methods=["POST"])
-async def pending_6(**_: str) -> Response:
-    return not_implemented()
+@bp.get("/<dataset_id>/documents")
+async def list_documents(dataset_id: str) -> Response:
+    query = query_args(DocumentQuery)
+    docs, total = await components().db.run(
+        document_service.list_page, g.tenant_id, dataset_id, page=query.page, page_size=query.page_size,
+        orderby=query.orderby, desc=query.desc, doc_id=query.id, name=query.name, keywords=query.keywords,
+        create_time_from=query.create_time_from, create_time_to=query.create_time_to,
+    )
+    return ok({"total": total, "docs": docs})
 
 
-@bp.route("/<dataset_id>/chunks", methods=["DELETE"])
-async def pending_7(**_: str) -> Response:
-    return not_implemented()
+@bp.get("/<dataset_id>/documents/<doc_id>")
+async def download_document(dataset_id: str, doc_id: str) -> Response:
+    parts = components()
+    name, data = await parts.db.run(document_service.read_file, g.tenant_id, dataset_id, doc_id, parts.storage)
+    response = Response(data, content_type="application/octet-stream")
+    response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
+    return response
+
+
+@bp.put("/<dataset_id>/documents/<doc_id>")
+async def update_document(dataset_id: str, doc_id: str) -> Response:
+    changes = (await json_body(DocumentChanges)).given()
+    parts = components()
+    document = await parts.db.run(document_service.update, g.tenant_id, dataset_id, doc_id, changes, parts.doc_store)
+    return ok(document)
+
+
+@bp.delete("/<dataset_id>/documents")
+async def delete_documents(dataset_id: str) -> Response:
+    body = await json_body(DocumentIds)
+    parts = components()
+    await parts.db.run(document_service.delete_many, g.tenant_id, dataset_id, body.ids, parts.doc_store,
+                       parts.storage)
+    return ok(True)
+
+
+@bp.post("/<dataset_id>/chunks")
+async def parse_documents(dataset_id: str) -> Response:
+    body = await json_body(ParseRequest)
+    await components().db.run(document_service.queue_parsing, g.tenant_id, dataset_id, body.document_ids)
+    return ok(True)
+
+
+@bp.delete("/<dataset_id>/chunks")
+async def cancel_parsing(dataset_id: str) -> Response:
+    body = await json_body(ParseRequest)
+    await components().db.run(document_service.cancel_parsing, g.tenant_id, dataset_id, body.document_ids)
+    return ok(True)

@@ -1,14 +1,56 @@
-"""POST /api/v1/retrieval (lands with the ingestion issue)."""
+"""POST /api/v1/retrieval: hybrid search over the caller's datasets."""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+import asyncio
 
-from api.utils.api_utils import not_implemented
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from quart import Blueprint, Response, g
+
+from api.components import components
+from api.db.services import retrieval_service
+from api.utils.api_utils import json_body, ok
 
 bp = Blueprint("retrieval", __name__, url_prefix="/api/v1")
 
+MAX_QUESTION_CHARS = 10_000
 
-@bp.route("/retrieval", methods=["POST"])
-async def pending_1(**_: str) -> Response:
-    return not_implemented()
+
+class RetrievalRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    dataset_ids: list[str] = Field(..., min_length=1, max_length=256)
+    question: str = Field(..., max_length=MAX_QUESTION_CHARS)
+    document_ids: list[str] | None = Field(None, max_length=10_000)
+    page: int = Field(1, ge=1)
+    page_size: int = Field(30, ge=1, le=1000)
+    similarity_threshold: float = Field(0.2, ge=0, le=1)
+    vector_similarity_weight: float = Field(0.3, ge=0, le=1)
+    top_k: int = Field(1024, ge=1, le=10_000)
+    rerank_id: str | None = None
+    keyword: bool = False
+    highlight: bool = False
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+@bp.post("/retrieval")
+async def retrieval() -> Response:
+    body = await json_body(RetrievalRequest)
+    parts = components()
+    datasets = await parts.db.run(retrieval_service.datasets_for_retrieval, g.tenant_id, body.dataset_ids,
+                                  body.document_ids)
+    query_encoder = parts.sync_view(parts.bundle(g.tenant_id, datasets[0].embd_id, "embedding"))
+    result = await asyncio.to_thread(
+        parts.dealer.retrieval, body.question, query_encoder, g.tenant_id, body.dataset_ids, body.page,
+        body.page_size, similarity_threshold=body.similarity_threshold,
+        vector_similarity_weight=body.vector_similarity_weight, top=body.top_k, doc_ids=body.document_ids,
+        highlight=body.highlight,
+    )
+    chunks = [retrieval_service.to_api_chunk(chunk) for chunk in result["chunks"]]
+    return ok({"total": result["total"], "chunks": chunks, "doc_aggs": result["doc_aggs"]})

@@ -10,9 +10,11 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from api.db.models import Document, File, Knowledgebase
+from api.db.models import Document, File, Knowledgebase, Task
 from api.db.services.common import http_date, ordered_page
 from api.errors import ApiError, RetCode, data_error
+from rag.utils.doc_store_conn import DocStoreConnection, index_name
+from rag.utils.storage import Storage
 
 DEFAULT_PARSER_CONFIG: dict[str, Any] = {
     "chunk_token_num": 512,
@@ -106,11 +108,13 @@ def update(tenant_id: str, kb_id: str, changes: dict[str, Any]) -> dict[str, Any
     return to_api(kb)
 
 
-def delete_many(tenant_id: str, kb_ids: list[str] | None) -> list[Knowledgebase]:
-    """Delete the datasets (all of the tenant's when ``kb_ids`` is None) with their rows.
+def delete_many(tenant_id: str, kb_ids: list[str] | None, doc_store: DocStoreConnection,
+                storage: Storage) -> int:
+    """Delete the datasets (all of the tenant's when ``kb_ids`` is None) with their documents,
+    files and chunks.
 
-    Validates every id first, so one foreign or unknown id deletes nothing. Returns the
-    deleted datasets so the caller can drop their chunks and stored files.
+    Validates every id first, so one foreign or unknown id deletes nothing. Rows go first in
+    one transaction; chunks and files after, since leftovers of those are invisible.
     """
     with Knowledgebase._meta.database.atomic():
         query = Knowledgebase.select().where(Knowledgebase.tenant_id == tenant_id)
@@ -121,9 +125,23 @@ def delete_many(tenant_id: str, kb_ids: list[str] | None) -> list[Knowledgebase]
         if missing:
             raise data_error(f"You don't own the dataset(s) {', '.join(missing)}.")
         ids = [kb.id for kb in found]
+        documents = list(Document.select().where(Document.kb_id.in_(ids))) if ids else []
         if ids:
-            file_ids = [d.file_id for d in Document.select(Document.file_id).where(Document.kb_id.in_(ids))]
-            File.delete().where(File.id.in_([f for f in file_ids if f])).execute()
+            Task.update(status="cancelled").where(
+                Task.doc_id.in_([doc.id for doc in documents]) & Task.status.in_(("queued", "running"))
+            ).execute()
+            File.delete().where(File.id.in_([doc.file_id for doc in documents if doc.file_id])).execute()
             Document.delete().where(Document.kb_id.in_(ids)).execute()
             Knowledgebase.delete().where(Knowledgebase.id.in_(ids)).execute()
-    return found
+    for kb_id in ids:
+        if doc_store.index_exist(index_name(tenant_id), kb_id):
+            doc_store.delete_idx(index_name(tenant_id), kb_id)
+    for doc in documents:
+        storage.delete(doc.location)
+    return len(found)
+
+
+def embedding_model_of(tenant_id: str, kb_ids: list[str]) -> str | None:
+    """The embedding model a chat's datasets share (None when none of them exists any more)."""
+    kb = Knowledgebase.get_or_none((Knowledgebase.tenant_id == tenant_id) & Knowledgebase.id.in_(kb_ids))
+    return None if kb is None else kb.embd_id

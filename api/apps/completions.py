@@ -1,0 +1,107 @@
+"""RAGFlow's completion wire format, shared by session and conversation completions.
+
+Streaming: ``data:<json>\\n\\n`` lines, each ``{"code": 0, "message": "", "data": {answer, reference,
+audio_binary, id, session_id}}``; a failure is one ``{"code": 500, ...}`` event carrying the
+partial answer; every stream, however it ends, closes with ``data:{"code":0,...,"data":true}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Response, g
+
+from api.components import components
+from api.db.services import chat_assistant_service, conversation_service
+from api.db.services.dialog_service import ChatEvent, DialogService
+from api.errors import ApiError, RetCode, argument_error
+from api.utils.api_utils import ok
+
+log = logging.getLogger("ragline.completions")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return "data:" + json.dumps(payload, ensure_ascii=False) + "\n\n"
+
+
+def answer_data(event: ChatEvent, session_id: str) -> dict[str, Any]:
+    return {"answer": event.answer, "reference": event.reference if event.final else {}, "audio_binary": None,
+            "id": event.message_id, "session_id": session_id}
+
+
+async def _session_for(chat_id: str, session_id: str | None, user_id: str | None, question: str):
+    """The session to answer in, creating one (with the chat's opener) when none is given."""
+    parts = components()
+    dialog = await parts.db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
+    if session_id:
+        await parts.db.run(conversation_service.get_session, g.tenant_id, chat_id, session_id)
+        return dialog, session_id, None
+    opener = chat_assistant_service.to_api(dialog)["prompt"]["opener"] or ""
+    session = await parts.db.run(conversation_service.create_session, g.tenant_id, chat_id,
+                                 (question or "New session")[:255], user_id, opener)
+    return dialog, session["id"], opener
+
+
+async def completion_response(chat_id: str, question: str, session_id: str | None, user_id: str | None,
+                              stream: bool) -> Response:
+    dialog, session_id, opener = await _session_for(chat_id, session_id, user_id, question)
+    if not question.strip():
+        if opener is None:
+            raise argument_error("`question` is required.")
+        return _opener_response(opener, session_id, stream)
+    events = answer_events(dialog, session_id, question, stream=stream)
+    if stream:
+        return Response(_sse_stream(events, session_id), content_type="text/event-stream", headers=SSE_HEADERS)
+    return await _whole_answer(events, session_id)
+
+
+def answer_events(dialog, conversation_id: str, question: str, *, stream: bool, **options: Any
+                  ) -> AsyncIterator[ChatEvent]:
+    """The dialog's events for one question in a stored conversation."""
+    parts = components()
+    return conversation_service.completion(parts, DialogService(parts), dialog, conversation_id, question,
+                                           stream=stream, **options)
+
+
+async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str) -> AsyncIterator[str]:
+    try:
+        async for event in events:
+            if event.error is not None:
+                yield sse({"code": 500, "message": str(event.error),
+                           "data": {"answer": event.answer, "reference": []}})
+            else:
+                yield sse({"code": 0, "message": "", "data": answer_data(event, session_id)})
+    except Exception as error:  # noqa: BLE001 - any failure becomes the error event, never a hung stream
+        log.exception("completion failed", extra={"fields": {"request_id": g.get("request_id")}})
+        yield sse({"code": 500, "message": f"{type(error).__name__}: {error}", "data": {"answer": "",
+                                                                                       "reference": []}})
+    yield sse({"code": 0, "message": "", "data": True})
+
+
+async def _whole_answer(events: AsyncIterator[ChatEvent], session_id: str) -> Response:
+    final = None
+    async for event in events:
+        final = event
+    if final is None:
+        raise ApiError(RetCode.EXCEPTION_ERROR, "The answer ended without a result.")
+    if final.error is not None:
+        raise ApiError(RetCode.EXCEPTION_ERROR, str(final.error))
+    return ok({**answer_data(final, session_id), "prompt": ""})
+
+
+def _opener_response(opener: str, session_id: str, stream: bool) -> Response:
+    event = ChatEvent(opener, final=True, reference={})
+    data = answer_data(event, session_id)
+    if not stream:
+        return ok(data)
+
+    async def once() -> AsyncIterator[str]:
+        yield sse({"code": 0, "message": "", "data": data})
+        yield sse({"code": 0, "message": "", "data": True})
+
+    return Response(once(), content_type="text/event-stream", headers=SSE_HEADERS)

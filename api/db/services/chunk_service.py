@@ -1,0 +1,147 @@
+"""Chunks of one document: list, add, update, delete, with the document's counters kept true.
+
+Synchronous, run in the worker pool. Embedding happens before these functions are called (it
+may be a network call); they receive the vectors ready to store, so a chunk written here is
+searchable as soon as the call returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from api.db.models import Document, Knowledgebase
+from api.db.services.document_service import get_owned as get_owned_document
+from api.errors import data_error
+from rag.nlp import tokenize
+from rag.utils.doc_store_conn import (
+    DocStoreConnection,
+    MatchTextExpr,
+    OrderByExpr,
+    index_name,
+    make_chunk_row,
+)
+from rag.utils.token_utils import num_tokens
+
+CHUNK_FIELDS = ["id", "content_with_weight", "doc_id", "docnm_kwd", "important_kwd", "question_kwd", "kb_id",
+                "available_int", "position_int", "create_time", "create_timestamp_flt"]
+
+
+def to_api(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "content": row.get("content_with_weight", ""),
+        "document_id": row.get("doc_id"),
+        "docnm_kwd": row.get("docnm_kwd"),
+        "important_keywords": row.get("important_kwd") or [],
+        "questions": row.get("question_kwd") or [],
+        "dataset_id": row.get("kb_id"),
+        "image_id": "",
+        "available": bool(row.get("available_int", 1)),
+        "positions": row.get("position_int") or [],
+        "create_time": row.get("create_time"),
+        "create_timestamp": row.get("create_timestamp_flt"),
+    }
+
+
+def list_page(tenant_id: str, kb_id: str, doc_id: str, doc_store: DocStoreConnection, *, page: int,
+              page_size: int, keywords: str | None = None, chunk_id: str | None = None) -> dict[str, Any]:
+    from api.db.services.document_service import to_api as document_to_api
+
+    doc = get_owned_document(tenant_id, kb_id, doc_id)
+    index = index_name(tenant_id)
+    if not doc_store.index_exist(index, kb_id):
+        return {"total": 0, "chunks": [], "doc": document_to_api(doc)}
+    condition: dict[str, Any] = {"doc_id": doc_id}
+    if chunk_id:
+        condition["id"] = chunk_id
+    matches = [MatchTextExpr(("content_ltks",), keywords, topn=10_000)] if keywords else []
+    order = None if keywords else OrderByExpr().asc("create_timestamp_flt")
+    result = doc_store.search(CHUNK_FIELDS, [], condition, matches, order, (page - 1) * page_size, page_size,
+                              [index], [kb_id])
+    return {"total": result.total, "chunks": [to_api(row) for row in result.rows], "doc": document_to_api(doc)}
+
+
+def add(tenant_id: str, kb_id: str, doc_id: str, doc_store: DocStoreConnection, *, content: str,
+        important_keywords: list[str], questions: list[str], vector: np.ndarray) -> dict[str, Any]:
+    doc = get_owned_document(tenant_id, kb_id, doc_id)
+    row = make_chunk_row(doc.id, kb_id, doc.name, content, vector.tolist(), important_kwd=important_keywords,
+                         question_kwd=questions)
+    index = index_name(tenant_id)
+    doc_store.create_idx(index, kb_id, len(vector))
+    is_new = doc_store.get(row["id"], index, [kb_id]) is None
+    errors = doc_store.insert([row], index, kb_id)
+    if errors:
+        raise data_error(f"The chunk could not be stored: {errors[0]}")
+    if is_new:
+        _count(doc, chunks=1, tokens=num_tokens(content))
+    return to_api(row)
+
+
+def get_owned_chunk(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str,
+                    doc_store: DocStoreConnection) -> dict[str, Any]:
+    get_owned_document(tenant_id, kb_id, doc_id)
+    row = doc_store.get(chunk_id, index_name(tenant_id), [kb_id])
+    if row is None or row.get("doc_id") != doc_id:
+        raise data_error(f"Can't find this chunk {chunk_id}.")
+    return row
+
+
+def update(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: DocStoreConnection,
+           changes: dict[str, Any], vector: np.ndarray | None) -> dict[str, Any]:
+    """Apply ``changes`` (content, important_keywords, questions, available) to one chunk.
+
+    ``vector`` is the new content's embedding when the content changed.
+    """
+    row = get_owned_chunk(tenant_id, kb_id, doc_id, chunk_id, doc_store)
+    new_value: dict[str, Any] = {}
+    if "content" in changes:
+        new_value.update(content_with_weight=changes["content"], content_ltks=tokenize(changes["content"]))
+        new_value[next(k for k in row if k.startswith("q_") and k.endswith("_vec"))] = vector.tolist()
+    if "important_keywords" in changes:
+        new_value.update(important_kwd=changes["important_keywords"],
+                         important_tks=tokenize(" ".join(changes["important_keywords"])))
+    if "questions" in changes:
+        new_value.update(question_kwd=changes["questions"], question_tks=tokenize(" ".join(changes["questions"])))
+    if "available" in changes:
+        new_value["available_int"] = int(bool(changes["available"]))
+    if new_value:
+        doc_store.update({"id": chunk_id}, new_value, index_name(tenant_id), kb_id)
+    if "content" in changes:
+        token_change = num_tokens(changes["content"]) - num_tokens(row.get("content_with_weight", ""))
+        _count(Document.get_by_id(doc_id), chunks=0, tokens=token_change)
+    return to_api({**row, **new_value})
+
+
+def delete(tenant_id: str, kb_id: str, doc_id: str, chunk_ids: list[str] | None,
+           doc_store: DocStoreConnection) -> int:
+    """Delete the chunks (all of the document's when ``chunk_ids`` is None); all or nothing."""
+    doc = get_owned_document(tenant_id, kb_id, doc_id)
+    index = index_name(tenant_id)
+    if not doc_store.index_exist(index, kb_id):
+        if chunk_ids:
+            raise data_error(f"Can't find the chunk(s) {', '.join(chunk_ids)}.")
+        return 0
+    condition: dict[str, Any] = {"doc_id": doc_id}
+    if chunk_ids is not None:
+        condition["id"] = list(dict.fromkeys(chunk_ids))
+    found = doc_store.search(["id", "content_with_weight"], [], condition, [], None, 0, 10_000, [index], [kb_id]).rows
+    missing = sorted(set(chunk_ids or []) - {row["id"] for row in found})
+    if missing:
+        raise data_error(f"Can't find the chunk(s) {', '.join(missing)}.")
+    if not found:
+        return 0
+    deleted = doc_store.delete(condition, index, kb_id)
+    _count(doc, chunks=-len(found), tokens=-sum(num_tokens(row.get("content_with_weight", "")) for row in found))
+    return deleted
+
+
+def _count(doc: Document, *, chunks: int, tokens: int) -> None:
+    """Move the document's and its dataset's counters together, in one transaction."""
+    with Document._meta.database.atomic():
+        Document.update(chunk_num=Document.chunk_num + chunks, token_num=Document.token_num + tokens).where(
+            Document.id == doc.id
+        ).execute()
+        Knowledgebase.update(chunk_num=Knowledgebase.chunk_num + chunks,
+                             token_num=Knowledgebase.token_num + tokens).where(Knowledgebase.id == doc.kb_id).execute()

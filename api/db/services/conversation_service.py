@@ -1,0 +1,177 @@
+"""Sessions (conversations) and their messages: storage and the API shapes.
+
+A message is a row of its own, appended with the next ``seq``: storing a turn never rewrites
+the history, and two writers can't lose each other's turns (``(conversation_id, seq)`` is
+unique, so a collision fails loudly instead of silently overwriting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from peewee import fn
+
+from api.db.models import Conversation, Dialog, Message, new_id
+from api.db.services.common import http_date, ordered_page
+from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService
+from api.errors import data_error
+from rag.llm.errors import LLMServiceError
+
+if TYPE_CHECKING:
+    from api.components import Components
+
+STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_ERROR = "complete", "interrupted", "error"
+
+
+def message_to_api(message: Message) -> dict[str, Any]:
+    shaped: dict[str, Any] = {"id": message.id, "role": message.role, "content": message.content}
+    if message.role == "assistant" and message.reference is not None:
+        shaped["reference"] = message.reference
+    if message.status != STATUS_COMPLETE:
+        shaped["status"] = message.status
+    return shaped
+
+
+def session_to_api(conversation: Conversation, messages: list[Message]) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "chat_id": conversation.dialog_id,
+        "name": conversation.name,
+        "user_id": conversation.user_id or "",
+        "messages": [message_to_api(m) for m in messages],
+        "create_time": conversation.create_time,
+        "create_date": http_date(conversation.create_time),
+        "update_time": conversation.update_time,
+        "update_date": http_date(conversation.update_time),
+    }
+
+
+def messages_of(conversation_id: str) -> list[Message]:
+    return list(Message.select().where(Message.conversation_id == conversation_id).order_by(Message.seq))
+
+
+def append_message(conversation: Conversation, role: str, content: str, *, reference: Any = None,
+                   status: str = STATUS_COMPLETE, error: str | None = None, message_id: str | None = None) -> Message:
+    """Store one turn at the end of the conversation (its own transaction)."""
+    with Message._meta.database.atomic():
+        last = Message.select(fn.MAX(Message.seq)).where(Message.conversation_id == conversation.id).scalar()
+        fields = {"tenant_id": conversation.tenant_id, "conversation_id": conversation.id,
+                  "seq": (last if last is not None else -1) + 1, "role": role, "content": content,
+                  "reference": reference, "status": status, "error": error}
+        if message_id:
+            fields["id"] = message_id
+        message = Message.create(**fields)
+        Conversation.update(update_time=message.create_time).where(Conversation.id == conversation.id).execute()
+    return message
+
+
+def create_session(tenant_id: str, chat_id: str, name: str, user_id: str | None, opener: str) -> dict[str, Any]:
+    with Conversation._meta.database.atomic():
+        conversation = Conversation.create(tenant_id=tenant_id, dialog_id=chat_id, name=name, user_id=user_id)
+        messages = [append_message(conversation, "assistant", opener)] if opener else []
+    return session_to_api(conversation, messages)
+
+
+def get_session(tenant_id: str, chat_id: str, session_id: str) -> Conversation:
+    conversation = Conversation.get_or_none(
+        (Conversation.id == session_id) & (Conversation.dialog_id == chat_id) & (Conversation.tenant_id == tenant_id)
+    )
+    if conversation is None:
+        raise data_error(f"The session {session_id} doesn't exist in this chat.")
+    return conversation
+
+
+def list_sessions(tenant_id: str, chat_id: str, *, page: int, page_size: int, orderby: str, desc: bool,
+                  session_id: str | None = None, name: str | None = None,
+                  user_id: str | None = None) -> list[dict[str, Any]]:
+    query = Conversation.select().where((Conversation.tenant_id == tenant_id) & (Conversation.dialog_id == chat_id))
+    if session_id is not None:
+        query = query.where(Conversation.id == session_id)
+    if name is not None:
+        query = query.where(Conversation.name == name)
+    if user_id is not None:
+        query = query.where(Conversation.user_id == user_id)
+    conversations = list(ordered_page(query, Conversation, orderby, desc, page, page_size))
+    by_conversation: dict[str, list[Message]] = {c.id: [] for c in conversations}
+    if conversations:
+        for message in Message.select().where(Message.conversation_id.in_(list(by_conversation))).order_by(Message.seq):
+            by_conversation[message.conversation_id].append(message)
+    return [session_to_api(c, by_conversation[c.id]) for c in conversations]
+
+
+def rename_session(tenant_id: str, chat_id: str, session_id: str, name: str) -> dict[str, Any]:
+    conversation = get_session(tenant_id, chat_id, session_id)
+    conversation.name = name
+    conversation.save()
+    return session_to_api(conversation, messages_of(conversation.id))
+
+
+def delete_sessions(tenant_id: str, chat_id: str, session_ids: list[str] | None) -> int:
+    with Conversation._meta.database.atomic():
+        query = Conversation.select(Conversation.id).where(
+            (Conversation.tenant_id == tenant_id) & (Conversation.dialog_id == chat_id)
+        )
+        if session_ids is not None:
+            query = query.where(Conversation.id.in_(session_ids))
+        found = [c.id for c in query]
+        missing = sorted(set(session_ids or []) - set(found))
+        if missing:
+            raise data_error(f"The session(s) {', '.join(missing)} don't exist in this chat.")
+        if found:
+            Message.delete().where(Message.conversation_id.in_(found)).execute()
+            Conversation.delete().where(Conversation.id.in_(found)).execute()
+    return len(found)
+
+
+@dataclass
+class Turn:
+    """The stored state of one answer while it is being produced."""
+
+    conversation: Conversation
+    message_id: str
+    history: list[dict[str, Any]]
+
+
+def start_turn(conversation_id: str, question: str) -> Turn:
+    """Store the user's message (before any model is called) and load the history with it."""
+    conversation = Conversation.get_by_id(conversation_id)
+    append_message(conversation, "user", question)
+    history = [{"role": m.role, "content": m.content} for m in messages_of(conversation_id)]
+    return Turn(conversation=conversation, message_id=new_id(), history=history)
+
+
+def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str | None) -> None:
+    append_message(turn.conversation, "assistant", answer, reference=reference, status=status, error=error,
+                   message_id=turn.message_id)
+
+
+async def completion(parts: Components, dialog_service: DialogService, dialog: Dialog, conversation_id: str,
+                     question: str, *, stream: bool, **options: Any) -> AsyncIterator[ChatEvent]:
+    """Answer ``question`` in a conversation, storing both turns whatever happens.
+
+    The question is stored before the model is called; the answer is stored when the
+    generator ends — complete, failed (the partial answer with the reason) or abandoned by
+    the client (the partial answer, marked interrupted). The final store is shielded so the
+    cancellation that abandons the stream cannot also abandon the write.
+    """
+    turn = await parts.db.run(start_turn, conversation_id, question)
+    state = ChatState()
+    status, error_text = STATUS_INTERRUPTED, "the client went away"
+    request = ChatRequest(dialog=dialog, messages=turn.history, stream=stream, conversation_id=conversation_id,
+                          message_id=turn.message_id, **options)
+    try:
+        async for event in dialog_service.chat(request, state):
+            if event.final:
+                status = STATUS_ERROR if event.error else STATUS_COMPLETE
+                error_text = str(event.error) if event.error else None
+            yield event
+    except LLMServiceError as error:
+        status, error_text = STATUS_ERROR, str(error)
+        raise
+    finally:
+        saving = asyncio.ensure_future(
+            parts.db.run(finish_turn, turn, state.answer, state.reference, status, error_text))
+        await asyncio.shield(saving)

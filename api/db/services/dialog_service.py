@@ -1,0 +1,253 @@
+"""DialogService.chat: one answer of a chat assistant, as an async generator of events.
+
+The steps (DESIGN.md, "A chat completion, end to end"): refine the question, add keywords,
+retrieve (synchronous code in a worker thread, the embedding model behind SyncLLMWrapper),
+answer ``empty_response`` without the LLM when nothing was found, fit knowledge, history and
+question into the model's context, stream the answer, then repair and add citations. Each
+step is timed; the timings ride on the final event and feed the usage row.
+
+Events carry the whole answer so far (RAGFlow's wire shape). The first goes out with the first
+token; later ones are coalesced (``COALESCE_TOKENS`` deltas or ``COALESCE_SECONDS``), since
+each repeats the whole answer. A model failure ends the stream with a final event whose
+``error`` is the typed exception and whose answer is the partial text: never an error message
+dressed up as content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from api.db.models import Dialog
+from api.db.services.chat_assistant_service import DEFAULT_PROMPT_CONFIG
+from rag.llm.errors import LLMServiceError
+from rag.llm.types import ChatResult
+from rag.nlp.search import insert_citations
+from rag.prompts import (
+    build_system_prompt,
+    full_question,
+    join_knowledge,
+    kb_prompt,
+    keyword_extraction,
+    message_fit_in,
+    repair_citations,
+    split_partial_citation,
+    strip_invalid_citations,
+)
+
+if TYPE_CHECKING:
+    from api.components import Components
+    from api.db.services.llm_service import LLMBundle
+
+COALESCE_TOKENS = 16
+COALESCE_SECONDS = 0.05
+KNOWLEDGE_SHARE = 0.6  # of the context window, for retrieved chunks
+CONTEXT_SHARE = 0.95  # of the context window, for the whole prompt (room for the answer's start)
+GEN_CONF_KEYS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "max_tokens")
+
+
+@dataclass
+class ChatEvent:
+    """One event: ``answer`` is the whole answer so far; ``final`` marks the last one."""
+
+    answer: str
+    final: bool = False
+    reference: dict[str, Any] | None = None
+    error: LLMServiceError | None = None
+    result: ChatResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    message_id: str | None = None
+
+
+@dataclass
+class ChatState:
+    """What the caller can read at any moment, also after cancelling the generator."""
+
+    answer: str = ""
+    reference: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ChatRequest:
+    """One completion: the assistant, the turns so far (last one the user's) and options."""
+
+    dialog: Dialog
+    messages: list[dict[str, Any]]
+    stream: bool = True
+    conversation_id: str | None = None
+    message_id: str | None = None
+    tone: str | None = None
+    system_prompt: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    gen_conf: dict[str, Any] = field(default_factory=dict)
+
+
+class StepTimer:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[f"{name}_ms"] = round((time.perf_counter() - started) * 1000, 3)
+
+
+def chat_history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """User/assistant turns for the model, without a leading assistant opener."""
+    turns = [{"role": m["role"], "content": str(m.get("content") or "")} for m in messages
+             if m.get("role") in ("user", "assistant")]
+    while turns and turns[0]["role"] == "assistant":
+        turns.pop(0)
+    return turns
+
+
+def reference_of(chunks: list[dict[str, Any]], doc_aggs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``reference`` of a final event: chunk i answers ``[ID:i]``."""
+    return {
+        "total": len(chunks),
+        "chunks": [{
+            "id": c["chunk_id"], "content": c["content_with_weight"], "document_id": c["doc_id"],
+            "document_name": c["docnm_kwd"], "dataset_id": c["kb_id"], "image_id": c.get("image_id", ""),
+            "positions": c.get("positions", []), "similarity": c["similarity"],
+            "vector_similarity": c["vector_similarity"], "term_similarity": c["term_similarity"],
+        } for c in chunks],
+        "doc_aggs": doc_aggs,
+    }
+
+
+class DialogService:
+    """Answers chat requests with the components it was built with."""
+
+    def __init__(self, parts: Components) -> None:
+        self.parts = parts
+
+    async def chat(self, request: ChatRequest, state: ChatState | None = None) -> AsyncIterator[ChatEvent]:
+        state = state if state is not None else ChatState()
+        timer = StepTimer(state.timings)
+        dialog = request.dialog
+        config = {**DEFAULT_PROMPT_CONFIG, **(dialog.prompt_config or {})}
+        if request.system_prompt is not None:
+            config["system"] = request.system_prompt
+        llm = self.parts.bundle(dialog.tenant_id, dialog.llm_id, "chat").bind(
+            dialog_id=dialog.id, conversation_id=request.conversation_id, message_id=request.message_id)
+        history = chat_history(request.messages)
+        chunks: list[dict[str, Any]] = []
+        state.reference = reference_of([], [])
+        if dialog.kb_ids:
+            question = await self._question(llm, config, history, timer)
+            with timer.step("retrieval"):
+                retrieved = await self._retrieve(dialog, question)
+            chunks = retrieved["chunks"]
+            state.reference = reference_of(chunks, retrieved["doc_aggs"])
+            if not chunks and config.get("empty_response"):
+                state.answer = config["empty_response"]
+                yield ChatEvent(state.answer, final=True, reference=state.reference, timings=state.timings,
+                                message_id=request.message_id)
+                return
+        with timer.step("prompt"):
+            system, history = await asyncio.to_thread(self._prompt, llm, config, chunks, history, request)
+        llm = llm.bind(retrieval_ms=state.timings.get("retrieval_ms"))
+        gen_conf = {**{k: v for k, v in (dialog.llm_setting or {}).items() if k in GEN_CONF_KEYS}, **request.gen_conf}
+        answering = self._stream if request.stream else self._whole
+        async for event in answering(llm, system, history, gen_conf, state):
+            if event.final:
+                event = await self._finish(event, chunks, config, state)
+            event.message_id = request.message_id
+            yield event
+
+    async def _question(self, llm: LLMBundle, config: dict[str, Any], history: list[dict[str, str]],
+                        timer: StepTimer) -> str:
+        question = history[-1]["content"] if history else ""
+        if llm.is_extractive:
+            return question
+        if config.get("refine_multiturn") and sum(turn["role"] == "user" for turn in history) > 1:
+            with timer.step("refine"):
+                question = await full_question(llm, history)
+        if config.get("keyword"):
+            with timer.step("keywords"):
+                keywords = await keyword_extraction(llm, question)
+            question = " ".join([question, *keywords])
+        return question
+
+    async def _retrieve(self, dialog: Dialog, question: str) -> dict[str, Any]:
+        from api.db.services.knowledgebase_service import embedding_model_of
+
+        embd_id = await self.parts.db.run(embedding_model_of, dialog.tenant_id, dialog.kb_ids)
+        if embd_id is None:
+            return {"total": 0, "chunks": [], "doc_aggs": []}
+        embedder = self.parts.sync_view(self.parts.bundle(dialog.tenant_id, embd_id, "embedding"))
+        reranker = (self.parts.sync_view(self.parts.bundle(dialog.tenant_id, dialog.rerank_id, "rerank"))
+                    if dialog.rerank_id else None)
+        return await asyncio.to_thread(
+            self.parts.dealer.retrieval, question, embedder, dialog.tenant_id, dialog.kb_ids, 1, dialog.top_n,
+            similarity_threshold=dialog.similarity_threshold,
+            vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k, rerank_mdl=reranker,
+        )
+
+    @staticmethod
+    def _prompt(llm: LLMBundle, config: dict[str, Any], chunks: list[dict[str, Any]],
+                history: list[dict[str, str]], request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
+        """System prompt and history fitted into the model's context (tiktoken counts)."""
+        knowledge = kb_prompt(chunks, int(llm.max_length * KNOWLEDGE_SHARE)) if chunks else []
+        if llm.is_extractive:
+            system = join_knowledge(knowledge)
+        else:
+            system = build_system_prompt(config, knowledge, request.tone, request.variables)
+        _, fitted = message_fit_in([{"role": "system", "content": system}, *history],
+                                   int(llm.max_length * CONTEXT_SHARE), knowledge=knowledge)
+        return fitted[0]["content"], fitted[1:]
+
+    async def _stream(self, llm: LLMBundle, system: str, history: list[dict[str, str]], gen_conf: dict[str, Any],
+                      state: ChatState) -> AsyncIterator[ChatEvent]:
+        started = time.perf_counter()
+        shown, pending, last_emit = "", 0, 0.0
+        stream = llm.chat_streamly(system, history, gen_conf)
+        try:
+            async with stream:
+                async for delta in stream:
+                    state.answer += delta
+                    pending += 1
+                    now = time.perf_counter()
+                    if shown and pending < COALESCE_TOKENS and now - last_emit < COALESCE_SECONDS:
+                        continue
+                    ready, _ = split_partial_citation(repair_citations(state.answer))
+                    if ready == shown:
+                        continue
+                    if not shown:
+                        state.timings["first_token_ms"] = round((now - started) * 1000, 3)
+                    shown, pending, last_emit = ready, 0, now
+                    yield ChatEvent(shown)
+        except LLMServiceError as error:
+            yield ChatEvent(state.answer, final=True, error=error, result=stream.result)
+            return
+        yield ChatEvent(state.answer, final=True, result=stream.result)
+
+    async def _whole(self, llm: LLMBundle, system: str, history: list[dict[str, str]], gen_conf: dict[str, Any],
+                     state: ChatState) -> AsyncIterator[ChatEvent]:
+        try:
+            result = await llm.chat(system, history, gen_conf)
+        except LLMServiceError as error:
+            yield ChatEvent(state.answer, final=True, error=error)
+            return
+        state.answer = result.text
+        yield ChatEvent(state.answer, final=True, result=result)
+
+    async def _finish(self, event: ChatEvent, chunks: list[dict[str, Any]], config: dict[str, Any],
+                      state: ChatState) -> ChatEvent:
+        """The final event: citations repaired, pointing only at real chunks, added if missing."""
+        answer = strip_invalid_citations(repair_citations(event.answer), len(chunks))
+        if chunks and config.get("quote", True) and event.error is None:
+            answer, _ = await asyncio.to_thread(insert_citations, answer, chunks)
+        state.answer = answer
+        if event.result is not None and "first_token_ms" not in state.timings and event.result.ttft_ms is not None:
+            state.timings["first_token_ms"] = event.result.ttft_ms
+        return ChatEvent(answer, final=True, reference=state.reference, error=event.error, result=event.result,
+                         timings=state.timings)

@@ -1,0 +1,276 @@
+"""Documents of a dataset: upload, list, update, delete, and asking for (re)parsing.
+
+Synchronous functions, run in the worker pool. Every write that spans the database, the
+file store and the chunk index is ordered so a failure leaves nothing half-made: files are
+stored before their rows are committed (and removed again if the commit fails), and rows are
+deleted before their files and chunks (a stray file is invisible; a row without a file is not).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from peewee import fn
+
+from api.db.models import Document, File, Knowledgebase
+from api.db.services import task_service
+from api.db.services.common import http_date, ordered_page
+from api.db.services.knowledgebase_service import get_owned as get_owned_dataset
+from api.errors import argument_error, data_error
+from rag.app.parsers import SUPPORTED_EXTENSIONS, file_extension
+from rag.utils.doc_store_conn import DocStoreConnection, index_name
+from rag.utils.storage import Storage, new_key, sanitize_filename
+
+RUN_UNSTART, RUN_RUNNING, RUN_CANCEL, RUN_DONE, RUN_FAIL = "UNSTART", "RUNNING", "CANCEL", "DONE", "FAIL"
+FILE_TYPES = {".pdf": "pdf", ".docx": "doc", ".txt": "doc", ".md": "doc", ".markdown": "doc", ".html": "doc",
+              ".htm": "doc", ".csv": "doc", ".json": "doc"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file as the route received it."""
+
+    filename: str
+    data: bytes
+
+
+def to_api(doc: Document) -> dict[str, Any]:
+    return {
+        "id": doc.id,
+        "name": doc.name,
+        "dataset_id": doc.kb_id,
+        "chunk_method": doc.parser_id,
+        "parser_config": doc.parser_config,
+        "meta_fields": doc.meta_fields,
+        "run": doc.run,
+        "status": "1" if doc.enabled else "0",
+        "size": doc.size,
+        "type": doc.type,
+        "suffix": doc.suffix,
+        "location": doc.name,
+        "source_type": "local",
+        "thumbnail": None,
+        "created_by": doc.tenant_id,
+        "chunk_count": doc.chunk_num,
+        "token_count": doc.token_num,
+        "progress": doc.progress,
+        "progress_msg": doc.progress_msg,
+        "process_begin_at": http_date(doc.process_begin_at),
+        "process_duration": doc.process_duration,
+        "create_time": doc.create_time,
+        "create_date": http_date(doc.create_time),
+        "update_time": doc.update_time,
+        "update_date": http_date(doc.update_time),
+    }
+
+
+def check_uploads(uploads: list[Upload]) -> list[tuple[str, Upload]]:
+    """Sanitised names for every upload, or an argument error naming the first bad file.
+
+    Checked for the whole batch before anything is stored, so one bad file stores nothing.
+    """
+    if not uploads:
+        raise argument_error("No file part!")
+    checked = []
+    for upload in uploads:
+        if not upload.filename:
+            raise argument_error("No file selected!")
+        name = sanitize_filename(upload.filename)
+        extension = file_extension(name)
+        if extension not in SUPPORTED_EXTENSIONS:
+            shown = extension or "(no extension)"
+            raise argument_error(
+                f"This type of file has not been supported yet: {shown} ({name}). "
+                f"Supported: {', '.join(SUPPORTED_EXTENSIONS)}."
+            )
+        if not upload.data:
+            raise argument_error(f"The file {name} is empty.")
+        checked.append((name, upload))
+    return checked
+
+
+def _unique_name(kb_id: str, name: str, taken: set[str]) -> str:
+    """``name``, or ``stem(1).ext``, ``stem(2).ext``... when the dataset already has it."""
+    stem, extension = os.path.splitext(name)
+    candidate, counter = name, 0
+    while candidate.lower() in taken or Document.select().where(
+        (Document.kb_id == kb_id) & (fn.LOWER(Document.name) == candidate.lower())
+    ).exists():
+        counter += 1
+        candidate = f"{stem}({counter}){extension}"
+    taken.add(candidate.lower())
+    return candidate
+
+
+def upload(tenant_id: str, kb_id: str, uploads: list[Upload], storage: Storage) -> list[dict[str, Any]]:
+    kb = get_owned_dataset(tenant_id, kb_id)
+    checked = check_uploads(uploads)
+    keys = [new_key() for _ in checked]
+    for key, (_, item) in zip(keys, checked, strict=True):
+        storage.put(key, item.data)
+    try:
+        with Document._meta.database.atomic():
+            documents = _create_rows(kb, checked, keys)
+    except Exception:
+        for key in keys:
+            storage.delete(key)
+        raise
+    return [to_api(doc) for doc in documents]
+
+
+def _create_rows(kb: Knowledgebase, checked: list[tuple[str, Upload]], keys: list[str]) -> list[Document]:
+    taken: set[str] = set()
+    documents = []
+    for key, (name, item) in zip(keys, checked, strict=True):
+        name = _unique_name(kb.id, name, taken)
+        extension = file_extension(name)
+        stored = File.create(tenant_id=kb.tenant_id, name=name, location=key, size=len(item.data),
+                             type=extension.lstrip("."))
+        documents.append(Document.create(
+            tenant_id=kb.tenant_id, kb_id=kb.id, file_id=stored.id, name=name, type=FILE_TYPES[extension],
+            suffix=extension.lstrip("."), size=len(item.data), location=key, parser_id=kb.parser_id,
+            parser_config=kb.parser_config,
+        ))
+    Knowledgebase.update(doc_num=Knowledgebase.doc_num + len(documents)).where(Knowledgebase.id == kb.id).execute()
+    return documents
+
+
+def get_owned(tenant_id: str, kb_id: str, doc_id: str) -> Document:
+    get_owned_dataset(tenant_id, kb_id)
+    doc = Document.get_or_none((Document.id == doc_id) & (Document.kb_id == kb_id) & (Document.tenant_id == tenant_id))
+    if doc is None:
+        raise data_error(f"You don't own the document {doc_id}.")
+    return doc
+
+
+def list_page(tenant_id: str, kb_id: str, *, page: int, page_size: int, orderby: str, desc: bool,
+              doc_id: str | None = None, name: str | None = None, keywords: str | None = None,
+              create_time_from: int = 0, create_time_to: int = 0) -> tuple[list[dict[str, Any]], int]:
+    get_owned_dataset(tenant_id, kb_id)
+    query = Document.select().where((Document.kb_id == kb_id) & (Document.tenant_id == tenant_id))
+    if doc_id is not None:
+        query = query.where(Document.id == doc_id)
+    if name is not None:
+        query = query.where(Document.name == name)
+    if keywords:
+        query = query.where(fn.LOWER(Document.name).contains(keywords.lower()))
+    if create_time_from:
+        query = query.where(Document.create_time >= create_time_from)
+    if create_time_to:
+        query = query.where(Document.create_time <= create_time_to)
+    total = query.count()
+    if total == 0 and (doc_id is not None or name is not None):
+        raise data_error(f"You don't own the document {doc_id or name}.")
+    rows = ordered_page(query, Document, orderby, desc, page, page_size)
+    return [to_api(doc) for doc in rows], total
+
+
+def read_file(tenant_id: str, kb_id: str, doc_id: str, storage: Storage) -> tuple[str, bytes]:
+    doc = get_owned(tenant_id, kb_id, doc_id)
+    return doc.name, storage.get(doc.location)
+
+
+def update(tenant_id: str, kb_id: str, doc_id: str, changes: dict[str, Any],
+           doc_store: DocStoreConnection) -> dict[str, Any]:
+    with Document._meta.database.atomic():
+        doc = get_owned(tenant_id, kb_id, doc_id)
+        if "name" in changes:
+            new_name = sanitize_filename(changes["name"])
+            if file_extension(new_name) != file_extension(doc.name):
+                raise argument_error("The extension of file can't be changed.")
+            if new_name.lower() != doc.name.lower() and Document.select().where(
+                (Document.kb_id == kb_id) & (fn.LOWER(Document.name) == new_name.lower())
+            ).exists():
+                raise data_error(f"A document named {new_name} already exists in this dataset.")
+            doc.name = new_name
+        if "chunk_method" in changes:
+            doc.parser_id = changes["chunk_method"]
+        if "parser_config" in changes:
+            doc.parser_config = {**doc.parser_config, **changes["parser_config"]}
+        if "meta_fields" in changes:
+            doc.meta_fields = changes["meta_fields"]
+        enabled_changed = "enabled" in changes and bool(changes["enabled"]) != doc.enabled
+        if "enabled" in changes:
+            doc.enabled = bool(changes["enabled"])
+        doc.save()
+    if enabled_changed and doc.chunk_num:
+        doc_store.update({"doc_id": doc.id}, {"available_int": int(doc.enabled)}, index_name(tenant_id), kb_id)
+    if "name" in changes and doc.chunk_num:
+        doc_store.update({"doc_id": doc.id}, {"docnm_kwd": doc.name}, index_name(tenant_id), kb_id)
+    return to_api(doc)
+
+
+def delete_many(tenant_id: str, kb_id: str, doc_ids: list[str] | None, doc_store: DocStoreConnection,
+                storage: Storage) -> int:
+    """Delete documents (every one of the dataset when ``doc_ids`` is None); all or nothing."""
+    with Document._meta.database.atomic():
+        get_owned_dataset(tenant_id, kb_id)
+        query = Document.select().where((Document.kb_id == kb_id) & (Document.tenant_id == tenant_id))
+        if doc_ids is not None:
+            query = query.where(Document.id.in_(doc_ids))
+        found = list(query)
+        missing = sorted(set(doc_ids or []) - {doc.id for doc in found})
+        if missing:
+            raise data_error(f"You don't own the document(s) {', '.join(missing)}.")
+        ids = [doc.id for doc in found]
+        if not ids:
+            return 0
+        task_service.cancel_parse(tenant_id, ids)
+        File.delete().where(File.id.in_([doc.file_id for doc in found if doc.file_id])).execute()
+        Document.delete().where(Document.id.in_(ids)).execute()
+        Knowledgebase.update(
+            doc_num=Knowledgebase.doc_num - len(found),
+            chunk_num=Knowledgebase.chunk_num - sum(doc.chunk_num for doc in found),
+            token_num=Knowledgebase.token_num - sum(doc.token_num for doc in found),
+        ).where(Knowledgebase.id == kb_id).execute()
+    remove_artifacts(tenant_id, kb_id, found, doc_store, storage)
+    return len(found)
+
+
+def remove_artifacts(tenant_id: str, kb_id: str, documents: list[Document], doc_store: DocStoreConnection,
+                     storage: Storage) -> None:
+    """Drop the chunks and stored files of documents whose rows are already gone."""
+    if not documents:
+        return
+    if doc_store.index_exist(index_name(tenant_id), kb_id):
+        doc_store.delete({"doc_id": [doc.id for doc in documents]}, index_name(tenant_id), kb_id)
+    for doc in documents:
+        storage.delete(doc.location)
+
+
+def queue_parsing(tenant_id: str, kb_id: str, doc_ids: list[str]) -> None:
+    """Mark the documents RUNNING and queue one parse task each (replacing unfinished ones)."""
+    if not doc_ids:
+        raise argument_error("`document_ids` is required")
+    with Document._meta.database.atomic():
+        _owned_ids(tenant_id, kb_id, doc_ids)
+        Document.update(run=RUN_RUNNING, progress=0.0, progress_msg="Queued", process_duration=0.0).where(
+            Document.id.in_(doc_ids)
+        ).execute()
+        task_service.enqueue_parse(tenant_id, kb_id, list(dict.fromkeys(doc_ids)))
+
+
+def cancel_parsing(tenant_id: str, kb_id: str, doc_ids: list[str]) -> None:
+    if not doc_ids:
+        raise argument_error("`document_ids` is required")
+    with Document._meta.database.atomic():
+        documents = _owned_ids(tenant_id, kb_id, doc_ids)
+        idle = [doc.name for doc in documents if doc.run != RUN_RUNNING]
+        if idle:
+            raise data_error(f"Can't stop parsing documents that are not being parsed: {', '.join(idle)}.")
+        task_service.cancel_parse(tenant_id, doc_ids)
+        Document.update(run=RUN_CANCEL, progress_msg="Cancelled").where(Document.id.in_(doc_ids)).execute()
+
+
+def _owned_ids(tenant_id: str, kb_id: str, doc_ids: list[str]) -> list[Document]:
+    get_owned_dataset(tenant_id, kb_id)
+    found = list(Document.select().where(
+        (Document.kb_id == kb_id) & (Document.tenant_id == tenant_id) & (Document.id.in_(doc_ids))
+    ))
+    missing = sorted(set(doc_ids) - {doc.id for doc in found})
+    if missing:
+        raise data_error(f"You don't own the document(s) {', '.join(missing)}.")
+    return found
+

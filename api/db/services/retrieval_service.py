@@ -1,0 +1,52 @@
+"""Retrieval for an API caller: check the datasets are theirs and agree on one embedding model,
+then run the (synchronous) Dealer in the worker pool and shape its chunks for the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.db.models import Document, Knowledgebase
+from api.errors import data_error
+
+
+def datasets_for_retrieval(tenant_id: str, kb_ids: list[str], doc_ids: list[str] | None) -> list[Knowledgebase]:
+    """The caller's datasets, refusing foreign ids and mixed embedding models (102)."""
+    found = list(Knowledgebase.select().where(
+        (Knowledgebase.tenant_id == tenant_id) & (Knowledgebase.id.in_(kb_ids))
+    ))
+    missing = sorted(set(kb_ids) - {kb.id for kb in found})
+    if missing:
+        raise data_error(f"You don't own the dataset(s) {', '.join(missing)}.")
+    models = {kb.embd_id for kb in found}
+    if len(models) > 1:
+        raise data_error(f"Datasets use different embedding models ({', '.join(sorted(models))}); "
+                         "retrieve from them separately.")
+    if doc_ids:
+        owned = {d.id for d in Document.select(Document.id).where(
+            Document.id.in_(doc_ids) & Document.kb_id.in_(kb_ids) & (Document.tenant_id == tenant_id)
+        )}
+        foreign = sorted(set(doc_ids) - owned)
+        if foreign:
+            raise data_error(f"The document(s) {', '.join(foreign)} are not in the given datasets.")
+    return found
+
+
+def to_api_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A Dealer chunk in ``/api/v1/retrieval``'s shape."""
+    shaped = {
+        "id": chunk["chunk_id"],
+        "content": chunk["content_with_weight"],
+        "document_id": chunk["doc_id"],
+        "document_keyword": chunk["docnm_kwd"],
+        "dataset_id": chunk["kb_id"],
+        "important_keywords": chunk.get("important_kwd", []),
+        "questions": chunk.get("question_kwd", []),
+        "image_id": chunk.get("image_id", ""),
+        "similarity": chunk["similarity"],
+        "vector_similarity": chunk["vector_similarity"],
+        "term_similarity": chunk["term_similarity"],
+        "positions": chunk.get("positions", []),
+    }
+    if "highlight" in chunk:
+        shaped["highlight"] = chunk["highlight"]
+    return shaped

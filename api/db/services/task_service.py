@@ -1,0 +1,307 @@
+"""The ``task`` table as a queue: enqueue, cancel, claim with a lease, heartbeat, settle.
+
+Synchronous functions, run in the worker pool (``MetaDB.run``) or a CLI thread. Several worker
+processes on several machines may share one database, so every transition is a conditional
+write that only one claimant can win:
+
+- ``claim`` takes the oldest claimable task atomically: ``SELECT ... FOR UPDATE SKIP LOCKED``
+  on MySQL/PostgreSQL (claimants never wait on each other's rows), an ``IMMEDIATE``
+  transaction with a conditional ``UPDATE`` on SQLite (one writer at a time anyway).
+- A claim is a lease: ``claimed_time`` is the holder's last heartbeat. A running task whose
+  heartbeat is older than the lease belongs to a dead worker and is claimable again;
+  ``attempts`` counts claims, so a task that kills its worker every time is eventually failed.
+- Every write a worker makes about its task is fenced by ``claimed_by``: a worker that lost
+  its lease (or whose task was cancelled) finds its writes refused and stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from peewee import Database, SqliteDatabase, fn
+
+from api.db.models import Document, Knowledgebase, Task, now_ms
+
+KIND_PARSE = "parse"
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+UNFINISHED = (QUEUED, RUNNING)
+DEFAULT_LEASE_MS = 60_000
+DEFAULT_MAX_ATTEMPTS = 3
+DOC_RUNNING, DOC_CANCEL, DOC_DONE, DOC_FAIL = "RUNNING", "CANCEL", "DONE", "FAIL"
+
+
+class Standing(Enum):
+    """Where a worker's task stands when it checks in."""
+
+    OK = "ok"  # still ours, carry on
+    CANCELLED = "cancelled"  # the task was cancelled or the document's run set to CANCEL
+    LOST = "lost"  # another worker holds the task now (our lease expired), or it was settled
+    GONE = "gone"  # the document (or its dataset) was deleted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Counts a finished parse leaves on its document."""
+
+    chunk_num: int
+    token_num: int
+    duration: float
+    message: str
+
+
+def _database() -> Database:
+    """The database the models are bound to (behind their proxy): the backend decides the claim."""
+    database = Task._meta.database
+    return getattr(database, "obj", None) or database
+
+
+def _write_transaction():
+    """A transaction that reads and then writes.
+
+    On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): a deferred transaction
+    that read a snapshot cannot upgrade to a write once another connection has written, and
+    fails at once with "database is locked" rather than waiting. Nested, it is a savepoint.
+    """
+    database = _database()
+    if isinstance(database, SqliteDatabase):
+        return database.atomic(lock_type="IMMEDIATE")
+    return database.atomic()
+
+
+def enqueue_parse(tenant_id: str, kb_id: str, doc_ids: list[str]) -> list[Task]:
+    """Queue one parse task per document, cancelling its unfinished ones first.
+
+    Cancel and create happen in one transaction, so a worker that sees its task cancelled can
+    rely on the replacing task already existing (``superseded``), and a document never has two
+    live parse tasks. Callers set the document's ``run``/``progress`` in the same transaction.
+    """
+    doc_ids = list(dict.fromkeys(doc_ids))
+    with _write_transaction():
+        cancel_parse(tenant_id, doc_ids)
+        now = now_ms()
+        return [
+            Task.create(tenant_id=tenant_id, kind=KIND_PARSE, doc_id=doc_id, payload={"kb_id": kb_id},
+                        status=QUEUED, create_time=now, update_time=now)
+            for doc_id in doc_ids
+        ]
+
+
+def cancel_parse(tenant_id: str, doc_ids: list[str]) -> int:
+    """Mark the documents' unfinished parse tasks cancelled; returns how many.
+
+    A running worker notices at its next check-in and stops; the caller sets ``run=CANCEL``.
+    """
+    if not doc_ids:
+        return 0
+    return (
+        Task.update(status=CANCELLED, error="cancelled", update_time=now_ms())
+        .where((Task.tenant_id == tenant_id) & (Task.kind == KIND_PARSE) & (Task.doc_id.in_(doc_ids))
+               & (Task.status.in_(UNFINISHED)))
+        .execute()
+    )
+
+
+def _claimable(kinds: list[str], lease_ms: int, now: int):
+    expired = (Task.status == RUNNING) & (Task.claimed_time < now - lease_ms)
+    return (Task.kind.in_(kinds)) & ((Task.status == QUEUED) | expired)
+
+
+def claim(worker_id: str, kinds: list[str], lease_ms: int = DEFAULT_LEASE_MS) -> Task | None:
+    """Take the oldest queued task (or one whose lease expired) for ``worker_id``, or None.
+
+    The returned task is ``running``, ``claimed_by`` the worker, ``attempts`` already counting
+    this claim. Exactly one claimant wins each task, however many processes ask at once.
+    """
+    database = _database()
+    if isinstance(database, SqliteDatabase):
+        return _claim_sqlite(worker_id, kinds, lease_ms)
+    return _claim_skip_locked(worker_id, kinds, lease_ms)
+
+
+def _claim_sqlite(worker_id: str, kinds: list[str], lease_ms: int) -> Task | None:
+    # IMMEDIATE takes the write lock at BEGIN: no other claimant can read the same candidate
+    # and update it between our SELECT and UPDATE; the UPDATE stays conditional regardless.
+    with _write_transaction():
+        now = now_ms()
+        candidate = (Task.select(Task.id).where(_claimable(kinds, lease_ms, now))
+                     .order_by(Task.create_time, Task.id).limit(1).first())
+        if candidate is None:
+            return None
+        won = (Task.update(status=RUNNING, claimed_by=worker_id, claimed_time=now, attempts=Task.attempts + 1,
+                           update_time=now)
+               .where((Task.id == candidate.id) & _claimable(kinds, lease_ms, now)).execute())
+        return Task.get_by_id(candidate.id) if won else None
+
+
+def _claim_skip_locked(worker_id: str, kinds: list[str], lease_ms: int) -> Task | None:
+    with _database().atomic():
+        now = now_ms()
+        candidate = (Task.select().where(_claimable(kinds, lease_ms, now))
+                     .order_by(Task.create_time, Task.id).limit(1)
+                     .for_update("FOR UPDATE SKIP LOCKED").first())
+        if candidate is None:
+            return None
+        Task.update(status=RUNNING, claimed_by=worker_id, claimed_time=now, attempts=Task.attempts + 1,
+                    update_time=now).where(Task.id == candidate.id).execute()
+        return Task.get_by_id(candidate.id)
+
+
+def _ours(task_id: str, worker_id: str):
+    return (Task.id == task_id) & (Task.claimed_by == worker_id) & (Task.status == RUNNING)
+
+
+def heartbeat(task_id: str, worker_id: str, progress: float | None = None) -> bool:
+    """Renew the lease; False when the task is no longer ours (lost, cancelled or settled)."""
+    changes = {"claimed_time": now_ms()}
+    if progress is not None:
+        changes["progress"] = progress
+    return Task.update(**changes).where(_ours(task_id, worker_id)).execute() == 1
+
+
+def standing(task_id: str, worker_id: str) -> Standing:
+    """Why (or whether) the worker may go on with its task; reads only."""
+    task = Task.get_or_none(Task.id == task_id)
+    if task is None or task.claimed_by != worker_id:
+        return Standing.LOST
+    if task.status == CANCELLED:
+        return Standing.CANCELLED
+    if task.status != RUNNING:
+        return Standing.LOST
+    doc = Document.get_or_none(Document.id == task.doc_id)
+    if doc is None or not Knowledgebase.select().where(Knowledgebase.id == doc.kb_id).exists():
+        return Standing.GONE
+    return Standing.CANCELLED if doc.run == DOC_CANCEL else Standing.OK
+
+
+def report_progress(task_id: str, worker_id: str, doc_id: str, progress: float, message: str) -> Standing:
+    """Check in: renew the lease and show progress on the document, unless we must stop.
+
+    The document write is skipped when its run is CANCEL, so a cancel is never overwritten.
+    """
+    with _write_transaction():
+        now_standing = standing(task_id, worker_id)
+        if now_standing is not Standing.OK:
+            return now_standing
+        heartbeat(task_id, worker_id, progress)
+        Document.update(progress=progress, progress_msg=message, update_time=now_ms()).where(
+            (Document.id == doc_id) & (Document.run != DOC_CANCEL)
+        ).execute()
+        return Standing.OK
+
+
+def begin_parse(task_id: str, worker_id: str, doc_id: str) -> Standing:
+    """Mark the document RUNNING with its start time (a retried task restarts the clock)."""
+    with _write_transaction():
+        now_standing = standing(task_id, worker_id)
+        if now_standing is not Standing.OK:
+            return now_standing
+        now = now_ms()
+        Document.update(run=DOC_RUNNING, progress=0.0, progress_msg="Starting", process_begin_at=now,
+                        update_time=now).where((Document.id == doc_id) & (Document.run != DOC_CANCEL)).execute()
+        return Standing.OK
+
+
+class _Refused(Exception):
+    """Rolls back a settle transaction whose fenced write found the task no longer ours."""
+
+
+def _set_doc_counts(doc: Document, chunk_num: int, token_num: int, **fields) -> None:
+    """Write the document's counts and adjust its dataset's by the difference (no double count)."""
+    Document.update(chunk_num=chunk_num, token_num=token_num, update_time=now_ms(), **fields).where(
+        Document.id == doc.id
+    ).execute()
+    Knowledgebase.update(
+        chunk_num=Knowledgebase.chunk_num + (chunk_num - doc.chunk_num),
+        token_num=Knowledgebase.token_num + (token_num - doc.token_num),
+    ).where(Knowledgebase.id == doc.kb_id).execute()
+
+
+def finish_parse(task_id: str, worker_id: str, doc_id: str, outcome: Outcome) -> Standing:
+    """Settle a successful parse: document DONE with its counts, dataset counters, task done.
+
+    All or nothing: when the task is no longer ours or the document was cancelled or deleted
+    meanwhile, nothing is written and the reason is returned, so the caller removes its chunks.
+    """
+    try:
+        with _write_transaction():
+            now_standing = standing(task_id, worker_id)
+            if now_standing is not Standing.OK:
+                return now_standing
+            doc = Document.get_by_id(doc_id)
+            _set_doc_counts(doc, outcome.chunk_num, outcome.token_num, run=DOC_DONE, progress=1.0,
+                            progress_msg=outcome.message, process_duration=outcome.duration)
+            settled = Task.update(status=DONE, progress=1.0, result={"chunk_num": outcome.chunk_num},
+                                  update_time=now_ms()).where(_ours(task_id, worker_id)).execute()
+            if settled != 1:
+                raise _Refused
+    except _Refused:
+        return standing(task_id, worker_id)
+    return Standing.OK
+
+
+def fail_parse(task_id: str, worker_id: str, doc_id: str, reason: str, chunks_removed: bool) -> Standing:
+    """Settle a failed parse: document FAIL with ``reason``; counts zeroed if chunks were removed."""
+    with _write_transaction():
+        settled = Task.update(status=FAILED, error=reason, update_time=now_ms()).where(
+            _ours(task_id, worker_id)
+        ).execute()
+        if settled != 1:
+            return standing(task_id, worker_id)
+        doc = Document.get_or_none(Document.id == doc_id)
+        if doc is None:
+            return Standing.GONE
+        fields = {"run": DOC_FAIL, "progress_msg": reason}
+        if chunks_removed:
+            _set_doc_counts(doc, 0, 0, **fields)
+        else:
+            Document.update(update_time=now_ms(), **fields).where(Document.id == doc_id).execute()
+        return Standing.OK
+
+
+def release(task_id: str, worker_id: str) -> bool:
+    """Hand a task back to the queue when its worker stops cleanly; the claim does not count."""
+    return Task.update(status=QUEUED, claimed_by=None, claimed_time=None, attempts=Task.attempts - 1,
+                       update_time=now_ms()).where(_ours(task_id, worker_id)).execute() == 1
+
+
+def superseded(task_id: str, doc_id: str) -> bool:
+    """Whether another unfinished parse task now owns the document (a re-parse replaced ours)."""
+    return Task.select().where((Task.kind == KIND_PARSE) & (Task.doc_id == doc_id) & (Task.id != task_id)
+                               & (Task.status.in_(UNFINISHED))).exists()
+
+
+def settle_cancelled(task_id: str, doc_id: str, chunks_removed: bool) -> None:
+    """After a worker stopped for a cancel: task cancelled, document CANCEL with true counts.
+
+    Does nothing to the document when a re-parse superseded the task: the new task owns it.
+    """
+    with _write_transaction():
+        Task.update(status=CANCELLED, error="cancelled", update_time=now_ms()).where(
+            (Task.id == task_id) & (Task.status.in_(UNFINISHED))
+        ).execute()
+        doc = Document.get_or_none(Document.id == doc_id)
+        if doc is None or superseded(task_id, doc_id):
+            return
+        fields = {"run": DOC_CANCEL, "progress_msg": "Cancelled"}
+        if chunks_removed:
+            _set_doc_counts(doc, 0, 0, **fields)
+        else:
+            Document.update(update_time=now_ms(), **fields).where(Document.id == doc_id).execute()
+
+
+def settle_gone(task_id: str) -> None:
+    """The document or dataset was deleted under a running task: nothing left to do."""
+    Task.update(status=CANCELLED, error="document deleted", update_time=now_ms()).where(
+        (Task.id == task_id) & (Task.status.in_(UNFINISHED))
+    ).execute()
+
+
+def queue_depth(kinds: list[str] | None = None) -> dict[str, int]:
+    """Unfinished tasks by status (``queued``/``running``), for metrics and the CLI."""
+    query = Task.select(Task.status, fn.COUNT(Task.id)).where(Task.status.in_(UNFINISHED))
+    if kinds:
+        query = query.where(Task.kind.in_(kinds))
+    depth = {QUEUED: 0, RUNNING: 0}
+    depth.update(dict(query.group_by(Task.status).tuples()))
+    return depth
