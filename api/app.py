@@ -13,7 +13,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from quart import Quart, Response, g, jsonify, request
+from quart import Quart, Response, g, has_request_context, jsonify, request, websocket
 from werkzeug.exceptions import HTTPException
 
 from api.apps import BLUEPRINTS
@@ -92,6 +92,12 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
         key = presented_key(request.headers.get("Authorization"), request.args.get("token"))
         g.tenant_id = await parts.tenant_resolver.resolve(key)
 
+    @app.before_websocket
+    async def identify_socket() -> None:
+        g.request_id = uuid.uuid4().hex
+        key = presented_key(websocket.headers.get("Authorization"), websocket.args.get("token"))
+        g.tenant_id = await parts.tenant_resolver.resolve(key)
+
     @app.after_request
     async def account(response: Response) -> Response:
         request_id = g.get("request_id") or uuid.uuid4().hex
@@ -113,7 +119,8 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
 def _install_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int]:
-        return jsonify(error_body(error.code, error.message)), error_status(error, request.path)
+        path = request.path if has_request_context() else websocket.path
+        return jsonify(error_body(error.code, error.message)), error_status(error, path)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> tuple[Response, int]:

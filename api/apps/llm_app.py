@@ -1,29 +1,132 @@
-"""LLM gateway routes: generate, stream and background jobs (lands with the gateway issue)."""
+"""LLM gateway routes: /api/v1/llm/generate, /api/v1/llm/stream, /api/v1/llm/jobs.
+
+Plain-HTTP clients: errors use real HTTP statuses (400 bad input or unknown tone, 404 unknown
+conversation, 429/502/504 from the model layer) with the usual ``{code, message}`` body.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
-from api.utils.api_utils import not_implemented
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Blueprint, Response, g, jsonify
+
+from api.apps.completions import SSE_HEADERS
+from api.components import Components, components
+from api.db.models import Task
+from api.db.services import gateway_service, job_service
+from api.db.services.dialog_service import ChatEvent
+from api.db.services.gateway_service import GenerateOptions
+from api.errors import ApiError
+from api.utils.api_utils import json_body
 
 bp = Blueprint("llm", __name__, url_prefix="/api/v1/llm")
+log = logging.getLogger("ragline.gateway")
+
+MAX_MESSAGE_CHARS = 100_000
 
 
-@bp.route("/generate", methods=["POST"])
-async def pending_1(**_: str) -> Response:
-    return not_implemented()
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: str | None = Field(None, max_length=32)
+    user_message: str = Field(..., min_length=1, max_length=MAX_MESSAGE_CHARS)
+    knowledge_base_ids: list[str] = Field(default_factory=list, max_length=256)
+    tone: str | None = None
+    system_prompt: str | None = Field(None, max_length=100_000)
+    model: str | None = Field(None, max_length=128)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stream: bool = False
+
+    def options(self) -> GenerateOptions:
+        return GenerateOptions(knowledge_base_ids=self.knowledge_base_ids, tone=self.tone,
+                               system_prompt=self.system_prompt, model=self.model, max_tokens=self.max_tokens,
+                               temperature=self.temperature)
 
 
-@bp.route("/stream", methods=["POST"])
-async def pending_2(**_: str) -> Response:
-    return not_implemented()
+def done_payload(parts: Components, conversation_id: str, event: ChatEvent) -> dict[str, Any]:
+    tokens_used, cost = gateway_service.usage_summary(parts, event)
+    return {"conversation_id": conversation_id, "message_id": event.message_id, "tokens_used": tokens_used,
+            "cost": cost, "references": gateway_service.references_of(event)}
 
 
-@bp.route("/jobs", methods=["POST"])
-async def pending_3(**_: str) -> Response:
-    return not_implemented()
+async def generate_result(parts: Components, tenant_id: str, body: GenerateRequest) -> dict[str, Any]:
+    """The whole answer of one generate request (also what a background job stores)."""
+    conversation, events = await gateway_service.answer(parts, tenant_id, body.conversation_id,
+                                                        body.user_message, body.options(), stream=False)
+    final = await gateway_service.final_event(events)
+    return {"response": final.answer, **done_payload(parts, conversation.id, final)}
 
 
-@bp.route("/jobs/<job_id>", methods=["GET"])
-async def pending_4(**_: str) -> Response:
-    return not_implemented()
+async def run_job(parts: Components, task: Task, worker_id: str) -> None:
+    """Run one queued generate request (task kind ``llm_job``) and store its outcome on the task."""
+    result, error = None, None
+    try:
+        result = await generate_result(parts, task.tenant_id, GenerateRequest.model_validate(task.payload))
+    except ApiError as failure:
+        error = failure.message
+    except Exception as failure:  # noqa: BLE001 - a job records every failure instead of dying
+        log.exception("llm job failed", extra={"fields": {"job": task.id}})
+        error = f"{type(failure).__name__}: {failure}"
+    await parts.db.run(job_service.settle, task.id, worker_id, result, error)
+
+
+@bp.post("/generate")
+async def generate() -> Response:
+    body = await json_body(GenerateRequest)
+    return jsonify(await generate_result(components(), g.tenant_id, body))
+
+
+def sse_event(data: dict[str, Any], event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _delta_stream(parts: Components, conversation_id: str, events: AsyncIterator[ChatEvent]
+                        ) -> AsyncIterator[str]:
+    """``data: {"delta"}`` events, then ``event: done`` (its ``response`` is the final text, with
+    any citations the last step added) or ``event: error``."""
+    sent = ""
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.error is not None:
+                    yield sse_event({"error": str(event.error), "conversation_id": conversation_id}, "error")
+                    return
+                if event.answer.startswith(sent) and len(event.answer) > len(sent):
+                    yield sse_event({"delta": event.answer[len(sent):]})
+                    sent = event.answer
+                if event.final:
+                    yield sse_event({**done_payload(parts, conversation_id, event), "response": event.answer},
+                                    "done")
+    except Exception as error:  # noqa: BLE001 - every failure ends the stream with an error event
+        log.exception("gateway stream failed", extra={"fields": {"request_id": g.get("request_id")}})
+        yield sse_event({"error": f"{type(error).__name__}: {error}", "conversation_id": conversation_id}, "error")
+
+
+@bp.post("/stream")
+async def stream() -> Response:
+    body = await json_body(GenerateRequest)
+    parts = components()
+    conversation, events = await gateway_service.answer(parts, g.tenant_id, body.conversation_id,
+                                                        body.user_message, body.options(), stream=True)
+    return Response(_delta_stream(parts, conversation.id, events), content_type="text/event-stream",
+                    headers=SSE_HEADERS)
+
+
+@bp.post("/jobs")
+async def submit_job() -> Response:
+    body = await json_body(GenerateRequest)
+    gateway_service.check_tone(body.tone)
+    job_id = await components().db.run(job_service.submit, g.tenant_id, body.model_dump(mode="json"))
+    return jsonify({"job_id": job_id, "status": "queued"}), 202
+
+
+@bp.get("/jobs/<job_id>")
+async def job_status(job_id: str) -> Response:
+    return jsonify(await components().db.run(job_service.status, g.tenant_id, job_id))

@@ -1,16 +1,142 @@
-"""/ws: the WebSocket gateway (lands with the gateway issue; until then it closes politely)."""
+"""/ws: the WebSocket gateway. ``llm_request`` frames in; ``llm_delta``* then ``llm_response`` or
+``llm_error`` out, under each request's ``conversation_id``.
+
+Every request runs in a task of its own so several can be in flight on one socket; one lock
+keeps their frames from interleaving mid-write. A malformed frame is answered with an
+``llm_error`` and the socket stays open. When the socket closes, its unfinished answers are
+cancelled (and stored as interrupted by the conversation service).
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint, websocket
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from quart import Blueprint, g, websocket
+
+from api.components import Components, components
+from api.db.services import gateway_service
+from api.db.services.gateway_service import GenerateOptions
+from api.errors import ApiError
+from api.utils.api_utils import describe_validation_error
 
 bp = Blueprint("ws", __name__)
+log = logging.getLogger("ragline.ws")
 
-NOT_IMPLEMENTED_CLOSE_CODE = 1011
+MAX_MESSAGE_CHARS = 100_000
+
+
+class RequestMetadata(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    tone: str | None = None
+    system_prompt: str | None = Field(None, max_length=100_000)
+    model: str | None = Field(None, max_length=128)
+    knowledge_base_ids: list[str] = Field(default_factory=list, max_length=256)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+class LLMRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: str | None = Field(None, max_length=32)
+    message: str = Field(..., min_length=1, max_length=MAX_MESSAGE_CHARS)
+    metadata: RequestMetadata = Field(default_factory=RequestMetadata)
+
+
+class Frame(BaseModel):
+    event: str
+    data: dict[str, Any]
+
+
+class Socket:
+    """One client connection: serialised sends and the in-flight answers."""
+
+    def __init__(self, parts: Components, tenant_id: str) -> None:
+        self.parts = parts
+        self.tenant_id = tenant_id
+        self.lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, event: str, data: dict[str, Any]) -> None:
+        async with self.lock:
+            await websocket.send_json({"event": event, "data": data})
+
+    async def error(self, message: str, conversation_id: str | None) -> None:
+        timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        await self.send("llm_error", {"error": message, "conversation_id": conversation_id, "timestamp": timestamp})
+
+    async def receive_forever(self) -> None:
+        while True:
+            raw = await websocket.receive()
+            request, problem = parse_frame(raw)
+            if request is None:
+                await self.error(problem, None)
+                continue
+            task = asyncio.create_task(self.answer(request))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def answer(self, request: LLMRequest) -> None:
+        conversation_id = request.conversation_id or None
+        options = GenerateOptions(**request.metadata.model_dump())
+        try:
+            conversation, events = await gateway_service.answer(self.parts, self.tenant_id, conversation_id,
+                                                                request.message, options, stream=True)
+            conversation_id = conversation.id
+            await self.relay(conversation_id, events)
+        except ApiError as failure:
+            await self.error(failure.message, conversation_id)
+        except Exception as failure:  # noqa: BLE001 - a request's failure never closes the socket
+            log.exception("ws request failed", extra={"fields": {"tenant": self.tenant_id}})
+            await self.error(f"{type(failure).__name__}: {failure}", conversation_id)
+
+    async def relay(self, conversation_id: str, events) -> None:
+        sent = ""
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.error is not None:
+                    await self.error(str(event.error), conversation_id)
+                    return
+                if event.answer.startswith(sent) and len(event.answer) > len(sent):
+                    await self.send("llm_delta", {"conversation_id": conversation_id,
+                                                  "delta": event.answer[len(sent):]})
+                    sent = event.answer
+                if event.final:
+                    await self.send("llm_response", {"success": True, "conversation_id": conversation_id,
+                                                     "response": event.answer, "message_id": event.message_id})
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def parse_frame(raw: str | bytes) -> tuple[LLMRequest | None, str]:
+    """The request in a frame, or None and a sentence saying what is wrong with it."""
+    try:
+        frame = Frame.model_validate(json.loads(raw))
+    except (ValueError, ValidationError):
+        return None, 'Malformed frame: expected JSON {"event": "llm_request", "data": {...}}.'
+    if frame.event != "llm_request":
+        return None, f"Unknown event {frame.event!r}: the only event a client sends is llm_request."
+    try:
+        return LLMRequest.model_validate(frame.data), ""
+    except ValidationError as error:
+        return None, f"Invalid llm_request: {describe_validation_error(error)}"
 
 
 @bp.websocket("/ws")
 async def socket() -> None:
     await websocket.accept()
-    await websocket.send_json({"event": "llm_error", "data": {"error": "/ws is not implemented yet"}})
-    await websocket.close(NOT_IMPLEMENTED_CLOSE_CODE)
+    connection = Socket(components(), g.tenant_id)
+    try:
+        await connection.receive_forever()
+    finally:
+        await connection.close()

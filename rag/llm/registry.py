@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 from litellm.types.router import Deployment
 
@@ -79,6 +80,7 @@ class ModelRegistry:
         later gets fresh clients.
         """
         await close_litellm_async_clients()
+        await GLOBAL_LOGGING_WORKER.stop()
 
     # -- specs and validation -----------------------------------------------------------------
 

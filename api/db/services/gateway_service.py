@@ -1,0 +1,206 @@
+"""The LLM-gateway view of the chat pipeline: free conversations, generate, stream, messages.
+
+Gateway clients name a model, a tone, a system prompt and datasets per request instead of
+configuring a chat assistant. We build an unsaved ``Dialog`` from those options and hand it to
+the same ``conversation_service.completion`` the RAGFlow routes use: one pipeline, two doors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from api.db.models import Conversation, Dialog, Message
+from api.db.services import chat_assistant_service, conversation_service
+from api.db.services.dialog_service import ChatEvent, DialogService
+from api.errors import ApiError, RetCode, data_error
+from rag.prompts import tone_instruction
+
+if TYPE_CHECKING:
+    from api.components import Components
+
+GATEWAY_TOP_N = 6
+
+
+@dataclass
+class GenerateOptions:
+    """What one gateway request may set; ``None`` falls back to the conversation's assistant."""
+
+    knowledge_base_ids: list[str] = field(default_factory=list)
+    tone: str | None = None
+    system_prompt: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+def conversation_to_api(conversation: Conversation, messages: list[Message] | None = None) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "dialog_id": conversation.dialog_id,
+        "name": conversation.name,
+        "system_prompt": conversation.system_prompt,
+        "messages": [conversation_service.message_to_api(m) for m in messages or []],
+        "created_at": formatdate(conversation.create_time / 1000, usegmt=True),
+        "updated_at": formatdate(conversation.update_time / 1000, usegmt=True),
+    }
+
+
+def get_conversation(tenant_id: str, conversation_id: str) -> Conversation:
+    conversation = Conversation.get_or_none((Conversation.id == conversation_id)
+                                            & (Conversation.tenant_id == tenant_id))
+    if conversation is None:
+        raise data_error(f"The conversation {conversation_id} doesn't exist.")
+    return conversation
+
+
+def set_conversation(tenant_id: str, conversation_id: str | None, dialog_id: str | None, name: str | None,
+                     system_prompt: str | None) -> dict[str, Any]:
+    """Create a conversation, or change the name/system prompt of an existing one."""
+    if dialog_id:
+        chat_assistant_service.get_owned(tenant_id, dialog_id)
+    if conversation_id:
+        conversation = get_conversation(tenant_id, conversation_id)
+        conversation.name = name if name is not None else conversation.name
+        conversation.system_prompt = system_prompt if system_prompt is not None else conversation.system_prompt
+        conversation.dialog_id = dialog_id or conversation.dialog_id
+        conversation.save()
+    else:
+        conversation = Conversation.create(tenant_id=tenant_id, dialog_id=dialog_id, name=name or "New conversation",
+                                           system_prompt=system_prompt)
+    return conversation_to_api(conversation, conversation_service.messages_of(conversation.id))
+
+
+def read_conversation(tenant_id: str, conversation_id: str) -> dict[str, Any]:
+    conversation = get_conversation(tenant_id, conversation_id)
+    return conversation_to_api(conversation, conversation_service.messages_of(conversation.id))
+
+
+def list_conversations(tenant_id: str, dialog_id: str | None) -> list[dict[str, Any]]:
+    query = Conversation.select().where(Conversation.tenant_id == tenant_id)
+    if dialog_id:
+        chat_assistant_service.get_owned(tenant_id, dialog_id)
+        query = query.where(Conversation.dialog_id == dialog_id)
+    return [conversation_to_api(c) for c in query.order_by(Conversation.update_time.desc())]
+
+
+def remove_conversations(tenant_id: str, conversation_ids: list[str]) -> int:
+    with Conversation._meta.database.atomic():
+        found = [c.id for c in Conversation.select(Conversation.id).where(
+            (Conversation.tenant_id == tenant_id) & Conversation.id.in_(conversation_ids))]
+        missing = sorted(set(conversation_ids) - set(found))
+        if missing:
+            raise data_error(f"The conversation(s) {', '.join(missing)} don't exist.")
+        Message.delete().where(Message.conversation_id.in_(found)).execute()
+        Conversation.delete().where(Conversation.id.in_(found)).execute()
+    return len(found)
+
+
+def open_conversation(tenant_id: str, conversation_id: str | None, name: str) -> Conversation:
+    """The conversation to continue, or a new one when no id is given."""
+    if conversation_id:
+        return get_conversation(tenant_id, conversation_id)
+    return Conversation.create(tenant_id=tenant_id, name=name[:255] or "New conversation")
+
+
+def check_tone(tone: str | None) -> None:
+    """An unknown tone is the client's error (400 listing the known ones), found before any work."""
+    if tone:
+        try:
+            tone_instruction(tone)
+        except ValueError as error:
+            raise ApiError(RetCode.ARGUMENT_ERROR, str(error), 400) from None
+
+
+def dialog_for(tenant_id: str, conversation: Conversation, options: GenerateOptions, default_model: str) -> Dialog:
+    """The assistant answering this request: the conversation's own, or an unsaved one built
+    from the request's options (model, datasets, system prompt)."""
+    if options.knowledge_base_ids:
+        chat_assistant_service.check_datasets(tenant_id, options.knowledge_base_ids)
+    if conversation.dialog_id:
+        dialog = chat_assistant_service.get_owned(tenant_id, conversation.dialog_id)
+    else:
+        dialog = Dialog(tenant_id=tenant_id, name="gateway", kb_ids=[], llm_id=default_model, llm_setting={},
+                        prompt_config={"system": conversation.system_prompt or "", "parameters": [],
+                                       "quote": True},
+                        similarity_threshold=0.2, vector_similarity_weight=0.3, top_n=GATEWAY_TOP_N, top_k=1024)
+    if options.knowledge_base_ids:
+        dialog.kb_ids = list(options.knowledge_base_ids)
+    if options.model:
+        dialog.llm_id = options.model
+    return dialog
+
+
+def request_options(options: GenerateOptions) -> dict[str, Any]:
+    """The per-request part of a ``ChatRequest`` (tone, system prompt, generation settings)."""
+    gen_conf = {key: value for key, value in (("max_tokens", options.max_tokens),
+                                              ("temperature", options.temperature)) if value is not None}
+    return {"tone": options.tone, "system_prompt": options.system_prompt, "gen_conf": gen_conf}
+
+
+async def answer(parts: Components, tenant_id: str, conversation_id: str | None, user_message: str,
+                 options: GenerateOptions, *, stream: bool) -> tuple[Conversation, AsyncIterator[ChatEvent]]:
+    """The conversation answered in and the pipeline's events for ``user_message``."""
+    check_tone(options.tone)
+    if options.model:
+        parts.check_chat_model(options.model)
+
+    def prepare() -> tuple[Conversation, Dialog]:
+        conversation = open_conversation(tenant_id, conversation_id, user_message)
+        return conversation, dialog_for(tenant_id, conversation, options, parts.default_chat_model)
+
+    conversation, dialog = await parts.db.run(prepare)
+    events = conversation_service.completion(parts, DialogService(parts), dialog, conversation.id, user_message,
+                                             stream=stream, **request_options(options))
+    return conversation, events
+
+
+def usage_summary(parts: Components, event: ChatEvent) -> tuple[dict[str, int], dict[str, Any]]:
+    """``tokens_used`` and ``cost`` (split into prompt and completion, USD; null when unknown)."""
+    result = event.result
+    usage = result.usage if result is not None else None
+    prompt = usage.prompt_tokens if usage else 0
+    completion = usage.completion_tokens if usage else 0
+    model = result.model if result is not None and result.model else parts.default_chat_model
+    prompt_cost = parts.registry.cost(model, prompt, 0) if usage else None
+    completion_cost = parts.registry.cost(model, 0, completion) if usage else None
+    total_cost = None if prompt_cost is None or completion_cost is None else prompt_cost + completion_cost
+    return (
+        {"prompt": prompt, "completion": completion, "total": prompt + completion},
+        {"prompt": prompt_cost, "completion": completion_cost, "total": total_cost, "currency": "USD"},
+    )
+
+
+def references_of(event: ChatEvent) -> list[dict[str, Any]]:
+    return list((event.reference or {}).get("chunks", []))
+
+
+
+def start_with_history(tenant_id: str, prior: list[dict[str, str]], name: str) -> str:
+    """A new conversation holding the turns a client sent before its question; returns its id."""
+    with Conversation._meta.database.atomic():
+        conversation = open_conversation(tenant_id, None, name)
+        for turn in prior:
+            if turn["role"] == "system":
+                conversation.system_prompt = turn["content"]
+                conversation.save()
+            else:
+                conversation_service.append_message(conversation, turn["role"], turn["content"])
+    return conversation.id
+
+
+async def final_event(events: AsyncIterator[ChatEvent]) -> ChatEvent:
+    """The last event of a non-streamed answer; a model failure becomes an ``ApiError`` with the
+    model layer's HTTP status (429, 502, 504...)."""
+    final = None
+    async with contextlib.aclosing(events):
+        async for event in events:
+            final = event
+    if final is None:
+        raise ApiError(RetCode.EXCEPTION_ERROR, "The answer ended without a result.", 502)
+    if final.error is not None:
+        raise ApiError(RetCode.EXCEPTION_ERROR, str(final.error), getattr(final.error, "http_status", 502))
+    return final
