@@ -6,7 +6,6 @@ conversation, 429/502/504 from the model layer) with the usual ``{code, message}
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -91,19 +90,15 @@ async def _delta_stream(parts: Components, conversation_id: str, events: AsyncIt
                         ) -> AsyncIterator[str]:
     """``data: {"delta"}`` events, then ``event: done`` (its ``response`` is the final text, with
     any citations the last step added) or ``event: error``."""
-    sent = ""
     try:
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if event.error is not None:
-                    yield sse_event({"error": str(event.error), "conversation_id": conversation_id}, "error")
-                    return
-                if event.answer.startswith(sent) and len(event.answer) > len(sent):
-                    yield sse_event({"delta": event.answer[len(sent):]})
-                    sent = event.answer
-                if event.final:
-                    yield sse_event({**done_payload(parts, conversation_id, event), "response": event.answer},
-                                    "done")
+        async for event, delta in gateway_service.with_deltas(events):
+            if event.error is not None:
+                yield sse_event({"error": str(event.error), "conversation_id": conversation_id}, "error")
+                return
+            if delta:
+                yield sse_event({"delta": delta})
+            if event.final:
+                yield sse_event({**done_payload(parts, conversation_id, event), "response": event.answer}, "done")
     except Exception as error:  # noqa: BLE001 - every failure ends the stream with an error event
         log.exception("gateway stream failed", extra={"fields": {"request_id": g.get("request_id")}})
         yield sse_event({"error": f"{type(error).__name__}: {error}", "conversation_id": conversation_id}, "error")

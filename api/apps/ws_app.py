@@ -10,10 +10,10 @@ cancelled (and stored as interrupted by the conversation service).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +21,7 @@ from quart import Blueprint, g, websocket
 
 from api.components import Components, components
 from api.db.services import gateway_service
+from api.db.services.dialog_service import ChatEvent
 from api.db.services.gateway_service import GenerateOptions
 from api.errors import ApiError
 from api.utils.api_utils import describe_validation_error
@@ -97,20 +98,16 @@ class Socket:
             log.exception("ws request failed", extra={"fields": {"tenant": self.tenant_id}})
             await self.error(f"{type(failure).__name__}: {failure}", conversation_id)
 
-    async def relay(self, conversation_id: str, events) -> None:
-        sent = ""
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if event.error is not None:
-                    await self.error(str(event.error), conversation_id)
-                    return
-                if event.answer.startswith(sent) and len(event.answer) > len(sent):
-                    await self.send("llm_delta", {"conversation_id": conversation_id,
-                                                  "delta": event.answer[len(sent):]})
-                    sent = event.answer
-                if event.final:
-                    await self.send("llm_response", {"success": True, "conversation_id": conversation_id,
-                                                     "response": event.answer, "message_id": event.message_id})
+    async def relay(self, conversation_id: str, events: AsyncIterator[ChatEvent]) -> None:
+        async for event, delta in gateway_service.with_deltas(events):
+            if event.error is not None:
+                await self.error(str(event.error), conversation_id)
+                return
+            if delta:
+                await self.send("llm_delta", {"conversation_id": conversation_id, "delta": delta})
+            if event.final:
+                await self.send("llm_response", {"success": True, "conversation_id": conversation_id,
+                                                 "response": event.answer, "message_id": event.message_id})
 
     async def close(self) -> None:
         for task in list(self.tasks):

@@ -126,3 +126,14 @@ async def test_two_tenants_never_see_each_others_datasets(client, make_key) -> N
     assert delete["code"] == 102
     still = await (await client.get(f"/api/v1/datasets?id={secret['id']}", headers=acme)).get_json()
     assert still["data"][0]["name"] == "acme-secret"
+
+
+async def test_default_chunk_size_fits_what_the_embedding_model_reads(client, auth) -> None:
+    from rag.app.naive import BUILTIN_EMBEDDING_CHUNK_TOKENS
+
+    builtin = (await create(client, auth, name="local"))["data"]
+    remote = (await create(client, auth, name="remote", embedding_model="text-embedding-3-small@OpenAI"))["data"]
+    explicit = (await create(client, auth, name="mine", parser_config={"chunk_token_num": 400}))["data"]
+    assert builtin["parser_config"]["chunk_token_num"] == BUILTIN_EMBEDDING_CHUNK_TOKENS < 256
+    assert remote["parser_config"]["chunk_token_num"] == 512
+    assert explicit["parser_config"]["chunk_token_num"] == 400

@@ -204,3 +204,19 @@ async def final_event(events: AsyncIterator[ChatEvent]) -> ChatEvent:
     if final.error is not None:
         raise ApiError(RetCode.EXCEPTION_ERROR, str(final.error), getattr(final.error, "http_status", 502))
     return final
+
+
+async def with_deltas(events: AsyncIterator[ChatEvent]) -> AsyncIterator[tuple[ChatEvent, str]]:
+    """Each event with the text it adds to the answer so far ("" when it adds none).
+
+    Gateway clients want pieces, not the whole answer every time. The final event may
+    rewrite text the pieces already carried (citations added mid-answer); its ``answer`` is the
+    authoritative text. The pipeline is closed however the consumer stops.
+    """
+    sent = ""
+    async with contextlib.aclosing(events):
+        async for event in events:
+            delta = ""
+            if event.error is None and event.answer.startswith(sent) and len(event.answer) > len(sent):
+                delta, sent = event.answer[len(sent):], event.answer
+            yield event, delta

@@ -13,14 +13,27 @@ from peewee import IntegrityError
 from api.db.models import Document, File, Knowledgebase, Task
 from api.db.services.common import http_date, ordered_page
 from api.errors import ApiError, RetCode, data_error
+from rag.app.naive import BUILTIN_EMBEDDING_CHUNK_TOKENS, DEFAULT_CHUNK_TOKENS, DEFAULT_DELIMITER
 from rag.utils.doc_store_conn import DocStoreConnection, index_name
 from rag.utils.storage import Storage
 
 DEFAULT_PARSER_CONFIG: dict[str, Any] = {
-    "chunk_token_num": 512,
-    "delimiter": "\n!?;。；！？",
+    "chunk_token_num": DEFAULT_CHUNK_TOKENS,
+    "delimiter": DEFAULT_DELIMITER,
     "overlap": 0,
 }
+BUILTIN_EMBEDDING = "all-MiniLM-L6-v2@Builtin"
+
+
+def default_parser_config(embedding_model: str) -> dict[str, Any]:
+    """RAGFlow's defaults, except that chunks for the builtin MiniLM are cut to what it reads.
+
+    all-MiniLM-L6-v2 embeds at most 256 word pieces: a 512-token chunk would be embedded by
+    its first half only, and its second half would be found by BM25 alone.
+    """
+    if embedding_model == BUILTIN_EMBEDDING:
+        return {**DEFAULT_PARSER_CONFIG, "chunk_token_num": BUILTIN_EMBEDDING_CHUNK_TOKENS}
+    return dict(DEFAULT_PARSER_CONFIG)
 
 
 def to_api(kb: Knowledgebase) -> dict[str, Any]:
@@ -61,7 +74,7 @@ def get_owned(tenant_id: str, kb_id: str) -> Knowledgebase:
 
 def create(tenant_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     name = fields["name"]
-    parser_config = {**DEFAULT_PARSER_CONFIG, **(fields.get("parser_config") or {})}
+    parser_config = {**default_parser_config(fields["embedding_model"]), **(fields.get("parser_config") or {})}
     try:
         with Knowledgebase._meta.database.atomic():
             kb = Knowledgebase.create(
