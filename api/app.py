@@ -17,14 +17,16 @@ from quart import Quart, Response, g, has_request_context, jsonify, request, web
 from werkzeug.exceptions import HTTPException
 
 from api.apps import BLUEPRINTS
+from api.apps.llm_app import run_job
 from api.components import EXTENSION_KEY, Components, build_components
 from api.db.migrate import upgrade
-from api.db.services import tenant_service
+from api.db.services import job_service, tenant_service
 from api.errors import ApiError, RetCode
 from api.observability import LoopLagMonitor
 from api.settings import Settings
 from api.utils.api_utils import error_body, error_status
 from api.utils.auth import PUBLIC_PATHS, presented_key
+from rag.svr.task_executor import TaskExecutor
 
 log = logging.getLogger("ragline.app")
 access_log = logging.getLogger("ragline.access")
@@ -48,8 +50,15 @@ def create_app(settings: Settings, parts: Components | None = None) -> Quart:
     return app
 
 
+def build_executor(parts: Components, concurrency: int) -> TaskExecutor:
+    """The task-queue workers: document parsing, and the gateway's background jobs."""
+    return TaskExecutor(parts, concurrency=concurrency, handlers={job_service.KIND_LLM_JOB: run_job})
+
+
 def _install_lifespan(app: Quart, parts: Components) -> None:
     lag_monitor = LoopLagMonitor(parts.metrics, parts.settings.loop_lag_interval)
+    workers = parts.settings.ingest_workers
+    executor = build_executor(parts, workers) if workers else None
 
     @app.before_serving
     async def start() -> None:
@@ -64,9 +73,13 @@ def _install_lifespan(app: Quart, parts: Components) -> None:
         if issued is not None:
             _announce_bootstrap_key(issued)
         lag_monitor.start()
+        if executor is not None:
+            executor.start()
 
     @app.after_serving
     async def stop() -> None:
+        if executor is not None:
+            await executor.stop(grace=parts.settings.graceful_timeout)
         await lag_monitor.stop()
         await parts.aclose()
 

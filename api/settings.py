@@ -45,6 +45,7 @@ ENV_NAMES: dict[str, str] = {
     "graceful_timeout": "RAGLINE_GRACEFUL_TIMEOUT",
     "log_level": "RAGLINE_LOG_LEVEL",
     "loop_lag_interval": "RAGLINE_LOOP_LAG_INTERVAL",
+    "ingest_workers": "RAGLINE_INGEST_WORKERS",
 }
 
 DATABASE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
@@ -87,6 +88,7 @@ class Settings(BaseModel):
     graceful_timeout: float = Field(10.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     loop_lag_interval: float = Field(0.1, gt=0, le=10)
+    ingest_workers: int = Field(2, ge=0, le=64)
 
     @field_validator("llm_model", "embedding_model")
     @classmethod

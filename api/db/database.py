@@ -57,7 +57,10 @@ def connect_database(url: str, max_connections: int = 32) -> Database:
         path = url.split("://", 1)[1][1:]
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=30)
+        # IMMEDIATE: a transaction that reads then writes takes the write lock up front; a
+        # deferred one fails at once with "database is locked" when another writer got there first.
+        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=30,
+                              lock_type="IMMEDIATE")
     pool = {"max_connections": max_connections, "stale_timeout": 300, "timeout": 30}
     if scheme == "mysql":
         return PooledMySQLDatabase(_database_name(url), charset="utf8mb4", **pool, **_server_params(url))

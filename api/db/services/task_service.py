@@ -265,6 +265,19 @@ def release(task_id: str, worker_id: str) -> bool:
                        update_time=now_ms()).where(_ours(task_id, worker_id)).execute() == 1
 
 
+def running_claims(claimant_prefix: str) -> list[tuple[str, str]]:
+    """(task id, claimed_by) of running tasks whose claimant id starts with ``claimant_prefix``."""
+    query = Task.select(Task.id, Task.claimed_by).where(
+        (Task.status == RUNNING) & (Task.claimed_by.startswith(claimant_prefix))
+    )
+    return [(task.id, task.claimed_by) for task in query]
+
+
+def expire_claim(task_id: str, claimed_by: str) -> bool:
+    """End a dead claimant's lease now, so the next ``claim`` takes the task (counting an attempt)."""
+    return Task.update(claimed_time=0).where(_ours(task_id, claimed_by)).execute() == 1
+
+
 def superseded(task_id: str, doc_id: str) -> bool:
     """Whether another unfinished parse task now owns the document (a re-parse replaced ours)."""
     return Task.select().where((Task.kind == KIND_PARSE) & (Task.doc_id == doc_id) & (Task.id != task_id)

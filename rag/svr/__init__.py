@@ -1,0 +1,1 @@
+"""Background services: the ingestion worker that drains the ``task`` queue."""

@@ -1,0 +1,390 @@
+"""The ingestion worker: claim a task → load the file → parse → chunk → embed → index → settle.
+
+``TaskExecutor`` runs inside the server (``start()`` in the lifespan) and as the separate
+``ragline worker`` process; any number of them may share one database, because claiming and
+every later write about a task go through ``task_service``'s fenced, atomic transitions.
+
+The event loop never blocks: database work goes through ``parts.db.run``, file storage, the
+parser, the chunker, row building and the chunk store through ``asyncio.to_thread``, and a
+sync embedding model runs in a thread while an async one is awaited. The pipelines of one
+executor share an ``EmbeddingBatcher``, so many small documents still make full model calls.
+
+Like RAGFlow's ``rag/svr/task_executor.py`` this module is the one place under ``rag/`` that
+uses the metadata service layer (``api.db``): it is the worker's entry point, not a library.
+
+Crash safety rests on three facts: chunk ids are deterministic (document + content), a
+document's old chunks are deleted right before its new ones are inserted, and the document's
+counts are written in the same transaction that marks the task done. A worker killed at any
+point therefore leaves a task whose lease expires; the next claimant redoes the work and the
+end state is the same as if the first worker had finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from api.db.models import Document, Knowledgebase, Task
+from api.db.services import task_service
+from api.db.services.task_service import Outcome, Standing
+from rag.app.naive import ChunkText, chunk
+from rag.app.parsers import IngestError, ParseError, parse
+from rag.svr.embed_batcher import EmbeddingBatcher
+from rag.utils.doc_store_conn import DocStoreError, chunk_id, index_name, make_chunk_row
+from rag.utils.storage import ObjectNotFoundError
+
+log = logging.getLogger("ragline.worker")
+
+EmbedderFactory = Callable[[str, str], Any]
+TaskHandler = Callable[[Any, Task, str], Awaitable[None]]
+"""``(tenant_id, embd_id) -> model`` whose ``encode(texts) -> (ndarray (n, dim), tokens)``
+is a plain function or a coroutine function."""
+
+INSERT_BATCH = 256
+PROGRESS_PARSING, PROGRESS_CHUNKING, PROGRESS_EMBED_END, PROGRESS_INDEXING = 0.1, 0.2, 0.9, 0.95
+
+
+def default_worker_id() -> str:
+    """Host, pid and a random tail: unique across machines, processes and restarts."""
+    return f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _host() -> str:
+    return socket.gethostname()[:32]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def dead_local_claims(claims: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The claims of this host whose process is gone: a restarted server need not wait a lease.
+
+    Only ``host:pid:…`` ids of this host whose pid no longer exists count; a reused pid merely
+    looks alive, and that task waits for its lease as any other would.
+    """
+    dead = []
+    for task_id, claimed_by in claims:
+        host, _, rest = claimed_by.partition(":")
+        pid = rest.partition(":")[0]
+        if host == _host() and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            dead.append((task_id, claimed_by))
+    return dead
+
+
+class _Stop(Exception):
+    """The task must stop here: cancelled, lost to another worker, or its document deleted."""
+
+    def __init__(self, standing: Standing) -> None:
+        super().__init__(standing.value)
+        self.standing = standing
+
+
+@dataclass
+class _ParseJob:
+    """One claimed parse task and what its pipeline has done so far."""
+
+    task: Task
+    doc: Document | None = None
+    kb: Knowledgebase | None = None
+    started: float = field(default_factory=time.monotonic)
+    touched_store: bool = False  # old chunks deleted / new ones written: cleanup needed on stop
+
+    @property
+    def doc_id(self) -> str:
+        return self.task.doc_id
+
+    @property
+    def index(self) -> str:
+        return index_name(self.task.tenant_id)
+
+
+class TaskExecutor:
+    """Drains the task queue with ``concurrency`` pipelines on the running event loop.
+
+    ``start()``/``await stop()`` for a long-running worker; ``await run_once()`` processes one
+    task (tests, scripts). ``embedder`` maps ``(tenant_id, embd_id)`` to an embedding model;
+    by default the tenant's ``LLMBundle`` (``parts.bundle``), which also records usage.
+    ``handlers`` runs other kinds of task from the same queue (``llm_job`` → the gateway's
+    job runner): ``await handler(parts, task, worker_id)`` settles the task itself.
+    """
+
+    def __init__(
+        self,
+        parts: Any,
+        concurrency: int = 1,
+        worker_id: str | None = None,
+        poll_interval: float = 0.5,
+        *,
+        lease_ms: int = task_service.DEFAULT_LEASE_MS,
+        max_attempts: int = task_service.DEFAULT_MAX_ATTEMPTS,
+        embed_batch_size: int = 64,
+        embedder: EmbedderFactory | None = None,
+        handlers: dict[str, TaskHandler] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.parts = parts
+        self.concurrency = concurrency
+        self.worker_id = worker_id or default_worker_id()
+        self.poll_interval = poll_interval
+        self.lease_ms = lease_ms
+        self.max_attempts = max_attempts
+        self.embed_batch_size = embed_batch_size
+        self.embedder = embedder or (lambda tenant_id, embd_id: parts.bundle(tenant_id, embd_id, "embedding"))
+        self.handlers = dict(handlers or {})
+        self.kinds = [task_service.KIND_PARSE, *self.handlers]
+        self._batcher = EmbeddingBatcher(max_batch=embed_batch_size)
+        self._loops: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pipelines on the running loop; returns at once."""
+        if self._loops:
+            raise RuntimeError("executor already started")
+        self._stopping = asyncio.Event()
+        self._loops = [asyncio.create_task(self._drain(first=n == 0), name=f"ragline-worker-{n}")
+                       for n in range(self.concurrency)]
+        log.info("worker started", extra={"fields": {"worker": self.worker_id, "concurrency": self.concurrency}})
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; give running tasks ``grace`` seconds, then hand them back to the queue."""
+        self._stopping.set()
+        if not self._loops:
+            return
+        _, pending = await asyncio.wait(self._loops, timeout=grace)
+        for loop_task in pending:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._batcher.close()
+        self._loops = []
+        log.info("worker stopped", extra={"fields": {"worker": self.worker_id}})
+
+    async def expire_dead_claims(self) -> int:
+        """Release at once the tasks of workers that died on this host (a server restarted)."""
+        claims = await self.parts.db.run(task_service.running_claims, f"{_host()}:")
+        expired = 0
+        for task_id, claimed_by in dead_local_claims(claims):
+            expired += await self.parts.db.run(task_service.expire_claim, task_id, claimed_by)
+        if expired:
+            log.info("reclaiming tasks of dead local workers", extra={"fields": {"tasks": expired}})
+        return expired
+
+    async def _drain(self, first: bool) -> None:
+        if first:
+            try:
+                await self.expire_dead_claims()
+            except Exception:
+                log.exception("could not check for dead local workers")
+        while not self._stopping.is_set():
+            try:
+                worked = await self.run_once()
+            except Exception:  # a database outage must not kill the worker: log, wait, retry
+                log.exception("worker iteration failed", extra={"fields": {"worker": self.worker_id}})
+                worked = False
+            if not worked:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> bool:
+        """Claim and process one task; False when the queue had none for us."""
+        task = await self.parts.db.run(task_service.claim, self.worker_id, self.kinds, self.lease_ms)
+        if task is None:
+            return False
+        heartbeat = asyncio.create_task(self._heartbeat(task.id))
+        try:
+            handler = self.handlers.get(task.kind)
+            if handler is not None:
+                await handler(self.parts, task, self.worker_id)
+            else:
+                await self._process(_ParseJob(task))
+        except asyncio.CancelledError:
+            await self.parts.db.run(task_service.release, task.id, self.worker_id)
+            raise
+        finally:
+            heartbeat.cancel()
+        return True
+
+    async def _heartbeat(self, task_id: str) -> None:
+        """Renew the lease while the pipeline works (a long parse or embedding has no check-ins)."""
+        interval = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.parts.db.run(task_service.heartbeat, task_id, self.worker_id):
+                    return
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True, extra={"fields": {"task": task_id}})
+
+    # -- one parse task ----------------------------------------------------------------------
+
+    async def _process(self, job: _ParseJob) -> None:
+        fields = {"task": job.task.id, "doc": job.doc_id, "attempt": job.task.attempts}
+        if job.task.attempts > self.max_attempts:
+            attempts = job.task.attempts - 1
+            await self._fail(job, f"Gave up after {attempts} attempts: the worker parsing this document "
+                                  "stopped (killed or crashed) each time.")
+            return
+        try:
+            await self._parse(job)
+            log.info("document parsed", extra={"fields": fields})
+        except _Stop as stop:
+            log.info("task stopped", extra={"fields": {**fields, "reason": stop.standing.value}})
+            await self._stopped(job, stop.standing)
+        except IngestError as error:
+            await self._fail(job, str(error))
+        except ObjectNotFoundError:
+            await self._fail(job, "The uploaded file is missing from storage.")
+        except ValueError as error:  # a parser_config the chunker refuses
+            await self._fail(job, f"Invalid parser_config: {error}")
+        except DocStoreError as error:
+            await self._fail(job, f"Indexing failed: {error}")
+        except Exception as error:
+            log.exception("parse failed", extra={"fields": fields})
+            await self._fail(job, f"Parsing failed: {type(error).__name__}: {error}")
+
+    async def _parse(self, job: _ParseJob) -> None:
+        db = self.parts.db
+        loaded = await db.run(_load, job.doc_id)
+        if loaded is None:
+            raise _Stop(Standing.GONE)
+        job.doc, job.kb = loaded
+        self._check(await db.run(task_service.begin_parse, job.task.id, self.worker_id, job.doc_id))
+        data = await asyncio.to_thread(self.parts.storage.get, job.doc.location)
+        await self._checkpoint(job, PROGRESS_PARSING, f"Parsing {job.doc.name}")
+        sections = await asyncio.to_thread(parse, job.doc.name, data)
+        await self._checkpoint(job, PROGRESS_CHUNKING, f"Chunking {len(sections)} sections")
+        parser_config = {**(job.kb.parser_config or {}), **(job.doc.parser_config or {})}
+        chunks = await asyncio.to_thread(_chunk_unique, job.doc_id, sections, parser_config)
+        if not chunks:
+            raise ParseError("The file produced no chunks.")
+        vectors = await self._embed(job, chunks)
+        rows = await asyncio.to_thread(_rows, job, chunks, vectors)
+        await self._checkpoint(job, PROGRESS_INDEXING, f"Indexing {len(rows)} chunks")
+        await self._index(job, rows, vectors.shape[1])
+        outcome = _outcome(job, chunks)
+        self._check(await db.run(task_service.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
+
+    async def _embed(self, job: _ParseJob, chunks: list[ChunkText]) -> np.ndarray:
+        """Vectors of the chunks, batch by batch with a check-in before each (cancel, progress)."""
+        model = self.embedder(job.task.tenant_id, job.kb.embd_id)
+        texts = [c.content for c in chunks]
+        size = self.embed_batch_size
+        batches: list[np.ndarray] = []
+        for start in range(0, len(texts), size):
+            done = PROGRESS_CHUNKING + (PROGRESS_EMBED_END - PROGRESS_CHUNKING) * start / len(texts)
+            await self._checkpoint(job, done, f"Embedding chunks {start + 1}-{min(start + size, len(texts))} "
+                                              f"of {len(texts)}")
+            key = (job.task.tenant_id, job.kb.embd_id)
+            batches.append(await self._batcher.encode(key, model, texts[start:start + size]))
+        return np.vstack(batches)
+
+    async def _index(self, job: _ParseJob, rows: list[dict], dim: int) -> None:
+        """Replace the document's chunks: old ones out, new ones in (upserts by stable id)."""
+        store, index, kb_id = self.parts.doc_store, job.index, job.kb.id
+        job.touched_store = True
+        if not await asyncio.to_thread(store.index_exist, index, kb_id):
+            await asyncio.to_thread(store.create_idx, index, kb_id, dim)
+        await asyncio.to_thread(store.delete, {"doc_id": job.doc_id}, index, kb_id)
+        for start in range(0, len(rows), INSERT_BATCH):
+            if start:
+                await self._checkpoint(job, PROGRESS_INDEXING, f"Indexing chunks {start + 1}-"
+                                                               f"{min(start + INSERT_BATCH, len(rows))} of {len(rows)}")
+            errors = await asyncio.to_thread(store.insert, rows[start:start + INSERT_BATCH], index, kb_id)
+            if errors:
+                raise DocStoreError(f"{len(errors)} chunks were refused, first: {errors[0]}")
+
+    async def _checkpoint(self, job: _ParseJob, progress: float, message: str) -> None:
+        self._check(await self.parts.db.run(task_service.report_progress, job.task.id, self.worker_id,
+                                            job.doc_id, round(progress, 4), message))
+
+    @staticmethod
+    def _check(standing: Standing) -> None:
+        if standing is not Standing.OK:
+            raise _Stop(standing)
+
+    # -- endings -----------------------------------------------------------------------------
+
+    async def _remove_chunks(self, job: _ParseJob) -> None:
+        """Delete the document's chunks: what this task (or a killed earlier attempt) wrote."""
+        kb_id = job.kb.id if job.kb else job.task.payload.get("kb_id", "")
+        await asyncio.to_thread(self.parts.doc_store.delete, {"doc_id": job.doc_id}, job.index, kb_id)
+
+    async def _fail(self, job: _ParseJob, reason: str) -> None:
+        """Document FAIL with ``reason``; chunks are removed only once the failure is ours to settle."""
+        log.info("document failed", extra={"fields": {"task": job.task.id, "doc": job.doc_id, "reason": reason}})
+        # An earlier, killed attempt may have written chunks even if this one never reached the store.
+        remove = job.touched_store or job.task.attempts > 1
+        standing = await self.parts.db.run(task_service.fail_parse, job.task.id, self.worker_id, job.doc_id,
+                                           reason, remove)
+        if standing is Standing.OK and remove:
+            await self._remove_chunks(job)
+
+    async def _stopped(self, job: _ParseJob, standing: Standing) -> None:
+        """Clean up after a stop; a lost or superseded task leaves the document to its new owner."""
+        db = self.parts.db
+        if standing is Standing.LOST:
+            return
+        if standing is Standing.GONE:
+            await db.run(task_service.settle_gone, job.task.id)
+            if job.touched_store:
+                await self._remove_chunks(job)
+            return
+        if await db.run(task_service.superseded, job.task.id, job.doc_id):
+            await db.run(task_service.settle_cancelled, job.task.id, job.doc_id, False)
+            return
+        await db.run(task_service.settle_cancelled, job.task.id, job.doc_id, job.touched_store)
+        if job.touched_store:
+            await self._remove_chunks(job)
+
+
+def _load(doc_id: str) -> tuple[Document, Knowledgebase] | None:
+    doc = Document.get_or_none(Document.id == doc_id)
+    kb = Knowledgebase.get_or_none(Knowledgebase.id == doc.kb_id) if doc else None
+    return (doc, kb) if doc and kb else None
+
+
+def _chunk_unique(doc_id: str, sections: list, parser_config: dict) -> list[ChunkText]:
+    """The document's chunks with distinct ids: two equal chunks would be one row anyway."""
+    seen: set[str] = set()
+    unique = []
+    for piece in chunk(sections, parser_config):
+        key = chunk_id(doc_id, piece.content)
+        if key not in seen:
+            seen.add(key)
+            unique.append(piece)
+    return unique
+
+
+def _rows(job: _ParseJob, chunks: list[ChunkText], vectors: np.ndarray) -> list[dict]:
+    return [
+        make_chunk_row(job.doc_id, job.kb.id, job.doc.name, piece.content, vector,
+                       positions=[[piece.page, 0, 0, 0, 0]] if piece.page else ())
+        for piece, vector in zip(chunks, vectors, strict=True)
+    ]
+
+
+def _outcome(job: _ParseJob, chunks: list[ChunkText]) -> Outcome:
+    duration = time.monotonic() - job.started
+    tokens = sum(piece.token_count for piece in chunks)
+    return Outcome(chunk_num=len(chunks), token_num=tokens, duration=round(duration, 3),
+                   message=f"Done: {len(chunks)} chunks, {tokens} tokens in {duration:.2f}s")
