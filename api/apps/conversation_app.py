@@ -1,34 +1,101 @@
-"""/v1/conversation/*: conversation completions (lands with the chat issue)."""
+"""/v1/conversation/*: conversations and their completions, in RAGFlow's completion format.
+
+A conversation may belong to a chat assistant (``dialog_id``) or stand alone with its own
+``system_prompt``; either way completions run through the same pipeline as session chat.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+from typing import Literal
 
-from api.utils.api_utils import not_implemented
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from quart import Blueprint, Response, g, request
+
+from api.apps.completions import events_response
+from api.components import components
+from api.db.services import gateway_service
+from api.db.services.gateway_service import GenerateOptions
+from api.errors import argument_error
+from api.utils.api_utils import json_body, ok
 
 bp = Blueprint("conversation", __name__, url_prefix="/v1/conversation")
 
-
-@bp.route("/set", methods=["POST"])
-async def pending_1(**_: str) -> Response:
-    return not_implemented()
+MAX_MESSAGE_CHARS = 100_000
 
 
-@bp.route("/get", methods=["GET"])
-async def pending_2(**_: str) -> Response:
-    return not_implemented()
+class SetConversation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: str | None = Field(None, max_length=32)
+    dialog_id: str | None = Field(None, max_length=32)
+    name: str | None = Field(None, max_length=255)
+    system_prompt: str | None = Field(None, max_length=100_000)
 
 
-@bp.route("/list", methods=["GET"])
-async def pending_3(**_: str) -> Response:
-    return not_implemented()
+class RemoveConversations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    conversation_ids: list[str] = Field(..., min_length=1, max_length=1000)
 
 
-@bp.route("/rm", methods=["POST"])
-async def pending_4(**_: str) -> Response:
-    return not_implemented()
+class Turn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., max_length=MAX_MESSAGE_CHARS)
 
 
-@bp.route("/completion", methods=["POST"])
-async def pending_5(**_: str) -> Response:
-    return not_implemented()
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: str = Field(..., min_length=1, max_length=32)
+    messages: list[Turn] = Field(..., min_length=1, max_length=1000)
+    stream: bool = True
+
+    @model_validator(mode="after")
+    def _ends_with_a_question(self) -> CompletionRequest:
+        if self.messages[-1].role != "user" or not self.messages[-1].content.strip():
+            raise ValueError("the last message must be a non-empty user message")
+        return self
+
+
+def _required_arg(name: str) -> str:
+    value = request.args.get(name, "").strip()
+    if not value:
+        raise argument_error(f"`{name}` is required.")
+    return value
+
+
+@bp.post("/set")
+async def set_conversation() -> Response:
+    body = await json_body(SetConversation)
+    conversation = await components().db.run(gateway_service.set_conversation, g.tenant_id, body.conversation_id,
+                                             body.dialog_id, body.name, body.system_prompt)
+    return ok(conversation)
+
+
+@bp.get("/get")
+async def get_conversation() -> Response:
+    conversation_id = _required_arg("conversation_id")
+    return ok(await components().db.run(gateway_service.read_conversation, g.tenant_id, conversation_id))
+
+
+@bp.get("/list")
+async def list_conversations() -> Response:
+    dialog_id = request.args.get("dialog_id") or None
+    return ok(await components().db.run(gateway_service.list_conversations, g.tenant_id, dialog_id))
+
+
+@bp.post("/rm")
+async def remove_conversations() -> Response:
+    body = await json_body(RemoveConversations)
+    await components().db.run(gateway_service.remove_conversations, g.tenant_id, body.conversation_ids)
+    return ok(True)
+
+
+@bp.post("/completion")
+async def completion() -> Response:
+    """Answer the last user message; the conversation's stored history is the context (earlier
+    messages in the request are the client's copy of it and are not stored twice)."""
+    body = await json_body(CompletionRequest)
+    conversation, events = await gateway_service.answer(components(), g.tenant_id, body.conversation_id,
+                                                        body.messages[-1].content, GenerateOptions(),
+                                                        stream=body.stream)
+    return await events_response(events, conversation.id, body.stream)

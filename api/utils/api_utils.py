@@ -52,11 +52,6 @@ def error_body(code: int, message: str) -> dict[str, Any]:
     return {"code": int(code), "message": message}
 
 
-def not_implemented() -> Response:
-    """For routes declared by the layout whose feature has not landed yet."""
-    raise ApiError(RetCode.OPERATING_ERROR, f"{request.method} {request.path} is not implemented yet", 501)
-
-
 def describe_validation_error(error: ValidationError) -> str:
     """One sentence naming each bad field, for the envelope's ``message``."""
     parts = []

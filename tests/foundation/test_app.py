@@ -128,9 +128,3 @@ async def test_a_new_key_from_the_api_works_for_the_same_tenant(client, auth: di
     listed = await (await client.get("/api/v1/datasets", headers=new_headers)).get_json()
     assert [d["name"] for d in listed["data"]] == ["shared"]
 
-
-async def test_routes_not_landed_yet_answer_in_the_envelope(client, auth: dict[str, str]) -> None:
-    response = await client.get("/v1/conversation/list", headers=auth)
-    assert response.status_code == 501
-    body = await response.get_json()
-    assert body["code"] != 0 and "not implemented" in body["message"]
