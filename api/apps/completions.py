@@ -15,6 +15,7 @@ from typing import Any
 from quart import Response, g
 
 from api.components import components
+from api.db.models import Dialog
 from api.db.services import chat_assistant_service, conversation_service
 from api.db.services.dialog_service import ChatEvent, DialogService
 from api.errors import ApiError, RetCode, argument_error
@@ -34,33 +35,44 @@ def answer_data(event: ChatEvent, session_id: str) -> dict[str, Any]:
             "id": event.message_id, "session_id": session_id}
 
 
-async def _session_for(chat_id: str, session_id: str | None, user_id: str | None, question: str):
-    """The session to answer in, creating one (with the chat's opener) when none is given."""
+async def _session_for(dialog: Dialog, session_id: str | None, user_id: str | None,
+                       question: str) -> tuple[str, str | None]:
+    """The session to answer in, creating one (with the chat's opener) when none is given;
+    the opener is returned only for a session made here."""
     parts = components()
-    dialog = await parts.db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
     if session_id:
-        await parts.db.run(conversation_service.get_session, g.tenant_id, chat_id, session_id)
-        return dialog, session_id, None
+        await parts.db.run(conversation_service.get_session, g.tenant_id, dialog.id, session_id)
+        return session_id, None
     opener = chat_assistant_service.to_api(dialog)["prompt"]["opener"] or ""
-    session = await parts.db.run(conversation_service.create_session, g.tenant_id, chat_id,
+    session = await parts.db.run(conversation_service.create_session, g.tenant_id, dialog.id,
                                  (question or "New session")[:255], user_id, opener)
-    return dialog, session["id"], opener
+    return session["id"], opener
 
 
 async def completion_response(chat_id: str, question: str, session_id: str | None, user_id: str | None,
-                              stream: bool) -> Response:
-    dialog, session_id, opener = await _session_for(chat_id, session_id, user_id, question)
+                              stream: bool, variables: dict[str, Any] | None = None) -> Response:
+    """Answer ``question`` in a session; ``variables`` fill the chat prompt's ``{names}``.
+
+    A required variable without a value is refused (101) before anything is stored.
+    """
+    variables = variables or {}
+    dialog = await components().db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
+    missing = chat_assistant_service.missing_variables(dialog, variables)
+    if missing and question.strip():
+        raise argument_error(f"Missing value for the prompt variable(s): {', '.join(missing)}.")
+    session_id, opener = await _session_for(dialog, session_id, user_id, question)
     if not question.strip():
         if opener is None:
             raise argument_error("`question` is required.")
         return _opener_response(opener, session_id, stream)
-    events = answer_events(dialog, session_id, question, stream=stream)
+    events = answer_events(dialog, session_id, question, stream=stream, variables=variables)
     if stream:
-        return Response(_sse_stream(events, session_id), content_type="text/event-stream", headers=SSE_HEADERS)
+        return Response(_sse_stream(events, session_id, g.get("request_id")), content_type="text/event-stream",
+                        headers=SSE_HEADERS)
     return await _whole_answer(events, session_id)
 
 
-def answer_events(dialog, conversation_id: str, question: str, *, stream: bool, **options: Any
+def answer_events(dialog: Dialog, conversation_id: str, question: str, *, stream: bool, **options: Any
                   ) -> AsyncIterator[ChatEvent]:
     """The dialog's events for one question in a stored conversation."""
     parts = components()
@@ -68,18 +80,23 @@ def answer_events(dialog, conversation_id: str, question: str, *, stream: bool, 
                                            stream=stream, **options)
 
 
-async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str) -> AsyncIterator[str]:
+async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str, request_id: str | None
+                      ) -> AsyncIterator[str]:
+    """The events as SSE lines. It runs after the request context is gone (Quart sends a streamed
+    body outside it), so it must not touch ``g``: the request id is handed in."""
+    answer = ""
     try:
         async for event in events:
+            answer = event.answer
             if event.error is not None:
                 yield sse({"code": 500, "message": str(event.error),
                            "data": {"answer": event.answer, "reference": []}})
             else:
                 yield sse({"code": 0, "message": "", "data": answer_data(event, session_id)})
     except Exception as error:  # noqa: BLE001 - any failure becomes the error event, never a hung stream
-        log.exception("completion failed", extra={"fields": {"request_id": g.get("request_id")}})
-        yield sse({"code": 500, "message": f"{type(error).__name__}: {error}", "data": {"answer": "",
-                                                                                       "reference": []}})
+        log.exception("completion failed", extra={"fields": {"request_id": request_id}})
+        yield sse({"code": 500, "message": f"{type(error).__name__}: {error}",
+                   "data": {"answer": answer, "reference": []}})
     yield sse({"code": 0, "message": "", "data": True})
 
 
@@ -105,3 +122,11 @@ def _opener_response(opener: str, session_id: str, stream: bool) -> Response:
         yield sse({"code": 0, "message": "", "data": True})
 
     return Response(once(), content_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def events_response(events: AsyncIterator[ChatEvent], session_id: str, stream: bool) -> Response:
+    """A conversation's events in RAGFlow's completion format, streamed or whole."""
+    if stream:
+        return Response(_sse_stream(events, session_id, g.get("request_id")), content_type="text/event-stream",
+                        headers=SSE_HEADERS)
+    return await _whole_answer(events, session_id)

@@ -36,7 +36,10 @@ class SessionIds(BaseModel):
 
 
 class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Keys beyond these are values of the chat prompt's variables, as in RAGFlow
+    (``Session.ask(question, city="Paris")`` fills ``{city}``)."""
+
+    model_config = ConfigDict(extra="allow")
     question: str = Field("", max_length=MAX_QUESTION_CHARS)
     stream: bool = True
     session_id: str | None = None
@@ -88,4 +91,5 @@ async def delete_sessions(chat_id: str) -> Response:
 @bp.post("/<chat_id>/completions")
 async def completions(chat_id: str) -> Response:
     body = await json_body(CompletionRequest)
-    return await completion_response(chat_id, body.question, body.session_id, body.user_id, body.stream)
+    return await completion_response(chat_id, body.question, body.session_id, body.user_id, body.stream,
+                                     variables=dict(body.model_extra or {}))

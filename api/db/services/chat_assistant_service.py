@@ -69,6 +69,13 @@ def to_api(dialog: Dialog) -> dict[str, Any]:
     }
 
 
+def missing_variables(dialog: Dialog, variables: dict[str, Any]) -> list[str]:
+    """Required prompt variables (``knowledge`` aside: retrieval fills it) without a value."""
+    parameters = {**DEFAULT_PROMPT_CONFIG, **dialog.prompt_config}.get("parameters") or []
+    return [str(p["key"]) for p in parameters
+            if p.get("key") and p["key"] != "knowledge" and not p.get("optional", False) and p["key"] not in variables]
+
+
 def get_owned(tenant_id: str, chat_id: str) -> Dialog:
     dialog = Dialog.get_or_none((Dialog.id == chat_id) & (Dialog.tenant_id == tenant_id))
     if dialog is None:

@@ -8,22 +8,25 @@ unique, so a collision fails loudly instead of silently overwriting).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from peewee import fn
+from peewee import IntegrityError, fn
 
 from api.db.models import Conversation, Dialog, Message, new_id
 from api.db.services.common import http_date, ordered_page
 from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService
 from api.errors import data_error
-from rag.llm.errors import LLMServiceError
 
 if TYPE_CHECKING:
     from api.components import Components
 
+logger = logging.getLogger(__name__)
+
 STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_ERROR = "complete", "interrupted", "error"
+APPEND_ATTEMPTS = 5
 
 
 def message_to_api(message: Message) -> dict[str, Any]:
@@ -55,16 +58,32 @@ def messages_of(conversation_id: str) -> list[Message]:
 
 def append_message(conversation: Conversation, role: str, content: str, *, reference: Any = None,
                    status: str = STATUS_COMPLETE, error: str | None = None, message_id: str | None = None) -> Message:
-    """Store one turn at the end of the conversation (its own transaction)."""
-    with Message._meta.database.atomic():
-        last = Message.select(fn.MAX(Message.seq)).where(Message.conversation_id == conversation.id).scalar()
-        fields = {"tenant_id": conversation.tenant_id, "conversation_id": conversation.id,
-                  "seq": (last if last is not None else -1) + 1, "role": role, "content": content,
-                  "reference": reference, "status": status, "error": error}
-        if message_id:
-            fields["id"] = message_id
-        message = Message.create(**fields)
-        Conversation.update(update_time=message.create_time).where(Conversation.id == conversation.id).execute()
+    """Store one turn at the end of the conversation (its own transaction).
+
+    Two writers that read the same last ``seq`` (MySQL, PostgreSQL) collide on the unique
+    ``(conversation_id, seq)``; the loser reads again and takes the next one.
+    """
+    attempts = 1
+    while True:
+        try:
+            with Message._meta.database.atomic():
+                return _append(conversation, role, content, reference, status, error, message_id)
+        except IntegrityError:
+            if attempts >= APPEND_ATTEMPTS:
+                raise
+            attempts += 1
+
+
+def _append(conversation: Conversation, role: str, content: str, reference: Any, status: str, error: str | None,
+            message_id: str | None) -> Message:
+    last = Message.select(fn.MAX(Message.seq)).where(Message.conversation_id == conversation.id).scalar()
+    fields = {"tenant_id": conversation.tenant_id, "conversation_id": conversation.id,
+              "seq": (last if last is not None else -1) + 1, "role": role, "content": content,
+              "reference": reference, "status": status, "error": error}
+    if message_id:
+        fields["id"] = message_id
+    message = Message.create(**fields)
+    Conversation.update(update_time=message.create_time).where(Conversation.id == conversation.id).execute()
     return message
 
 
@@ -155,7 +174,8 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
     The question is stored before the model is called; the answer is stored when the
     generator ends — complete, failed (the partial answer with the reason) or abandoned by
     the client (the partial answer, marked interrupted). The final store is shielded so the
-    cancellation that abandons the stream cannot also abandon the write.
+    cancellation that abandons the stream cannot also abandon the write. Any failure, the
+    model's or not, ends the events with a final one carrying the error and the partial answer.
     """
     turn = await parts.db.run(start_turn, conversation_id, question)
     state = ChatState()
@@ -168,9 +188,11 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
                 status = STATUS_ERROR if event.error else STATUS_COMPLETE
                 error_text = str(event.error) if event.error else None
             yield event
-    except LLMServiceError as error:
-        status, error_text = STATUS_ERROR, str(error)
-        raise
+    except Exception as error:  # noqa: BLE001 - not only the model's: a failed step ends the answer too
+        logger.exception("answer in conversation %s failed", conversation_id)
+        status, error_text = STATUS_ERROR, f"{type(error).__name__}: {error}"
+        yield ChatEvent(state.answer, final=True, reference=state.reference, error=error, timings=state.timings,
+                        message_id=turn.message_id)
     finally:
         saving = asyncio.ensure_future(
             parts.db.run(finish_turn, turn, state.answer, state.reference, status, error_text))

@@ -41,7 +41,7 @@ from rag.prompts import (
 
 if TYPE_CHECKING:
     from api.components import Components
-    from api.db.services.llm_service import LLMBundle
+    from api.db.services.llm_service import ChatStream, LLMBundle
 
 COALESCE_TOKENS = 16
 COALESCE_SECONDS = 0.05
@@ -52,12 +52,16 @@ GEN_CONF_KEYS = ("temperature", "top_p", "presence_penalty", "frequency_penalty"
 
 @dataclass
 class ChatEvent:
-    """One event: ``answer`` is the whole answer so far; ``final`` marks the last one."""
+    """One event: ``answer`` is the whole answer so far; ``final`` marks the last one.
+
+    ``error`` (final events only) is the model's ``LLMServiceError`` when DialogService made the
+    event; ``conversation_service.completion`` also reports any other failure this way.
+    """
 
     answer: str
     final: bool = False
     reference: dict[str, Any] | None = None
-    error: LLMServiceError | None = None
+    error: Exception | None = None
     result: ChatResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     message_id: str | None = None
@@ -101,9 +105,10 @@ class StepTimer:
 
 
 def chat_history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """User/assistant turns for the model, without a leading assistant opener."""
+    """User/assistant turns for the model, without a leading assistant opener and without the
+    empty answers of failed turns (several providers refuse an empty assistant message)."""
     turns = [{"role": m["role"], "content": str(m.get("content") or "")} for m in messages
-             if m.get("role") in ("user", "assistant")]
+             if m.get("role") == "user" or (m.get("role") == "assistant" and m.get("content"))]
     while turns and turns[0]["role"] == "assistant":
         turns.pop(0)
     return turns
@@ -121,6 +126,26 @@ def reference_of(chunks: list[dict[str, Any]], doc_aggs: list[dict[str, Any]]) -
         } for c in chunks],
         "doc_aggs": doc_aggs,
     }
+
+
+def showable(answer: str, n_chunks: int) -> str:
+    """The part of a streamed answer an event may show: citations repaired, those pointing at no
+    retrieved chunk dropped, and a half-written marker at the end held back, so what clients see
+    only grows."""
+    ready, _ = split_partial_citation(strip_invalid_citations(repair_citations(answer), n_chunks))
+    return ready
+
+
+async def _read_stream(stream: ChatStream, deltas: asyncio.Queue[str | Exception | None]) -> None:
+    """Copy the model's deltas into ``deltas``; then ``None`` at the end, or the exception."""
+    try:
+        async with stream:
+            async for delta in stream:
+                deltas.put_nowait(delta)
+    except Exception as error:  # handed to the consumer, which turns it into the final event
+        deltas.put_nowait(error)
+        return
+    deltas.put_nowait(None)
 
 
 class DialogService:
@@ -153,11 +178,13 @@ class DialogService:
                                 message_id=request.message_id)
                 return
         with timer.step("prompt"):
-            system, history = await asyncio.to_thread(self._prompt, llm, config, chunks, history, request)
+            used, system, history = await asyncio.to_thread(self._prompt, llm, config, chunks, history, request)
         llm = llm.bind(retrieval_ms=state.timings.get("retrieval_ms"))
         gen_conf = {**{k: v for k, v in (dialog.llm_setting or {}).items() if k in GEN_CONF_KEYS}, **request.gen_conf}
+        if gen_conf.get("max_tokens"):  # the answer gets what the prompt left of the window
+            gen_conf["max_tokens"] = max(min(int(gen_conf["max_tokens"]), llm.max_length - used), 1)
         answering = self._stream if request.stream else self._whole
-        async for event in answering(llm, system, history, gen_conf, state):
+        async for event in answering(llm, system, history, gen_conf, state, len(chunks)):
             if event.final:
                 event = await self._finish(event, chunks, config, state)
             event.message_id = request.message_id
@@ -194,51 +221,70 @@ class DialogService:
 
     @staticmethod
     def _prompt(llm: LLMBundle, config: dict[str, Any], chunks: list[dict[str, Any]],
-                history: list[dict[str, str]], request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
-        """System prompt and history fitted into the model's context (tiktoken counts)."""
+                history: list[dict[str, str]], request: ChatRequest) -> tuple[int, str, list[dict[str, str]]]:
+        """Tokens used, system prompt and history, fitted into the model's context (tiktoken counts)."""
         knowledge = kb_prompt(chunks, int(llm.max_length * KNOWLEDGE_SHARE)) if chunks else []
         if llm.is_extractive:
             system = join_knowledge(knowledge)
         else:
             system = build_system_prompt(config, knowledge, request.tone, request.variables)
-        _, fitted = message_fit_in([{"role": "system", "content": system}, *history],
-                                   int(llm.max_length * CONTEXT_SHARE), knowledge=knowledge)
-        return fitted[0]["content"], fitted[1:]
+        used, fitted = message_fit_in([{"role": "system", "content": system}, *history],
+                                      int(llm.max_length * CONTEXT_SHARE), knowledge=knowledge)
+        return used, fitted[0]["content"], fitted[1:]
 
     async def _stream(self, llm: LLMBundle, system: str, history: list[dict[str, str]], gen_conf: dict[str, Any],
-                      state: ChatState) -> AsyncIterator[ChatEvent]:
+                      state: ChatState, n_chunks: int) -> AsyncIterator[ChatEvent]:
+        """Events as the model writes: the first with the first token, later ones coalesced.
+
+        The model's stream is read by a task of its own into a queue, so text waiting to be
+        coalesced goes out after ``COALESCE_SECONDS`` even while the model pauses; leaving this
+        generator (done, failed, or the client gone) cancels that task, which closes the stream.
+        """
         started = time.perf_counter()
-        shown, pending, last_emit = "", 0, 0.0
         stream = llm.chat_streamly(system, history, gen_conf)
+        deltas: asyncio.Queue[str | Exception | None] = asyncio.Queue()
+        reader = asyncio.create_task(_read_stream(stream, deltas))
+        shown, pending, last_emit = "", 0, 0.0
         try:
-            async with stream:
-                async for delta in stream:
+            while True:
+                wait = max(last_emit + COALESCE_SECONDS - time.perf_counter(), 0.0) if pending else None
+                try:
+                    delta = await asyncio.wait_for(deltas.get(), wait)
+                except TimeoutError:
+                    delta = ""  # time to show what is pending
+                if delta is None:
+                    break
+                if isinstance(delta, LLMServiceError):
+                    yield ChatEvent(state.answer, final=True, error=delta, result=stream.result)
+                    return
+                if isinstance(delta, Exception):
+                    raise delta
+                if delta:
                     state.answer += delta
                     pending += 1
-                    now = time.perf_counter()
-                    if shown and pending < COALESCE_TOKENS and now - last_emit < COALESCE_SECONDS:
+                    if shown and pending < COALESCE_TOKENS and time.perf_counter() - last_emit < COALESCE_SECONDS:
                         continue
-                    ready, _ = split_partial_citation(repair_citations(state.answer))
-                    if ready == shown:
-                        continue
-                    if not shown:
-                        state.timings["first_token_ms"] = round((now - started) * 1000, 3)
-                    shown, pending, last_emit = ready, 0, now
-                    yield ChatEvent(shown)
-        except LLMServiceError as error:
-            yield ChatEvent(state.answer, final=True, error=error, result=stream.result)
-            return
+                ready = showable(state.answer, n_chunks)
+                pending = 0
+                if ready == shown:
+                    continue
+                last_emit = time.perf_counter()
+                if not shown:
+                    state.timings["first_token_ms"] = round((last_emit - started) * 1000, 3)
+                shown = ready
+                yield ChatEvent(shown)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
         yield ChatEvent(state.answer, final=True, result=stream.result)
 
     async def _whole(self, llm: LLMBundle, system: str, history: list[dict[str, str]], gen_conf: dict[str, Any],
-                     state: ChatState) -> AsyncIterator[ChatEvent]:
-        try:
-            result = await llm.chat(system, history, gen_conf)
-        except LLMServiceError as error:
-            yield ChatEvent(state.answer, final=True, error=error)
-            return
-        state.answer = result.text
-        yield ChatEvent(state.answer, final=True, result=result)
+                     state: ChatState, n_chunks: int) -> AsyncIterator[ChatEvent]:
+        """Only the final event, but read from the model's stream all the same: the same stall
+        timeout, the time to first token on the usage row, and a partial answer kept on failure."""
+        async for event in self._stream(llm, system, history, gen_conf, state, n_chunks):
+            if event.final:
+                yield event
 
     async def _finish(self, event: ChatEvent, chunks: list[dict[str, Any]], config: dict[str, Any],
                       state: ChatState) -> ChatEvent:

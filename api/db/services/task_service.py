@@ -56,19 +56,6 @@ def _database() -> Database:
     return getattr(database, "obj", None) or database
 
 
-def _write_transaction():
-    """A transaction that reads and then writes.
-
-    On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): a deferred transaction
-    that read a snapshot cannot upgrade to a write once another connection has written, and
-    fails at once with "database is locked" rather than waiting. Nested, it is a savepoint.
-    """
-    database = _database()
-    if isinstance(database, SqliteDatabase):
-        return database.atomic(lock_type="IMMEDIATE")
-    return database.atomic()
-
-
 def enqueue_parse(tenant_id: str, kb_id: str, doc_ids: list[str]) -> list[Task]:
     """Queue one parse task per document, cancelling its unfinished ones first.
 
@@ -77,7 +64,7 @@ def enqueue_parse(tenant_id: str, kb_id: str, doc_ids: list[str]) -> list[Task]:
     live parse tasks. Callers set the document's ``run``/``progress`` in the same transaction.
     """
     doc_ids = list(dict.fromkeys(doc_ids))
-    with _write_transaction():
+    with Task._meta.database.atomic():
         cancel_parse(tenant_id, doc_ids)
         now = now_ms()
         return [
@@ -122,7 +109,7 @@ def claim(worker_id: str, kinds: list[str], lease_ms: int = DEFAULT_LEASE_MS) ->
 def _claim_sqlite(worker_id: str, kinds: list[str], lease_ms: int) -> Task | None:
     # IMMEDIATE takes the write lock at BEGIN: no other claimant can read the same candidate
     # and update it between our SELECT and UPDATE; the UPDATE stays conditional regardless.
-    with _write_transaction():
+    with Task._meta.database.atomic():
         now = now_ms()
         candidate = (Task.select(Task.id).where(_claimable(kinds, lease_ms, now))
                      .order_by(Task.create_time, Task.id).limit(1).first())
@@ -179,7 +166,7 @@ def report_progress(task_id: str, worker_id: str, doc_id: str, progress: float, 
 
     The document write is skipped when its run is CANCEL, so a cancel is never overwritten.
     """
-    with _write_transaction():
+    with Task._meta.database.atomic():
         now_standing = standing(task_id, worker_id)
         if now_standing is not Standing.OK:
             return now_standing
@@ -192,7 +179,7 @@ def report_progress(task_id: str, worker_id: str, doc_id: str, progress: float, 
 
 def begin_parse(task_id: str, worker_id: str, doc_id: str) -> Standing:
     """Mark the document RUNNING with its start time (a retried task restarts the clock)."""
-    with _write_transaction():
+    with Task._meta.database.atomic():
         now_standing = standing(task_id, worker_id)
         if now_standing is not Standing.OK:
             return now_standing
@@ -224,7 +211,7 @@ def finish_parse(task_id: str, worker_id: str, doc_id: str, outcome: Outcome) ->
     meanwhile, nothing is written and the reason is returned, so the caller removes its chunks.
     """
     try:
-        with _write_transaction():
+        with Task._meta.database.atomic():
             now_standing = standing(task_id, worker_id)
             if now_standing is not Standing.OK:
                 return now_standing
@@ -242,7 +229,7 @@ def finish_parse(task_id: str, worker_id: str, doc_id: str, outcome: Outcome) ->
 
 def fail_parse(task_id: str, worker_id: str, doc_id: str, reason: str, chunks_removed: bool) -> Standing:
     """Settle a failed parse: document FAIL with ``reason``; counts zeroed if chunks were removed."""
-    with _write_transaction():
+    with Task._meta.database.atomic():
         settled = Task.update(status=FAILED, error=reason, update_time=now_ms()).where(
             _ours(task_id, worker_id)
         ).execute()
@@ -289,7 +276,7 @@ def settle_cancelled(task_id: str, doc_id: str, chunks_removed: bool) -> None:
 
     Does nothing to the document when a re-parse superseded the task: the new task owns it.
     """
-    with _write_transaction():
+    with Task._meta.database.atomic():
         Task.update(status=CANCELLED, error="cancelled", update_time=now_ms()).where(
             (Task.id == task_id) & (Task.status.in_(UNFINISHED))
         ).execute()
