@@ -108,6 +108,9 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
     @app.before_websocket
     async def identify_socket() -> None:
         g.request_id = uuid.uuid4().hex
+        g.tenant_id = None
+        if websocket.url_rule is None:
+            return
         key = presented_key(websocket.headers.get("Authorization"), websocket.args.get("token"))
         g.tenant_id = await parts.tenant_resolver.resolve(key)
 
@@ -138,9 +141,10 @@ def _install_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500
+        method, path = (request.method, request.path) if has_request_context() else ("GET", websocket.path)
         messages = {
-            404: f"No route for {request.method} {request.path}.",
-            405: f"Method {request.method} is not allowed on {request.path}.",
+            404: f"No route for {method} {path}.",
+            405: f"Method {method} is not allowed on {path}.",
             413: f"The request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes.",
         }
         return jsonify(error_body(status, messages.get(status, error.description or error.name))), status

@@ -15,6 +15,7 @@ visible through the HTTP API of a server sharing the data dir, and the other way
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,7 +93,8 @@ class LocalRagline:
 
     @staticmethod
     async def _relay(events: AsyncIterator[ChatEvent], on_delta: DeltaCallback | None) -> AsyncIterator[ChatEvent]:
-        async for event, delta in gateway_service.with_deltas(events):
-            if delta and on_delta is not None:
-                await on_delta(delta)
-            yield event
+        async with contextlib.aclosing(gateway_service.with_deltas(events)) as pieces:
+            async for event, delta in pieces:
+                if delta and on_delta is not None:
+                    await on_delta(delta)
+                yield event

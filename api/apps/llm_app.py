@@ -6,6 +6,7 @@ conversation, 429/502/504 from the model layer) with the usual ``{code, message}
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -86,22 +87,35 @@ def sse_event(data: dict[str, Any], event: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _delta_stream(parts: Components, conversation_id: str, events: AsyncIterator[ChatEvent]
-                        ) -> AsyncIterator[str]:
+async def _delta_stream(parts: Components, conversation_id: str, events: AsyncIterator[ChatEvent],
+                        request_id: str | None) -> AsyncIterator[str]:
     """``data: {"delta"}`` events, then ``event: done`` (its ``response`` is the final text, with
-    any citations the last step added) or ``event: error``."""
+    any citations the last step added) or ``event: error``.
+
+    The closing event goes out only once the pipeline is closed and the answer stored, so a
+    client that continues the conversation on ``done`` finds the answer in the history. This
+    runs after the request context is gone (Quart sends a streamed body later), so what it
+    needs from the request (``request_id``) is handed in rather than read from ``g``.
+    """
+    final = None
     try:
-        async for event, delta in gateway_service.with_deltas(events):
-            if event.error is not None:
-                yield sse_event({"error": str(event.error), "conversation_id": conversation_id}, "error")
-                return
-            if delta:
-                yield sse_event({"delta": delta})
-            if event.final:
-                yield sse_event({**done_payload(parts, conversation_id, event), "response": event.answer}, "done")
+        async with contextlib.aclosing(gateway_service.with_deltas(events)) as pieces:
+            async for event, delta in pieces:
+                if delta:
+                    yield sse_event({"delta": delta})
+                if event.final or event.error is not None:
+                    final = event
+                    break
     except Exception as error:  # noqa: BLE001 - every failure ends the stream with an error event
-        log.exception("gateway stream failed", extra={"fields": {"request_id": g.get("request_id")}})
+        log.exception("gateway stream failed", extra={"fields": {"request_id": request_id}})
         yield sse_event({"error": f"{type(error).__name__}: {error}", "conversation_id": conversation_id}, "error")
+        return
+    if final is None:
+        yield sse_event({"error": "The answer ended without a result.", "conversation_id": conversation_id}, "error")
+    elif final.error is not None:
+        yield sse_event({"error": str(final.error), "conversation_id": conversation_id}, "error")
+    else:
+        yield sse_event({**done_payload(parts, conversation_id, final), "response": final.answer}, "done")
 
 
 @bp.post("/stream")
@@ -110,15 +124,20 @@ async def stream() -> Response:
     parts = components()
     conversation, events = await gateway_service.answer(parts, g.tenant_id, body.conversation_id,
                                                         body.user_message, body.options(), stream=True)
-    return Response(_delta_stream(parts, conversation.id, events), content_type="text/event-stream",
-                    headers=SSE_HEADERS)
+    return Response(_delta_stream(parts, conversation.id, events, g.get("request_id")),
+                    content_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @bp.post("/jobs")
 async def submit_job() -> Response:
     body = await json_body(GenerateRequest)
+    parts = components()
     gateway_service.check_tone(body.tone)
-    job_id = await components().db.run(job_service.submit, g.tenant_id, body.model_dump(mode="json"))
+    if body.model:
+        gateway_service.check_model(parts, body.model)
+    await parts.db.run(gateway_service.check_references, g.tenant_id, body.conversation_id or None,
+                       body.knowledge_base_ids)
+    job_id = await parts.db.run(job_service.submit, g.tenant_id, body.model_dump(mode="json"))
     return jsonify({"job_id": job_id, "status": "queued"}), 202
 
 

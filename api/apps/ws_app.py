@@ -10,6 +10,7 @@ cancelled (and stored as interrupted by the conversation service).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -99,15 +100,23 @@ class Socket:
             await self.error(f"{type(failure).__name__}: {failure}", conversation_id)
 
     async def relay(self, conversation_id: str, events: AsyncIterator[ChatEvent]) -> None:
-        async for event, delta in gateway_service.with_deltas(events):
-            if event.error is not None:
-                await self.error(str(event.error), conversation_id)
-                return
-            if delta:
-                await self.send("llm_delta", {"conversation_id": conversation_id, "delta": delta})
-            if event.final:
-                await self.send("llm_response", {"success": True, "conversation_id": conversation_id,
-                                                 "response": event.answer, "message_id": event.message_id})
+        """Deltas as they come; the closing frame only once the pipeline has stored the answer,
+        so a client that continues the conversation on ``llm_response`` finds it in the history."""
+        final = None
+        async with contextlib.aclosing(gateway_service.with_deltas(events)) as pieces:
+            async for event, delta in pieces:
+                if delta:
+                    await self.send("llm_delta", {"conversation_id": conversation_id, "delta": delta})
+                if event.final or event.error is not None:
+                    final = event
+                    break
+        if final is None:
+            await self.error("The answer ended without a result.", conversation_id)
+        elif final.error is not None:
+            await self.error(str(final.error), conversation_id)
+        else:
+            await self.send("llm_response", {"success": True, "conversation_id": conversation_id,
+                                             "response": final.answer, "message_id": final.message_id})
 
     async def close(self) -> None:
         for task in list(self.tasks):

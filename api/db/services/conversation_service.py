@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -167,6 +168,30 @@ def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str
                    message_id=turn.message_id)
 
 
+async def _history_and_knowledge(parts: Components, dialog_service: DialogService, dialog: Dialog,
+                                 conversation_id: str, question: str, state: ChatState
+                                 ) -> tuple[Turn, dict[str, Any] | None]:
+    """Store the question and load the history; when retrieval needs no LLM step first, fetch
+    the knowledge at the same time instead of after."""
+    if not dialog_service.retrieves_the_question_as_asked(dialog):
+        return await parts.db.run(start_turn, conversation_id, question), None
+
+    async def timed_retrieval() -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            return await dialog_service.retrieve(dialog, question)
+        finally:
+            state.timings["retrieval_ms"] = round((time.perf_counter() - started) * 1000, 3)
+
+    retrieval = asyncio.ensure_future(timed_retrieval())
+    try:
+        turn = await parts.db.run(start_turn, conversation_id, question)
+    except BaseException:
+        retrieval.cancel()
+        raise
+    return turn, await retrieval
+
+
 async def completion(parts: Components, dialog_service: DialogService, dialog: Dialog, conversation_id: str,
                      question: str, *, stream: bool, **options: Any) -> AsyncIterator[ChatEvent]:
     """Answer ``question`` in a conversation, storing both turns whatever happens.
@@ -177,11 +202,11 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
     cancellation that abandons the stream cannot also abandon the write. Any failure, the
     model's or not, ends the events with a final one carrying the error and the partial answer.
     """
-    turn = await parts.db.run(start_turn, conversation_id, question)
     state = ChatState()
+    turn, retrieved = await _history_and_knowledge(parts, dialog_service, dialog, conversation_id, question, state)
     status, error_text = STATUS_INTERRUPTED, "the client went away"
     request = ChatRequest(dialog=dialog, messages=turn.history, stream=stream, conversation_id=conversation_id,
-                          message_id=turn.message_id, **options)
+                          message_id=turn.message_id, retrieved=retrieved, **options)
     try:
         async for event in dialog_service.chat(request, state):
             if event.final:

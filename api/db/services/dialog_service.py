@@ -89,6 +89,7 @@ class ChatRequest:
     system_prompt: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     gen_conf: dict[str, Any] = field(default_factory=dict)
+    retrieved: dict[str, Any] | None = None  # knowledge fetched already (alongside the history)
 
 
 class StepTimer:
@@ -167,9 +168,11 @@ class DialogService:
         chunks: list[dict[str, Any]] = []
         state.reference = reference_of([], [])
         if dialog.kb_ids:
-            question = await self._question(llm, config, history, timer)
-            with timer.step("retrieval"):
-                retrieved = await self._retrieve(dialog, question)
+            retrieved = request.retrieved
+            if retrieved is None:
+                question = await self._question(llm, config, history, timer)
+                with timer.step("retrieval"):
+                    retrieved = await self.retrieve(dialog, question)
             chunks = retrieved["chunks"]
             state.reference = reference_of(chunks, retrieved["doc_aggs"])
             if not chunks and config.get("empty_response"):
@@ -204,7 +207,16 @@ class DialogService:
             question = " ".join([question, *keywords])
         return question
 
-    async def _retrieve(self, dialog: Dialog, question: str) -> dict[str, Any]:
+    @staticmethod
+    def retrieves_the_question_as_asked(dialog: Dialog) -> bool:
+        """True when retrieval needs no LLM step first (no refining, no keywords), so the caller
+        may fetch the knowledge while it loads the history."""
+        config = dialog.prompt_config or {}
+        return bool(dialog.kb_ids) and not config.get("refine_multiturn") and not config.get("keyword")
+
+    async def retrieve(self, dialog: Dialog, question: str) -> dict[str, Any]:
+        """The dialog's top chunks for ``question`` (Dealer in a worker thread, the embedding
+        model reached back on the loop through SyncLLMWrapper)."""
         from api.db.services.knowledgebase_service import embedding_model_of
 
         embd_id = await self.parts.db.run(embedding_model_of, dialog.tenant_id, dialog.kb_ids)

@@ -115,6 +115,22 @@ def check_tone(tone: str | None) -> None:
             raise ApiError(RetCode.ARGUMENT_ERROR, str(error), 400) from None
 
 
+def check_model(parts: Components, model: str) -> None:
+    """A model the registry cannot route is a bad argument of this request (400), not a missing object."""
+    try:
+        parts.check_chat_model(model)
+    except ApiError as error:
+        raise ApiError(RetCode.ARGUMENT_ERROR, error.message, 400) from None
+
+
+def check_references(tenant_id: str, conversation_id: str | None, knowledge_base_ids: list[str]) -> None:
+    """The conversation and datasets a request names must exist and be the caller's (404 otherwise);
+    a background job checks this at submission, so the client hears of it at once."""
+    if conversation_id:
+        get_conversation(tenant_id, conversation_id)
+    chat_assistant_service.check_datasets(tenant_id, knowledge_base_ids)
+
+
 def dialog_for(tenant_id: str, conversation: Conversation, options: GenerateOptions, default_model: str) -> Dialog:
     """The assistant answering this request: the conversation's own, or an unsaved one built
     from the request's options (model, datasets, system prompt)."""
@@ -146,7 +162,7 @@ async def answer(parts: Components, tenant_id: str, conversation_id: str | None,
     """The conversation answered in and the pipeline's events for ``user_message``."""
     check_tone(options.tone)
     if options.model:
-        parts.check_chat_model(options.model)
+        check_model(parts, options.model)
 
     def prepare() -> tuple[Conversation, Dialog]:
         conversation = open_conversation(tenant_id, conversation_id, user_message)
@@ -176,7 +192,6 @@ def usage_summary(parts: Components, event: ChatEvent) -> tuple[dict[str, int], 
 
 def references_of(event: ChatEvent) -> list[dict[str, Any]]:
     return list((event.reference or {}).get("chunks", []))
-
 
 
 def start_with_history(tenant_id: str, prior: list[dict[str, str]], name: str) -> str:
@@ -211,7 +226,9 @@ async def with_deltas(events: AsyncIterator[ChatEvent]) -> AsyncIterator[tuple[C
 
     Gateway clients want pieces, not the whole answer every time. The final event may
     rewrite text the pieces already carried (citations added mid-answer); its ``answer`` is the
-    authoritative text. The pipeline is closed however the consumer stops.
+    authoritative text. The pipeline is closed however the consumer stops, as soon as the
+    consumer closes this generator (``contextlib.aclosing``): a bare ``async for`` that breaks
+    out leaves the closing, and so the storing of the answer, to the garbage collector.
     """
     sent = ""
     async with contextlib.aclosing(events):
