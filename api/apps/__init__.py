@@ -9,6 +9,7 @@ from api.apps import (
     messages_app,
     openai_app,
     system_app,
+    usage_app,
     ws_app,
 )
 from api.apps.sdk import chat, dataset, doc, retrieval, session
@@ -25,5 +26,6 @@ BLUEPRINTS: list[Blueprint] = [
     conversation_app.bp,
     llm_app.bp,
     messages_app.bp,
+    usage_app.bp,
     ws_app.bp,
 ]
