@@ -16,10 +16,10 @@ from api.db.database import MetaDB
 from api.db.services.llm_service import LLMBundle
 from api.db.services.usage_service import UsageService
 from api.errors import data_error
-from api.observability import Metrics
+from api.observability import MeteredUsageSink, Metrics
 from api.settings import Settings
 from api.utils.auth import TenantResolver
-from api.utils.llm_bridge import SyncLLMWrapper
+from api.utils.llm_bridge import EmbeddedQuestion, SyncLLMWrapper
 from rag.llm.errors import LLMServiceError
 from rag.llm.registry import ModelRegistry
 from rag.nlp.search import Dealer
@@ -60,7 +60,7 @@ class Components:
 
     def bundle(self, tenant_id: str, model_name: str | None, kind: str = "chat") -> LLMBundle:
         """``model_name`` of ``kind`` for ``tenant_id``'s requests, with usage written to the DB."""
-        return LLMBundle(self.registry, tenant_id, model_name, self.usage, kind)
+        return LLMBundle(self.registry, tenant_id, model_name, MeteredUsageSink(self.usage, self.metrics), kind)
 
     def sync_view(self, bundle: LLMBundle) -> SyncLLMWrapper:
         """The bundle as blocking code in a worker thread calls it (retrieval, citations).
@@ -68,6 +68,11 @@ class Components:
         Must be built on the loop: the wrapper submits the bundle's coroutines back to it.
         """
         return SyncLLMWrapper(bundle, asyncio.get_running_loop(), self.settings.llm_timeout)
+
+    async def embedded_question(self, tenant_id: str, model_name: str, question: str) -> EmbeddedQuestion:
+        """The question's embedding, computed now, in the form retrieval's thread asks for it."""
+        vector, tokens = await self.bundle(tenant_id, model_name, "embedding").encode_queries(question)
+        return EmbeddedQuestion(question, vector, tokens)
 
     def check_chat_model(self, model_name: str) -> None:
         """Refuse a chat model the registry cannot route (102 naming it) before it is stored."""

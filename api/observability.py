@@ -40,9 +40,61 @@ class Metrics:
             buckets=LAG_BUCKETS, registry=self.registry,
         )
 
+        self.llm_calls = Counter(
+            "ragline_llm_calls", "Model calls by model, kind and outcome",
+            ["model", "kind", "outcome"], registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            "ragline_llm_tokens", "Tokens by model and direction (prompt or completion)",
+            ["model", "direction"], registry=self.registry,
+        )
+        self.llm_cost = Counter(
+            "ragline_llm_cost_usd", "Cost in USD by model (calls of unknown price add nothing)",
+            ["model"], registry=self.registry,
+        )
+        self.llm_first_token = Histogram(
+            "ragline_llm_time_to_first_token_seconds", "Time to the model's first token, by model",
+            ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.chat_steps = Histogram(
+            "ragline_chat_step_seconds", "Steps of an answer: refine, keywords, retrieval, prompt, first_token",
+            ["step"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.task_queue = Gauge(
+            "ragline_task_queue", "Unfinished tasks of the ingestion/job queue by state, read at scrape time",
+            ["state"], registry=self.registry,
+        )
+
+    def observe_usage(self, row: Any) -> None:
+        """Account one model call (a usage row) in the model metrics."""
+        self.llm_calls.labels(model=row.model, kind=row.kind, outcome=row.outcome).inc()
+        self.llm_tokens.labels(model=row.model, direction="prompt").inc(row.prompt_tokens)
+        self.llm_tokens.labels(model=row.model, direction="completion").inc(row.completion_tokens)
+        if row.cost:
+            self.llm_cost.labels(model=row.model).inc(row.cost)
+        if row.ttft_ms is not None:
+            self.llm_first_token.labels(model=row.model).observe(row.ttft_ms / 1000)
+
+    def observe_steps(self, timings: dict[str, float]) -> None:
+        """The step timings of one answer (``retrieval_ms`` → step ``retrieval``)."""
+        for name, milliseconds in timings.items():
+            self.chat_steps.labels(step=name.removesuffix("_ms")).observe(milliseconds / 1000)
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, method=method, status=str(status)).inc()
         self.request_latency.labels(route=route, method=method).observe(seconds)
+
+
+class MeteredUsageSink:
+    """A usage sink that also feeds the model metrics, then hands the row on."""
+
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def record(self, row: Any) -> None:
+        self.metrics.observe_usage(row)
+        await self.inner.record(row)
 
 
 class LoopLagMonitor:

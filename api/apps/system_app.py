@@ -12,7 +12,7 @@ from quart import Blueprint, Response, g, jsonify
 
 from api.components import components
 from api.db.models import Tenant
-from api.db.services import tenant_service
+from api.db.services import task_service, tenant_service
 from api.utils.api_utils import json_body, ok
 
 bp = Blueprint("system", __name__)
@@ -49,7 +49,10 @@ async def system_healthz() -> Response:
 
 @bp.get("/metrics")
 async def metrics() -> Response:
-    body = generate_latest(components().metrics.registry)
+    parts = components()
+    for state, count in (await parts.db.run(task_service.queue_depth)).items():
+        parts.metrics.task_queue.labels(state=state).set(count)
+    body = generate_latest(parts.metrics.registry)
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 

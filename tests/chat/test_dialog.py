@@ -235,3 +235,23 @@ def test_prompt_variables_come_from_the_completion_body(live_server, stub_llm) -
     assert refused["code"] == 101 and "city" in refused["message"]
     assert len(stub_llm.chat_requests) == 1
     assert [m.role for m in session_messages(live_server, session.id)] == ["user", "assistant"]
+
+
+def test_metrics_show_model_calls_tokens_steps_and_queue(live_server, stub_llm) -> None:
+    import httpx
+    from ragflow_sdk import RAGFlow
+
+    stub_llm.configure(reply="Answer [ID:0].")
+    client = RAGFlow(api_key=live_server.key(), base_url=live_server.url)
+    dataset = client.create_dataset(name="metered")
+    document = dataset.upload_documents([{"display_name": "m.txt", "blob": b"x"}])[0]
+    document.add_chunk(content="Metrics are counted per model.")
+    session = client.create_chat("metered", dataset_ids=[dataset.id]).create_session()
+    list(session.ask("How are metrics counted?", stream=True))
+    text = httpx.get(f"{live_server.url}/metrics").text
+    assert 'ragline_llm_calls_total{kind="chat",model="stub-chat@OpenAI-API-Compatible",outcome="ok"}' in text
+    assert 'ragline_llm_tokens_total{direction="completion",model="stub-chat@OpenAI-API-Compatible"}' in text
+    assert 'ragline_llm_time_to_first_token_seconds_count{model="stub-chat@OpenAI-API-Compatible"}' in text
+    assert 'ragline_chat_step_seconds_count{step="retrieval"}' in text
+    assert 'ragline_chat_step_seconds_count{step="first_token"}' in text
+    assert 'ragline_task_queue{state="queued"}' in text

@@ -221,4 +221,5 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
     finally:
         saving = asyncio.ensure_future(
             parts.db.run(finish_turn, turn, state.answer, state.reference, status, error_text))
+        parts.metrics.observe_steps(state.timings)
         await asyncio.shield(saving)

@@ -215,14 +215,15 @@ class DialogService:
         return bool(dialog.kb_ids) and not config.get("refine_multiturn") and not config.get("keyword")
 
     async def retrieve(self, dialog: Dialog, question: str) -> dict[str, Any]:
-        """The dialog's top chunks for ``question`` (Dealer in a worker thread, the embedding
-        model reached back on the loop through SyncLLMWrapper)."""
+        """The dialog's top chunks for ``question``: the question embedded on the loop first, then
+        the Dealer in a worker thread (a rerank model is reached back on the loop through
+        SyncLLMWrapper)."""
         from api.db.services.knowledgebase_service import embedding_model_of
 
         embd_id = await self.parts.db.run(embedding_model_of, dialog.tenant_id, dialog.kb_ids)
         if embd_id is None:
             return {"total": 0, "chunks": [], "doc_aggs": []}
-        embedder = self.parts.sync_view(self.parts.bundle(dialog.tenant_id, embd_id, "embedding"))
+        embedder = await self.parts.embedded_question(dialog.tenant_id, embd_id, question)
         reranker = (self.parts.sync_view(self.parts.bundle(dialog.tenant_id, dialog.rerank_id, "rerank"))
                     if dialog.rerank_id else None)
         return await asyncio.to_thread(
