@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.app.naive import parse_and_chunk
+from rag.app.naive import BUILTIN_EMBEDDING_CHUNK_TOKENS, parse_and_chunk
 from rag.llm.embedding_model import BuiltinEmbedding
 from rag.nlp.search import Dealer
 from rag.utils.doc_store import create_doc_store
@@ -148,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--chunk-tokens", type=int, default=512, help="naive chunker's chunk_token_num")
+    parser.add_argument("--chunk-tokens", type=int, default=BUILTIN_EMBEDDING_CHUNK_TOKENS,
+                        help="naive chunker chunk_token_num (default: the server default for the builtin model)")
     parser.add_argument("--weights", default=f"0,1,{DEFAULT_WEIGHT}",
                         help="vector_similarity_weight values to report (0 = term only, 1 = vector only)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="reuse corpus embeddings across runs")
@@ -160,15 +161,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.warm_up()
     vectors, embed_seconds = embed(model, [content for _, content in pairs], args.cache_dir)
     question_texts = list(collection.queries.values())
-    query_vectors, _ = model.encode(question_texts)
+    query_vectors, _ = embed(model, question_texts, args.cache_dir)
     encoder = PrecomputedQueries(question_texts, query_vectors)
     with tempfile.TemporaryDirectory() as tmp:
         store = create_doc_store("sqlite", Path(tmp), [])
         index_seconds = index_chunks(store, pairs, vectors)
         dealer = Dealer(store)
         print(f"{args.data.name}/{args.split}: {len(collection.corpus)} docs → {len(pairs)} chunks "
-              f"(chunk_token_num {args.chunk_tokens}), {len(collection.queries)} queries")
-        print(f"embedding {embed_seconds:.1f}s (0 = cached), indexing {index_seconds:.1f}s")
+              f"(chunk_token_num {args.chunk_tokens}), {len(collection.queries)} queries", flush=True)
+        print(f"embedding {embed_seconds:.1f}s (0 = cached), indexing {index_seconds:.1f}s", flush=True)
         print(f"{'weight':>8} " + " ".join(f"{m:>10}" for m in METRICS) + f" {'p50 ms':>8} {'p95 ms':>8}")
         for weight in [float(w) for w in args.weights.split(",")]:
             run, latencies = run_queries(dealer, collection.queries, encoder, weight)
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             p95 = statistics.quantiles(latencies, n=20)[-1]
             label = {0.0: "term", 1.0: "vector"}.get(weight, f"{weight:g}")
             print(f"{label:>8} " + " ".join(f"{scores[m]:>10.4f}" for m in METRICS)
-                  + f" {statistics.median(latencies):>8.1f} {p95:>8.1f}")
+                  + f" {statistics.median(latencies):>8.1f} {p95:>8.1f}", flush=True)
         store.close()
 
 

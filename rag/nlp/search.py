@@ -48,8 +48,10 @@ class Dealer:
     """Hybrid retrieval: BM25 and cosine kNN fetched independently, normalised, weighted.
 
     ``similarity = w·vector_similarity + (1−w)·term_similarity`` with ``w`` the caller's
-    ``vector_similarity_weight``; the term part is BM25 divided by the query's best BM25, the
-    vector part the cosine clipped to [0, 1], so a threshold means the same on every backend.
+    ``vector_similarity_weight``. Both parts are per-query normalisations computed the same way
+    on every backend (``rag.utils.doc_store_conn.fuse_scores``): BM25 over the query's best
+    BM25, and the cosine stretched between the query's best and its 100th-best candidate. So
+    the best match on either leg scores 1 there, and a threshold means the same everywhere.
     """
 
     def __init__(self, doc_store: DocStoreConnection, queryer: FulltextQueryer | None = None) -> None:

@@ -30,9 +30,13 @@ class VectorMatrix:
         self.size = 0
 
     def _grow(self) -> None:
-        capacity = max(1024, 2 * len(self.rowids))
+        """1.5× capacity. The new matrix is left unwritten past the used rows, so the spare
+        capacity costs address space, not resident memory, until rows arrive."""
+        capacity = max(1024, len(self.rowids) * 3 // 2)
         extra = capacity - len(self.rowids)
-        self.mat = np.vstack([self.mat, np.zeros((extra, self.dim), dtype=np.float32)])
+        mat = np.empty((capacity, self.dim), dtype=np.float32)
+        mat[: self.size] = self.mat[: self.size]
+        self.mat = mat
         for name in ("rowids", "kb", "doc", "available", "live"):
             old = getattr(self, name)
             setattr(self, name, np.concatenate([old, np.zeros(extra, dtype=old.dtype)]))

@@ -288,5 +288,5 @@ def make_chunk_row(
         "create_timestamp_flt": stamp,
         "page_num_int": [int(p[0]) for p in positions] if positions else [],
         "position_int": [list(p) for p in positions],
-        vector_field(len(vector)): [float(x) for x in vector],
+        vector_field(len(vector)): np.asarray(vector, dtype=np.float32).tolist(),
     }

@@ -154,8 +154,11 @@ class ESConnection:
         script = {"source": "for (e in params.doc.entrySet()) { ctx._source[e.getKey()] = e.getValue(); }",
                   "lang": "painless", "params": {"doc": {k: _jsonable(v) for k, v in new_value.items()}}}
         query = {"bool": {"filter": build_filter(condition, [kb_id] if kb_id else [])}}
-        reply = self._call(lambda es: es.update_by_query(index=index_name, query=query, script=script,
-                                                         refresh=True, conflicts="proceed"))
+        try:
+            reply = self._call(lambda es: es.update_by_query(index=index_name, query=query, script=script,
+                                                             refresh=True, conflicts="proceed"))
+        except NotFoundError:
+            return False
         return reply.get("updated", 0) > 0
 
     def delete(self, condition: dict, index_name: str, kb_id: str) -> int:

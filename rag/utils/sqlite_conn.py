@@ -53,7 +53,11 @@ FIELD_TO_COLUMN = {f: col for col, fields in FTS_COLUMNS.items() for f in fields
 # Real columns: filters and the cheap fields a ranking pass reads without parsing the JSON body.
 COLUMN_FIELDS = ("id", "kb_id", "doc_id", "docnm_kwd", "available_int")
 MAX_QUERY_TERMS = 256
-OVERFETCH = 2  # BM25 rows fetched per wanted row before filtering in memory  # an FTS5 OR of thousands of terms is slow and adds nothing
+OVERFETCH = 2  # BM25 rows fetched per wanted row before filtering in memory
+# FTS5 computes BM25 for every row that matches any term, ~1–2 µs each. Past this many postings
+# a question's most common terms are left out of the match (they carry the least IDF), so a
+# large index answers in milliseconds; small collections are never affected.
+MAX_SCORED_POSTINGS = 8000  # an FTS5 OR of thousands of terms is slow and adds nothing
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_]+$")
 
 SCHEMA = """
@@ -73,14 +77,19 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunk_fts USING fts5(
 """
 
 
-def fts_query(text: str) -> str:
-    """User text → an FTS5 OR of quoted terms; no character of the input reaches FTS5 syntax.
+def query_terms(text: str) -> list[str]:
+    """The distinct word tokens of user text, capped."""
+    return list(dict.fromkeys(tokens(text)))[:MAX_QUERY_TERMS]
+
+
+def fts_query(text: str | list[str]) -> str:
+    """User text (or its terms) → an FTS5 OR of quoted terms; no input character reaches FTS5 syntax.
 
     Our tokens are letters and digits only, and each is additionally quoted, so ``AND``,
     ``NEAR``, ``*``, quotes and parentheses in a question are plain words or dropped.
     """
-    unique = list(dict.fromkeys(tokens(text)))[:MAX_QUERY_TERMS]
-    return " OR ".join(f'"{t}"' for t in unique)
+    terms = query_terms(text) if isinstance(text, str) else text
+    return " OR ".join(f'"{t}"' for t in terms)
 
 
 def _as_text(value: Any) -> str:
@@ -124,6 +133,72 @@ class _Candidate:
     score: float | None = None
 
 
+@dataclass
+class _Ranked:
+    """Ranked candidates as columns (best first); a list of ``_Candidate`` on demand."""
+
+    names: list[str]
+    matrices: list[VectorMatrix | None]
+    owner: np.ndarray
+    rowids: np.ndarray
+    slots: np.ndarray
+    term: np.ndarray
+    cosine: np.ndarray
+    term_sim: np.ndarray | None
+    vector_sim: np.ndarray | None
+    score: np.ndarray | None
+
+    def __len__(self) -> int:
+        return int(self.rowids.size)
+
+    def __getitem__(self, window: slice) -> list[_Candidate]:
+        return [self._candidate(i) for i in range(len(self))[window]]
+
+    def __iter__(self):
+        return (self._candidate(i) for i in range(len(self)))
+
+    def _candidate(self, i: int) -> _Candidate:
+        cosine = float(self.cosine[i])
+        cand = _Candidate(self.names[self.owner[i]], int(self.rowids[i]), term=float(self.term[i]),
+                          vector=None if np.isnan(cosine) else cosine, slot=int(self.slots[i]),
+                          matrix=self.matrices[self.owner[i]])
+        if self.score is not None:
+            cand.term_sim, cand.vector_sim = float(self.term_sim[i]), float(self.vector_sim[i])
+            cand.score = float(self.score[i])
+        return cand
+
+    def memory_rows(self, indexes: dict[str, _Index], start: int, stop: int,
+                    select_fields: Sequence[str]) -> list[dict] | None:
+        """Rows ``start:stop`` built from the in-memory columns; None when the database is needed."""
+        if not select_fields or not set(select_fields) <= set(COLUMN_FIELDS):
+            return None
+        window = slice(start, stop)
+        slots, owners = self.slots[window], self.owner[window]
+        if (slots < 0).any() or len(set(owners.tolist())) > 1:
+            return None
+        if slots.size == 0:
+            return []
+        idx, matrix = indexes[self.names[owners[0]]], self.matrices[owners[0]]
+        docs = matrix.doc[slots].tolist()
+        columns = {
+            "id": [matrix.ids[s] for s in slots.tolist()],
+            "kb_id": [idx.values["kb"][k] for k in matrix.kb[slots].tolist()],
+            "doc_id": [idx.values["doc"][d] for d in docs],
+            "docnm_kwd": [idx.doc_names.get(d, "") for d in docs],
+            "available_int": matrix.available[slots].astype(int).tolist(),
+            TERM_SCORE: self.term[window].tolist(),
+            VECTOR_SCORE: np.nan_to_num(self.cosine[window]).tolist(),
+        }
+        if self.score is not None:
+            columns.update(term_similarity=self.term_sim[window].tolist(),
+                           vector_similarity=self.vector_sim[window].tolist(), **{SCORE: self.score[window].tolist()})
+        else:
+            columns[SCORE] = [t if np.isnan(c) else c for t, c in zip(columns[TERM_SCORE], self.cosine[window].tolist(),
+                                                                      strict=True)]
+        names = [n for n in columns if n in select_fields or n == "id" or n not in COLUMN_FIELDS]
+        return [dict(zip(names, values, strict=True)) for values in zip(*(columns[n] for n in names), strict=True)]
+
+
 class _Index:
     """One tenant index: its database file, a writer connection, per-thread readers, the matrices."""
 
@@ -140,6 +215,8 @@ class _Index:
         self.values: dict[str, list[str]] = {"kb": [], "doc": []}
         self.doc_names: dict[int, str] = {}
         self.seq = 0
+        self.df_cache: dict[str, int] = {}  # postings per term, capped; valid for df_seq
+        self.df_seq = -1
         self.sync()
 
     def _connect(self) -> sqlite3.Connection:
@@ -171,6 +248,28 @@ class _Index:
                 conn.execute("ROLLBACK")
                 raise
         self.sync()
+
+    def affordable_terms(self, terms: list[str]) -> list[str]:
+        """The rarest terms whose postings together stay within ``MAX_SCORED_POSTINGS``."""
+        if len(terms) <= 1:
+            return terms
+        with self.cache_lock:
+            if self.df_seq != self.seq:
+                self.df_cache, self.df_seq = {}, self.seq
+            cache = self.df_cache
+        conn = self.reader()
+        for term in terms:
+            if term not in cache:
+                cache[term] = conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM chunk_fts WHERE chunk_fts MATCH ? LIMIT ?)",
+                    (f'"{term}"', MAX_SCORED_POSTINGS + 1)).fetchone()[0]
+        kept, postings = [], 0
+        for term in sorted((t for t in terms if cache[t] > 0), key=lambda t: cache[t]):
+            if kept and postings + cache[term] > MAX_SCORED_POSTINGS:
+                break
+            kept.append(term)
+            postings += cache[term]
+        return [t for t in terms if t in kept]
 
     def code(self, kind: str, value: str) -> int:
         """A small integer for a dataset or document id, so filters are numpy comparisons."""
@@ -220,12 +319,14 @@ def where_clause(condition: dict, kb_ids: Sequence[str], prefix: str = "") -> tu
     merged = dict(condition)
     if kb_ids:
         merged["kb_id"] = [k for k in as_list(merged.get("kb_id", kb_ids)) if k in set(kb_ids)]
+    by_id = "id" in merged
     for key, value in merged.items():
         values = as_list(value)
         if not values:
             return "0", []
         if key in COLUMN_FIELDS:
-            column = f"{prefix}{key}"
+            # Looking rows up by id, SQLite must use the id index, not scan a whole dataset's.
+            column = f"+{prefix}{key}" if by_id and key != "id" else f"{prefix}{key}"
         elif _SAFE_KEY.match(key):
             column = f"json_extract({prefix}body, '$.{key}')"
         else:
@@ -393,8 +494,11 @@ class SqliteConnection:
             candidates = self._filtered(indexes, where, params, order_by)
         else:
             candidates = self._ranked(indexes, where, params, condition, kb_ids, text, dense, fusion)
-        page = candidates[offset : offset + limit] if limit > 0 else candidates[offset:]
-        rows = self._fetch(indexes, page, select_fields)
+        stop = offset + limit if limit > 0 else len(candidates)
+        rows = (candidates.memory_rows(indexes, offset, stop, select_fields) if isinstance(candidates, _Ranked)
+                else None)
+        if rows is None:
+            rows = self._fetch(indexes, candidates[offset:stop], select_fields)
         query_tokens = tokens(text.matching_text) if text else []
         highlights = {
             row["id"]: highlight(str(row.get(highlight_fields[0], "")), query_tokens)
@@ -407,18 +511,20 @@ class SqliteConnection:
     def _filtered(indexes: dict[str, _Index], where: str, params: list, order_by: OrderByExpr | None) -> list:
         """All rows passing the filter, in ``order_by`` order (then insertion order)."""
         rows = []
+        sort_keys = order_by.fields if order_by else ()
+        body = "c.body" if sort_keys else "'{}'"  # bodies are parsed only when sorting needs them
         for name, idx in indexes.items():
-            found = idx.reader().execute(f"SELECT c.rowid, c.body FROM chunk c WHERE {where}", params)
-            rows.extend((name, rowid, json.loads(body)) for rowid, body in found)
-        for key, descending in reversed(order_by.fields if order_by else ()):
+            found = idx.reader().execute(f"SELECT c.rowid, {body} FROM chunk c WHERE {where}", params)
+            rows.extend((name, rowid, json.loads(text)) for rowid, text in found)
+        for key, descending in reversed(sort_keys):
             rows.sort(key=lambda r, k=key: _sort_key(r[2].get(k)), reverse=descending)
         return [_Candidate(name, rowid) for name, rowid, _ in rows]
 
-    def _ranked(self, indexes, where, params, condition, kb_ids, text, dense, fusion) -> list[_Candidate]:
+    def _ranked(self, indexes, where, params, condition, kb_ids, text, dense, fusion) -> _Ranked:
         """Both legs independently, unioned; every candidate gets its exact cosine when known.
 
-        Candidates stay numpy columns through fusion; only the survivors become objects, which
-        is what keeps a 2×1024-candidate query within milliseconds.
+        Candidates stay numpy columns through fusion and slicing; only the rows asked for become
+        dicts, which is what keeps a 2×1024-candidate query within milliseconds.
         """
         query_vec = None
         if dense is not None:
@@ -430,22 +536,15 @@ class SqliteConnection:
         rowids, slots, term, cosine = (np.concatenate([getattr(leg, f) for leg in legs]) if legs else np.zeros(0)
                                        for f in ("rowids", "slots", "term", "cosine"))
         names, matrices = list(indexes), [leg.matrix for leg in legs]
+        term_sim = vector_sim = score = None
         if fusion is not None:
             term_sim, vector_sim, score = fuse_scores(term, np.nan_to_num(cosine), fusion.vector_weight)
             order = np.argsort(-score, kind="stable")
             order = order[score[order] >= fusion.min_score][: fusion.topn]
         else:
-            term_sim = vector_sim = score = None
             order = np.argsort(-(term if dense is None else np.nan_to_num(cosine)), kind="stable")
-        candidates = []
-        for i in order.tolist():
-            cand = _Candidate(names[owner[i]], int(rowids[i]), term=float(term[i]),
-                              vector=None if np.isnan(cosine[i]) else float(cosine[i]), slot=int(slots[i]),
-                              matrix=matrices[owner[i]])
-            if score is not None:
-                cand.term_sim, cand.vector_sim, cand.score = float(term_sim[i]), float(vector_sim[i]), float(score[i])
-            candidates.append(cand)
-        return candidates
+        fused = [None if column is None else column[order] for column in (term_sim, vector_sim, score)]
+        return _Ranked(names, matrices, owner[order], rowids[order], slots[order], term[order], cosine[order], *fused)
 
     def _index_candidates(self, idx, where, params, condition, kb_ids, text, dense, query_vec) -> _Legs:
         """One index's union of the BM25 top and the kNN top, as columns."""
@@ -501,7 +600,7 @@ class SqliteConnection:
         (three times faster) and an over-fetch is filtered in numpy; only when that leaves too
         few rows does the exact joined query run.
         """
-        query = fts_query(text.matching_text)
+        query = fts_query(idx.affordable_terms(query_terms(text.matching_text)))
         if not query:
             return []
         boosts = parse_field_boosts(text.fields)

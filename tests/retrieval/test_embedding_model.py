@@ -8,14 +8,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rag.llm.embedding_model import BuiltinEmbedding, LiteLLMEmbedding, create_embedding_model, split_model_name
+from rag.llm.embedding_model import (
+    BuiltinEmbedding,
+    LiteLLMEmbedding,
+    create_embedding_model,
+    split_model_name,
+)
 
 
 @pytest.fixture(scope="session")
-def minilm(shared_embeddings) -> BuiltinEmbedding:
-    model = shared_embeddings.get("all-MiniLM-L6-v2@Builtin")
-    model.warm_up()
-    return model
+def minilm(builtin_embedding: BuiltinEmbedding) -> BuiltinEmbedding:
+    """The session's one MiniLM (tests/conftest.py), warmed up here."""
+    builtin_embedding.warm_up()
+    return builtin_embedding
 
 
 def test_encode_shapes_and_normalisation(minilm):
@@ -29,22 +34,25 @@ def test_encode_shapes_and_normalisation(minilm):
     assert minilm.encode([])[0].shape == (0, 384)
 
 
-def test_concurrent_first_use_loads_once():
-    model = BuiltinEmbedding()
+def test_concurrent_first_use_loads_once(monkeypatch):
+    import sentence_transformers
+
     loads = []
-    original = model.warm_up
 
-    def counting_warm_up():
-        original()
-        loads.append(id(model._model))
+    class SlowModel:
+        def __init__(self, path, device):
+            loads.append(path)
+            threading.Event().wait(0.05)  # widen the race window
 
-    model.warm_up = counting_warm_up
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", SlowModel)
+    model = BuiltinEmbedding()
     threads = [threading.Thread(target=model.warm_up) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(set(loads)) == 1
+    assert len(loads) == 1 and isinstance(model._model, SlowModel)
+    assert model._model.max_seq_length == 256
 
 
 def test_long_text_is_read_up_to_256_word_pieces(minilm):
