@@ -12,7 +12,7 @@ from typing import Any
 from peewee import fn
 
 from api.db.models import Conversation, Dialog, Knowledgebase, Message
-from api.db.services.common import http_date, ordered_page
+from api.db.services.common import http_date, ordered_page, require_all
 from api.errors import data_error
 from rag.prompts import PromptVariableError, check_prompt_variables
 
@@ -88,9 +88,7 @@ def check_datasets(tenant_id: str, kb_ids: list[str]) -> None:
     if not kb_ids:
         return
     found = list(Knowledgebase.select().where((Knowledgebase.tenant_id == tenant_id) & Knowledgebase.id.in_(kb_ids)))
-    missing = sorted(set(kb_ids) - {kb.id for kb in found})
-    if missing:
-        raise data_error(f"You don't own the dataset(s) {', '.join(missing)}.")
+    require_all(kb_ids, (kb.id for kb in found), "You don't own the dataset(s)")
     if len({kb.embd_id for kb in found}) > 1:
         raise data_error("Datasets use different embedding models.")
 
@@ -178,9 +176,7 @@ def delete_many(tenant_id: str, chat_ids: list[str] | None) -> int:
         if chat_ids is not None:
             query = query.where(Dialog.id.in_(chat_ids))
         found = [d.id for d in query]
-        missing = sorted(set(chat_ids or []) - set(found))
-        if missing:
-            raise data_error(f"You don't own the chat(s) {', '.join(missing)}.")
+        require_all(chat_ids, found, "You don't own the chat(s)")
         if not found:
             return 0
         sessions = [c.id for c in Conversation.select(Conversation.id).where(Conversation.dialog_id.in_(found))]

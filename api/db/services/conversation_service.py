@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from peewee import IntegrityError, fn
 
 from api.db.models import Conversation, Dialog, Message, new_id
-from api.db.services.common import http_date, ordered_page
+from api.db.services.common import http_date, ordered_page, require_all
 from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService
 from api.errors import data_error
 
@@ -137,9 +137,7 @@ def delete_sessions(tenant_id: str, chat_id: str, session_ids: list[str] | None)
         if session_ids is not None:
             query = query.where(Conversation.id.in_(session_ids))
         found = [c.id for c in query]
-        missing = sorted(set(session_ids or []) - set(found))
-        if missing:
-            raise data_error(f"The session(s) {', '.join(missing)} don't exist in this chat.")
+        require_all(session_ids, found, "These sessions don't exist in this chat")
         if found:
             Message.delete().where(Message.conversation_id.in_(found)).execute()
             Conversation.delete().where(Conversation.id.in_(found)).execute()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.db.models import Conversation, Dialog, Message
 from api.db.services import chat_assistant_service, conversation_service
+from api.db.services.common import require_all
 from api.db.services.dialog_service import ChatEvent, DialogService
 from api.errors import ApiError, RetCode, data_error
 from rag.prompts import tone_instruction
@@ -91,9 +92,7 @@ def remove_conversations(tenant_id: str, conversation_ids: list[str]) -> int:
     with Conversation._meta.database.atomic():
         found = [c.id for c in Conversation.select(Conversation.id).where(
             (Conversation.tenant_id == tenant_id) & Conversation.id.in_(conversation_ids))]
-        missing = sorted(set(conversation_ids) - set(found))
-        if missing:
-            raise data_error(f"The conversation(s) {', '.join(missing)} don't exist.")
+        require_all(conversation_ids, found, "These conversations don't exist")
         Message.delete().where(Message.conversation_id.in_(found)).execute()
         Conversation.delete().where(Conversation.id.in_(found)).execute()
     return len(found)

@@ -11,7 +11,7 @@ from typing import Any
 from peewee import IntegrityError
 
 from api.db.models import Document, File, Knowledgebase, Task
-from api.db.services.common import http_date, ordered_page
+from api.db.services.common import http_date, ordered_page, require_all
 from api.errors import ApiError, RetCode, data_error
 from rag.app.naive import BUILTIN_EMBEDDING_CHUNK_TOKENS, DEFAULT_CHUNK_TOKENS, DEFAULT_DELIMITER
 from rag.utils.doc_store_conn import DocStoreConnection, index_name
@@ -134,9 +134,7 @@ def delete_many(tenant_id: str, kb_ids: list[str] | None, doc_store: DocStoreCon
         if kb_ids is not None:
             query = query.where(Knowledgebase.id.in_(kb_ids))
         found = list(query)
-        missing = sorted(set(kb_ids or []) - {kb.id for kb in found})
-        if missing:
-            raise data_error(f"You don't own the dataset(s) {', '.join(missing)}.")
+        require_all(kb_ids, (kb.id for kb in found), "You don't own the dataset(s)")
         ids = [kb.id for kb in found]
         documents = list(Document.select().where(Document.kb_id.in_(ids))) if ids else []
         if ids:
