@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from rag.utils.doc_store_conn import FusionExpr, MatchDenseExpr, MatchTextExpr, index_name, make_chunk_row
-from rag.utils.sqlite_conn import MAX_QUERY_TERMS, SqliteConnection, fts_query
+from rag.utils.sqlite_conn import SqliteConnection
+from rag.utils.sqlite_index import MAX_QUERY_TERMS, fts_query
 
 IDX = index_name("t1")
 KB = "kb"

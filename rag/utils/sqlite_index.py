@@ -1,0 +1,348 @@
+"""One tenant's chunk index file: its schema, FTS5 queries, row format and in-memory vector matrices.
+
+``SqliteConnection`` speaks the ``DocStoreConnection`` interface; everything that knows how a
+chunk is laid out in the SQLite file lives here, so the store's search and write logic never
+writes schema-level SQL itself.
+
+The file is in WAL mode so readers keep working while an ingestion worker writes, and a killed
+process loses no committed chunk. Full text goes to an FTS5 table (porter stemming over
+unicode61); vectors are float32 blobs beside the row and, per dimension, an L2-normalised
+in-memory matrix so kNN is one matrix–vector product.
+
+The matrix follows the database through a write sequence number: every write transaction bumps
+``meta.seq`` and stamps the rows it touched (deletes leave a tombstone). Before a search, and
+after its own writes, a process reads the rows newer than its matrix — so a worker in another
+process is seen too, without reloading everything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.nlp import tokenize, tokens
+from rag.nlp.vector_matrix import VectorMatrix
+from rag.utils.doc_store_conn import DocStoreError, as_list, parse_field_boosts, vector_dim
+
+# FTS5 columns and the chunk fields that feed them (first present wins).
+FTS_COLUMNS: dict[str, tuple[str, ...]] = {
+    "title": ("title_tks", "docnm_kwd"),
+    "content": ("content_ltks", "content_with_weight"),
+    "important": ("important_tks", "important_kwd"),
+    "question": ("question_tks", "question_kwd"),
+}
+FIELD_TO_COLUMN = {f: col for col, fields in FTS_COLUMNS.items() for f in fields}
+# Real columns: filters and the cheap fields a ranking pass reads without parsing the JSON body.
+COLUMN_FIELDS = ("id", "kb_id", "doc_id", "docnm_kwd", "available_int")
+MAX_QUERY_TERMS = 256  # an FTS5 OR of thousands of terms is slow and adds nothing
+OVERFETCH = 2  # BM25 rows fetched per wanted row before filtering in memory
+# FTS5 computes BM25 for every row that matches any term, ~1–2 µs each. Past this many postings
+# a question's most common terms are left out of the match (they carry the least IDF), so a
+# large index answers in milliseconds; small collections are never affected.
+MAX_SCORED_POSTINGS = 8000
+SAFE_KEY = re.compile(r"^[A-Za-z0-9_]+$")  # index names and JSON field names put into SQL text
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('seq', 0);
+CREATE TABLE IF NOT EXISTS kb(kb_id TEXT PRIMARY KEY, vector_size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunk(
+    rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, kb_id TEXT NOT NULL, doc_id TEXT NOT NULL,
+    docnm_kwd TEXT NOT NULL DEFAULT '', available_int INTEGER NOT NULL DEFAULT 1, seq INTEGER NOT NULL, body TEXT NOT NULL,
+    vec_field TEXT, vec BLOB);
+CREATE INDEX IF NOT EXISTS chunk_kb_doc ON chunk(kb_id, doc_id);
+CREATE INDEX IF NOT EXISTS chunk_seq ON chunk(seq);
+CREATE TABLE IF NOT EXISTS tombstone(seq INTEGER NOT NULL, row_id INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tombstone_seq ON tombstone(seq);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_fts USING fts5(
+    title, content, important, question, tokenize='porter unicode61 remove_diacritics 2');
+"""
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct word tokens of user text, capped."""
+    return list(dict.fromkeys(tokens(text)))[:MAX_QUERY_TERMS]
+
+
+def fts_query(text: str | list[str]) -> str:
+    """User text (or its terms) → an FTS5 OR of quoted terms; no input character reaches FTS5 syntax.
+
+    Our tokens are letters and digits only, and each is additionally quoted, so ``AND``,
+    ``NEAR``, ``*``, quotes and parentheses in a question are plain words or dropped.
+    """
+    terms = query_terms(text) if isinstance(text, str) else text
+    return " OR ".join(f'"{t}"' for t in terms)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def fts_values(row: dict[str, Any]) -> tuple[str, ...]:
+    """The tokenised text of a chunk for each FTS5 column."""
+    values = []
+    for fields in FTS_COLUMNS.values():
+        source = next((row[f] for f in fields if row.get(f)), "")
+        values.append(tokenize(_as_text(source)))
+    return tuple(values)
+
+
+def chunk_record(row: dict, kb_id: str) -> dict[str, Any]:
+    """Split a chunk dict into the columns we store; raises on a row that cannot be stored."""
+    if not row.get("id"):
+        raise ValueError("chunk has no id")
+    body = {k: v for k, v in row.items() if vector_dim(k) is None}
+    body["kb_id"] = row.get("kb_id") or kb_id
+    vec_fields = [k for k in row if vector_dim(k) is not None]
+    vec_field = vec_fields[0] if vec_fields else None
+    blob = None
+    if vec_field:
+        vec = np.asarray(row[vec_field], dtype=np.float32)
+        if vec.shape != (vector_dim(vec_field),):
+            raise ValueError(f"{vec_field} has shape {vec.shape}")
+        blob = vec.tobytes()
+    return {"body": body, "vec_field": vec_field, "vec": blob}
+
+
+def stored_row(body_json: str, vec_field: str | None, blob: bytes | None, select_fields: Sequence[str]) -> dict:
+    """A stored chunk back as a dict (vector as a list), cut to ``select_fields`` unless empty or ``*``."""
+    body = json.loads(body_json)
+    if vec_field and blob is not None:
+        body[vec_field] = np.frombuffer(blob, dtype=np.float32).tolist()
+    if select_fields and "*" not in select_fields:
+        body = {k: v for k, v in body.items() if k in select_fields or k == "id"}
+    return body
+
+
+class SqliteIndex:
+    """One tenant index: its database file, a writer connection, per-thread readers, the matrices."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.write_lock = threading.Lock()
+        self.cache_lock = threading.RLock()
+        self.local = threading.local()
+        self.all_conns: list[sqlite3.Connection] = []
+        self.writer = self._connect()
+        self.writer.executescript(SCHEMA)
+        self.matrices: dict[int, VectorMatrix] = {}
+        self.codes: dict[str, dict[str, int]] = {"kb": {}, "doc": {}}
+        self.values: dict[str, list[str]] = {"kb": [], "doc": []}
+        self.doc_names: dict[int, str] = {}
+        self.seq = 0
+        self.df_cache: dict[str, int] = {}  # postings per term, capped; valid for df_seq
+        self.df_seq = -1
+        self.sync()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self.all_conns.append(conn)
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        """A connection owned by the calling thread, so concurrent searches never share one."""
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def write(self):
+        """A write transaction with its own sequence number; the matrices catch up after commit."""
+        with self.write_lock:
+            conn = self.writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                seq = conn.execute("UPDATE meta SET value = value + 1 WHERE key='seq' RETURNING value")
+                yield conn, seq.fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self.sync()
+
+    @staticmethod
+    def upsert(conn: sqlite3.Connection, seq: int, record: dict[str, Any]) -> None:
+        """Store a ``chunk_record`` inside a ``write()`` transaction, stamped with its ``seq``."""
+        body = record["body"]
+        rowid = conn.execute(
+            "INSERT INTO chunk(id, kb_id, doc_id, docnm_kwd, available_int, seq, body, vec_field, vec) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET kb_id=excluded.kb_id, "
+            "doc_id=excluded.doc_id, docnm_kwd=excluded.docnm_kwd, available_int=excluded.available_int, seq=excluded.seq, "
+            "body=excluded.body, vec_field=excluded.vec_field, vec=excluded.vec RETURNING rowid",
+            (
+                body["id"], body["kb_id"], body.get("doc_id", ""), str(body.get("docnm_kwd", "")), int(body.get("available_int", 1)),
+                seq, json.dumps(body, ensure_ascii=False), record["vec_field"], record["vec"],
+            ),
+        ).fetchone()[0]
+        conn.execute("DELETE FROM chunk_fts WHERE rowid = ?", (rowid,))
+        conn.execute("INSERT INTO chunk_fts(rowid, title, content, important, question) VALUES (?,?,?,?,?)",
+                     (rowid, *fts_values(body)))
+
+    @staticmethod
+    def delete_rows(conn: sqlite3.Connection, seq: int, rowids: list[int]) -> None:
+        """Delete rows inside a ``write()`` transaction, leaving tombstones so other processes drop them."""
+        for start in range(0, len(rowids), 500):
+            batch = rowids[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            conn.execute(f"DELETE FROM chunk WHERE rowid IN ({marks})", batch)
+            conn.execute(f"DELETE FROM chunk_fts WHERE rowid IN ({marks})", batch)
+            conn.executemany("INSERT INTO tombstone(seq, row_id) VALUES (?, ?)", [(seq, r) for r in batch])
+
+    def affordable_terms(self, terms: list[str]) -> list[str]:
+        """The rarest terms whose postings together stay within ``MAX_SCORED_POSTINGS``."""
+        if len(terms) <= 1:
+            return terms
+        with self.cache_lock:
+            if self.df_seq != self.seq:
+                self.df_cache, self.df_seq = {}, self.seq
+            cache = self.df_cache
+        conn = self.reader()
+        for term in terms:
+            if term not in cache:
+                cache[term] = conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM chunk_fts WHERE chunk_fts MATCH ? LIMIT ?)",
+                    (f'"{term}"', MAX_SCORED_POSTINGS + 1)).fetchone()[0]
+        kept, postings = [], 0
+        for term in sorted((t for t in terms if cache[t] > 0), key=lambda t: cache[t]):
+            if kept and postings + cache[term] > MAX_SCORED_POSTINGS:
+                break
+            kept.append(term)
+            postings += cache[term]
+        return [t for t in terms if t in kept]
+
+    def bm25(self, text, where: str, params: list, matrix, mask) -> list[tuple[int, float]]:
+        """Top BM25 rows passing the filter.
+
+        With the in-memory filter columns at hand, FTS5 ranks without joining the chunk table
+        (three times faster) and an over-fetch is filtered in numpy; only when that leaves too
+        few rows does the exact joined query run.
+        """
+        query = fts_query(self.affordable_terms(query_terms(text.matching_text)))
+        if not query:
+            return []
+        boosts = parse_field_boosts(text.fields)
+        weights = ",".join(str(max((b for f, b in boosts.items() if FIELD_TO_COLUMN.get(f) == col), default=0.0))
+                           for col in FTS_COLUMNS)
+        conn = self.reader()
+        if matrix is not None:
+            fetch = OVERFETCH * text.topn
+            raw = conn.execute(f"SELECT rowid, -bm25(chunk_fts, {weights}) AS s FROM chunk_fts "
+                               "WHERE chunk_fts MATCH ? ORDER BY s DESC LIMIT ?", (query, fetch)).fetchall()
+            slots = matrix.slots([r for r, _ in raw])
+            slots[slots >= mask.size] = -1
+            passes = (slots >= 0) & mask[np.maximum(slots, 0)] if raw else np.zeros(0, dtype=bool)
+            if bool((slots >= 0).all()) and (int(passes.sum()) >= text.topn or len(raw) < fetch):
+                return [hit for hit, ok in zip(raw, passes.tolist(), strict=True) if ok][: text.topn]
+        sql = (f"SELECT c.rowid, -bm25(chunk_fts, {weights}) AS s FROM chunk_fts "
+               f"JOIN chunk c ON c.rowid = chunk_fts.rowid WHERE chunk_fts MATCH ? AND {where} "
+               "ORDER BY s DESC LIMIT ?")
+        return conn.execute(sql, [query, *params, text.topn]).fetchall()
+
+    def slot_mask(self, matrix: VectorMatrix, where: str, params: list, condition: dict, kb_ids) -> np.ndarray:
+        """Slots of ``matrix`` passing the search's filters: numpy on the in-memory columns when it can."""
+        mask = matrix.live[: matrix.size].copy()
+        if set(condition) <= {"kb_id", "doc_id", "available_int"}:
+            mask &= _code_mask(matrix.kb[: matrix.size], self.codes["kb"], condition.get("kb_id"), kb_ids)
+            mask &= _code_mask(matrix.doc[: matrix.size], self.codes["doc"], condition.get("doc_id"), [])
+            if "available_int" in condition:
+                wanted = {int(v) for v in as_list(condition["available_int"])}
+                available = matrix.available[: matrix.size]
+                if wanted == {1}:
+                    mask &= available
+                elif wanted == {0}:
+                    mask &= ~available
+            return mask
+        allowed = [r for (r,) in self.reader().execute(f"SELECT c.rowid FROM chunk c WHERE {where}", params)]
+        keep = np.zeros_like(mask)
+        slots = matrix.slots(allowed)
+        keep[slots[slots >= 0]] = True
+        return mask & keep
+
+    def code(self, kind: str, value: str) -> int:
+        """A small integer for a dataset or document id, so filters are numpy comparisons."""
+        table = self.codes[kind]
+        if value not in table:
+            table[value] = len(table)
+            self.values[kind].append(value)
+        return table[value]
+
+    def sync(self) -> None:
+        """Bring the matrices up to the database's current sequence number."""
+        conn = self.reader()
+        with self.cache_lock:
+            current = conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]
+            if current == self.seq:
+                return
+            dead = conn.execute("SELECT row_id FROM tombstone WHERE seq > ?", (self.seq,)).fetchall()
+            for (rowid,) in dead:
+                for matrix in self.matrices.values():
+                    matrix.remove(rowid)
+            changed = conn.execute(
+                "SELECT rowid, id, kb_id, doc_id, docnm_kwd, available_int, vec_field, vec FROM chunk "
+                "WHERE seq > ?", (self.seq,),
+            )
+            for rowid, chunk_id, kb_id, doc_id, docnm, available, field_name, blob in changed:
+                for matrix in self.matrices.values():
+                    matrix.remove(rowid)
+                dim = vector_dim(field_name or "")
+                if dim is None or blob is None:
+                    continue
+                matrix = self.matrices.setdefault(dim, VectorMatrix(dim))
+                vec = np.frombuffer(blob, dtype=np.float32)
+                doc = self.code("doc", doc_id)
+                self.doc_names[doc] = docnm
+                matrix.put(rowid, chunk_id, vec, self.code("kb", kb_id), doc, available == 1)
+            self.seq = current
+
+    def close(self) -> None:
+        for conn in self.all_conns:
+            conn.close()
+        self.all_conns.clear()
+
+
+def _code_mask(codes: np.ndarray, table: dict[str, int], wanted: Any, restrict: Sequence[str]) -> np.ndarray | bool:
+    """Boolean mask of slots whose code is among the wanted values (True when no filter)."""
+    values = as_list(wanted) if wanted is not None else list(restrict)
+    if restrict:
+        values = [v for v in values if v in set(restrict)]
+    if wanted is None and not restrict:
+        return True
+    wanted_codes = [table[v] for v in values if v in table]
+    return np.isin(codes, np.asarray(wanted_codes, dtype=np.int32))
+
+
+def where_clause(condition: dict, kb_ids: Sequence[str], prefix: str = "") -> tuple[str, list[Any]]:
+    """SQL filter for a condition dict and dataset list; unknown keys filter the JSON body."""
+    parts, params = [], []
+    merged = dict(condition)
+    if kb_ids:
+        merged["kb_id"] = [k for k in as_list(merged.get("kb_id", kb_ids)) if k in set(kb_ids)]
+    by_id = "id" in merged
+    for key, value in merged.items():
+        values = as_list(value)
+        if not values:
+            return "0", []
+        if key in COLUMN_FIELDS:
+            # Looking rows up by id, SQLite must use the id index, not scan a whole dataset's.
+            column = f"+{prefix}{key}" if by_id and key != "id" else f"{prefix}{key}"
+        elif SAFE_KEY.match(key):
+            column = f"json_extract({prefix}body, '$.{key}')"
+        else:
+            raise DocStoreError(f"Unsupported condition field: {key!r}")
+        parts.append(f"{column} IN ({','.join('?' * len(values))})")
+        params.extend(values)
+    return (" AND ".join(parts) or "1"), params
