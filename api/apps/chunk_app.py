@@ -7,8 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from quart import Blueprint, Response, g
 
 from api.components import components
-from api.db.services import chunk_service, document_service, knowledgebase_service
+from api.db.services import chunk_service, document_service, knowledgebase_service, retrieval_service
 from api.utils.api_utils import json_body, ok, query_args
+from rag.llm.errors import LLMServiceError
 
 bp = Blueprint("chunks", __name__, url_prefix="/api/v1/datasets")
 
@@ -60,7 +61,10 @@ class ChunkIds(BaseModel):
 async def _embed_for_dataset(dataset_id: str, text: str):
     parts = components()
     dataset = await parts.db.run(knowledgebase_service.get_owned, g.tenant_id, dataset_id)
-    vectors, _ = await parts.bundle(g.tenant_id, dataset.embd_id, "embedding").encode([text])
+    try:
+        vectors, _ = await parts.bundle(g.tenant_id, dataset.embd_id, "embedding").encode([text])
+    except LLMServiceError as error:
+        raise retrieval_service.model_failure(error, dataset.embd_id) from None
     return vectors[0]
 
 

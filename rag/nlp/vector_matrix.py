@@ -1,7 +1,7 @@
 """Exact cosine kNN over an in-memory matrix, with the per-row columns filters need.
 
-Kept in step with the database by ``rag.utils.sqlite_index`` (``SqliteIndex.sync``). Rows are L2-normalised on the way
-in, so a search is one matrix–vector product plus a partial sort; at 100k×384 that is a few
+Kept in step with the database by ``rag.utils.sqlite_index`` (``SqliteIndex.sync``). Rows are
+L2-normalised on the way in, so a search is one matrix–vector product plus a partial sort; at 100k×384 that is a few
 milliseconds and ~150 MB, which beats an approximate index on both recall and simplicity.
 """
 

@@ -10,6 +10,7 @@ from quart import Blueprint, Response, g
 from api.components import components
 from api.db.services import retrieval_service
 from api.utils.api_utils import json_body, ok
+from rag.llm.errors import LLMServiceError
 
 bp = Blueprint("retrieval", __name__, url_prefix="/api/v1")
 
@@ -45,12 +46,16 @@ async def retrieval() -> Response:
     parts = components()
     datasets = await parts.db.run(retrieval_service.datasets_for_retrieval, g.tenant_id, body.dataset_ids,
                                   body.document_ids)
-    query_encoder = parts.sync_view(parts.bundle(g.tenant_id, datasets[0].embd_id, "embedding"))
-    result = await asyncio.to_thread(
-        parts.dealer.retrieval, body.question, query_encoder, g.tenant_id, body.dataset_ids, body.page,
-        body.page_size, similarity_threshold=body.similarity_threshold,
-        vector_similarity_weight=body.vector_similarity_weight, top=body.top_k, doc_ids=body.document_ids,
-        highlight=body.highlight,
-    )
+    try:
+        reranker = parts.sync_view(parts.bundle(g.tenant_id, body.rerank_id, "rerank")) if body.rerank_id else None
+        query_encoder = await parts.embedded_question(g.tenant_id, datasets[0].embd_id, body.question)
+        result = await asyncio.to_thread(
+            parts.dealer.retrieval, body.question, query_encoder, g.tenant_id, body.dataset_ids, body.page,
+            body.page_size, similarity_threshold=body.similarity_threshold,
+            vector_similarity_weight=body.vector_similarity_weight, top=body.top_k, doc_ids=body.document_ids,
+            rerank_mdl=reranker, highlight=body.highlight,
+        )
+    except LLMServiceError as error:
+        raise retrieval_service.model_failure(error) from None
     chunks = [retrieval_service.to_api_chunk(chunk) for chunk in result["chunks"]]
     return ok({"total": result["total"], "chunks": chunks, "doc_aggs": result["doc_aggs"]})

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from api.db.models import Document, Knowledgebase
-from api.errors import data_error
+from api.errors import ApiError, RetCode, data_error
+from rag.llm.errors import LLMServiceError
 
 
 def datasets_for_retrieval(tenant_id: str, kb_ids: list[str], doc_ids: list[str] | None) -> list[Knowledgebase]:
@@ -50,3 +51,13 @@ def to_api_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
     if "highlight" in chunk:
         shaped["highlight"] = chunk["highlight"]
     return shaped
+
+
+def model_failure(error: LLMServiceError, model_name: str | None = None) -> ApiError:
+    """A model the request needed (embedding, rerank) failed: 103 naming it, never a bare 500.
+
+    Shared by retrieval and the chunk routes, which embed text with the dataset's model.
+    """
+    name = model_name or error.model
+    subject = f"The model {name}" if name else "A model"
+    return ApiError(RetCode.OPERATING_ERROR, f"{subject} failed: {error.message}")
