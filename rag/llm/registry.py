@@ -8,6 +8,7 @@ model when no LLM is configured.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ from rag.llm.specs import ModelCatalog, ModelSpec, validate_request
 
 DEFAULT_MODELS_YAML = Path(__file__).resolve().parents[2] / "conf" / "models.yaml"
 KINDS = ("chat", "embedding", "rerank")
+
+
+async def _stop_litellm_logging_worker() -> None:
+    """Stop LiteLLM's process-wide logging worker if its tasks live on this loop.
+
+    Left running, its task outlives the loop it was started on; but when another app's loop
+    started it (tests run many), its tasks belong to a loop that may already be closed, and
+    stopping them from here would fail. Only the loop that owns them stops them.
+    """
+    if getattr(GLOBAL_LOGGING_WORKER, "_bound_loop", None) is asyncio.get_running_loop():
+        await GLOBAL_LOGGING_WORKER.stop()
 
 
 class ModelRegistry:
@@ -80,7 +92,7 @@ class ModelRegistry:
         later gets fresh clients.
         """
         await close_litellm_async_clients()
-        await GLOBAL_LOGGING_WORKER.stop()
+        await _stop_litellm_logging_worker()
 
     # -- specs and validation -----------------------------------------------------------------
 
