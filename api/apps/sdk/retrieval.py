@@ -11,6 +11,7 @@ from api.components import components
 from api.db.services import retrieval_service
 from api.utils.api_utils import json_body, ok
 from rag.llm.errors import LLMServiceError
+from rag.prompts import keyword_extraction
 
 bp = Blueprint("retrieval", __name__, url_prefix="/api/v1")
 
@@ -40,6 +41,15 @@ class RetrievalRequest(BaseModel):
         return value
 
 
+async def _with_keywords(question: str) -> str:
+    """``keyword: true``: the tenant's chat model adds the question's main keywords (the builtin
+    extractive model cannot, so with it the question stays as asked)."""
+    llm = components().bundle(g.tenant_id, None, "chat")
+    if llm.is_extractive:
+        return question
+    return " ".join([question, *await keyword_extraction(llm, question)])
+
+
 @bp.post("/retrieval")
 async def retrieval() -> Response:
     body = await json_body(RetrievalRequest)
@@ -47,10 +57,11 @@ async def retrieval() -> Response:
     datasets = await parts.db.run(retrieval_service.datasets_for_retrieval, g.tenant_id, body.dataset_ids,
                                   body.document_ids)
     try:
+        question = await _with_keywords(body.question) if body.keyword else body.question
         reranker = parts.sync_view(parts.bundle(g.tenant_id, body.rerank_id, "rerank")) if body.rerank_id else None
-        query_encoder = await parts.embedded_question(g.tenant_id, datasets[0].embd_id, body.question)
+        query_encoder = await parts.embedded_question(g.tenant_id, datasets[0].embd_id, question)
         result = await asyncio.to_thread(
-            parts.dealer.retrieval, body.question, query_encoder, g.tenant_id, body.dataset_ids, body.page,
+            parts.dealer.retrieval, question, query_encoder, g.tenant_id, body.dataset_ids, body.page,
             body.page_size, similarity_threshold=body.similarity_threshold,
             vector_similarity_weight=body.vector_similarity_weight, top=body.top_k, doc_ids=body.document_ids,
             rerank_mdl=reranker, highlight=body.highlight,
