@@ -185,5 +185,5 @@ def test_keyword_true_asks_the_chat_model_for_keywords(make_settings, make_parts
 
     body = asyncio.run(run())
     assert body["code"] == 0
-    assert len(stub_llm.chat_requests) == 1
-    assert "how do plants eat light" in str(stub_llm.chat_requests[0].body["messages"])
+    asked = [r for r in stub_llm.chat_requests if "how do plants eat light" in str(r.body["messages"])]
+    assert len(asked) == 1

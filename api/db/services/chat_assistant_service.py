@@ -11,8 +11,9 @@ from typing import Any
 
 from peewee import fn
 
-from api.db.models import Conversation, Dialog, Knowledgebase, Message
+from api.db.models import Conversation, Dialog, Message
 from api.db.services.common import http_date, ordered_page, require_all
+from api.db.services.knowledgebase_service import owned_with_one_model
 from api.errors import data_error
 from rag.prompts import PromptVariableError, check_prompt_variables
 
@@ -85,12 +86,8 @@ def get_owned(tenant_id: str, chat_id: str) -> Dialog:
 
 def check_datasets(tenant_id: str, kb_ids: list[str]) -> None:
     """The datasets must all be the caller's and share one embedding model (102 otherwise)."""
-    if not kb_ids:
-        return
-    found = list(Knowledgebase.select().where((Knowledgebase.tenant_id == tenant_id) & Knowledgebase.id.in_(kb_ids)))
-    require_all(kb_ids, (kb.id for kb in found), "You don't own the dataset(s)")
-    if len({kb.embd_id for kb in found}) > 1:
-        raise data_error("Datasets use different embedding models.")
+    if kb_ids:
+        owned_with_one_model(tenant_id, kb_ids)
 
 
 def _name_taken(tenant_id: str, name: str, except_id: str | None = None) -> bool:

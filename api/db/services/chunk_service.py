@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from api.db.models import Document, Knowledgebase
+from api.db.services.common import require_all
 from api.db.services.document_service import get_owned as get_owned_document
 from api.errors import data_error
 from rag.nlp import tokenize
@@ -127,9 +128,7 @@ def delete(tenant_id: str, kb_id: str, doc_id: str, chunk_ids: list[str] | None,
     if chunk_ids is not None:
         condition["id"] = list(dict.fromkeys(chunk_ids))
     found = doc_store.search(["id", "content_with_weight"], [], condition, [], None, 0, 10_000, [index], [kb_id]).rows
-    missing = sorted(set(chunk_ids or []) - {row["id"] for row in found})
-    if missing:
-        raise data_error(f"Can't find the chunk(s) {', '.join(missing)}.")
+    require_all(chunk_ids, (row["id"] for row in found), "Can't find the chunk(s)")
     if not found:
         return 0
     deleted = doc_store.delete(condition, index, kb_id)

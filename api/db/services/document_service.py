@@ -16,7 +16,7 @@ from peewee import fn
 
 from api.db.models import Document, File, Knowledgebase
 from api.db.services import task_service
-from api.db.services.common import http_date, ordered_page
+from api.db.services.common import http_date, ordered_page, require_all
 from api.db.services.knowledgebase_service import get_owned as get_owned_dataset
 from api.errors import argument_error, data_error
 from rag.app.parsers import SUPPORTED_EXTENSIONS, file_extension
@@ -211,9 +211,7 @@ def delete_many(tenant_id: str, kb_id: str, doc_ids: list[str] | None, doc_store
         if doc_ids is not None:
             query = query.where(Document.id.in_(doc_ids))
         found = list(query)
-        missing = sorted(set(doc_ids or []) - {doc.id for doc in found})
-        if missing:
-            raise data_error(f"You don't own the document(s) {', '.join(missing)}.")
+        require_all(doc_ids, (doc.id for doc in found), "You don't own the document(s)")
         ids = [doc.id for doc in found]
         if not ids:
             return 0
@@ -269,8 +267,6 @@ def _owned_ids(tenant_id: str, kb_id: str, doc_ids: list[str]) -> list[Document]
     found = list(Document.select().where(
         (Document.kb_id == kb_id) & (Document.tenant_id == tenant_id) & (Document.id.in_(doc_ids))
     ))
-    missing = sorted(set(doc_ids) - {doc.id for doc in found})
-    if missing:
-        raise data_error(f"You don't own the document(s) {', '.join(missing)}.")
+    require_all(doc_ids, (doc.id for doc in found), "You don't own the document(s)")
     return found
 

@@ -156,3 +156,18 @@ def embedding_model_of(tenant_id: str, kb_ids: list[str]) -> str | None:
     """The embedding model a chat's datasets share (None when none of them exists any more)."""
     kb = Knowledgebase.get_or_none((Knowledgebase.tenant_id == tenant_id) & Knowledgebase.id.in_(kb_ids))
     return None if kb is None else kb.embd_id
+
+
+def owned_with_one_model(tenant_id: str, kb_ids: list[str]) -> list[Knowledgebase]:
+    """The caller's datasets among ``kb_ids``, all of them, sharing one embedding model.
+
+    Chats and retrieval search several datasets with one question vector, which only means
+    something when every dataset was embedded by the same model; anything else is 102.
+    """
+    found = list(Knowledgebase.select().where((Knowledgebase.tenant_id == tenant_id) & Knowledgebase.id.in_(kb_ids)))
+    require_all(kb_ids, (kb.id for kb in found), "You don't own the dataset(s)")
+    models = {kb.embd_id for kb in found}
+    if len(models) > 1:
+        raise data_error(f"Datasets use different embedding models ({', '.join(sorted(models))}); "
+                         "use datasets of one model together.")
+    return found

@@ -6,29 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from api.db.models import Document, Knowledgebase
-from api.errors import ApiError, RetCode, data_error
+from api.db.services.common import require_all
+from api.db.services.knowledgebase_service import owned_with_one_model
+from api.errors import ApiError, RetCode
 from rag.llm.errors import LLMServiceError
 
 
 def datasets_for_retrieval(tenant_id: str, kb_ids: list[str], doc_ids: list[str] | None) -> list[Knowledgebase]:
     """The caller's datasets, refusing foreign ids and mixed embedding models (102)."""
-    found = list(Knowledgebase.select().where(
-        (Knowledgebase.tenant_id == tenant_id) & (Knowledgebase.id.in_(kb_ids))
-    ))
-    missing = sorted(set(kb_ids) - {kb.id for kb in found})
-    if missing:
-        raise data_error(f"You don't own the dataset(s) {', '.join(missing)}.")
-    models = {kb.embd_id for kb in found}
-    if len(models) > 1:
-        raise data_error(f"Datasets use different embedding models ({', '.join(sorted(models))}); "
-                         "retrieve from them separately.")
+    found = owned_with_one_model(tenant_id, kb_ids)
     if doc_ids:
         owned = {d.id for d in Document.select(Document.id).where(
             Document.id.in_(doc_ids) & Document.kb_id.in_(kb_ids) & (Document.tenant_id == tenant_id)
         )}
-        foreign = sorted(set(doc_ids) - owned)
-        if foreign:
-            raise data_error(f"The document(s) {', '.join(foreign)} are not in the given datasets.")
+        require_all(doc_ids, owned, "These documents are not in the given datasets")
     return found
 
 
