@@ -76,10 +76,18 @@ class MetaDB:
     objects in one process (tests) must not be used at once; each test builds its own.
     """
 
+    _bound: MetaDB | None = None
+
     def __init__(self, url: str, max_connections: int = 32) -> None:
+        if MetaDB._bound is not None:
+            raise RuntimeError(
+                f"the models are still bound to {MetaDB._bound.url}; close that MetaDB before opening "
+                f"{url} (peewee binds models process-wide, so two open at once would mix their queries)"
+            )
         self.url = url
         self.database = connect_database(url, max_connections=max_connections)
         database_proxy.initialize(self.database)
+        MetaDB._bound = self
 
     @property
     def backend(self) -> str:
@@ -106,6 +114,8 @@ class MetaDB:
         self.call(lambda: self.database.execute_sql("SELECT 1").fetchone())
 
     def close(self) -> None:
+        if MetaDB._bound is self:
+            MetaDB._bound = None
         if not self.database.is_closed():
             self.database.close()
         close_all = getattr(self.database, "close_all", None)

@@ -95,23 +95,6 @@ async def test_hostile_file_names_are_sanitised(client, auth, parts, name) -> No
     assert len(files) == 1 and files[0].resolve().is_relative_to((parts.settings.data_dir / "files").resolve())
 
 
-async def test_upload_over_the_limit_is_413_and_stores_nothing(make_settings, make_parts) -> None:
-    from api.app import create_app
-    from api.db.services import tenant_service
-
-    settings = make_settings(max_content_length=2048)
-    parts = make_parts(settings)
-    app = create_app(settings, parts)
-    async with app.test_app() as test_app:
-        client = test_app.test_client()
-        auth = {"Authorization": f"Bearer {parts.db.call(tenant_service.create_key_for, 't').key}"}
-        dataset_id = await make_dataset(client, auth)
-        response = await upload(client, auth, dataset_id, ("big.txt", b"x" * 10_000))
-        assert response.status_code == 413
-        assert parts.db.call(Document.select().count) == 0
-        assert stored_files(parts) == []
-
-
 async def test_update_rename_keeps_the_extension(client, auth) -> None:
     dataset_id = await make_dataset(client, auth)
     doc = (await (await upload(client, auth, dataset_id, ("a.txt", b"one"))).get_json())["data"][0]

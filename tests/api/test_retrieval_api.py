@@ -161,29 +161,3 @@ async def test_a_failing_model_is_an_error_envelope_not_a_500(client, auth, corp
     reply = await response.get_json()
     assert reply["code"] == 103 and "NoSuchFactory" in reply["message"]
 
-
-def test_keyword_true_asks_the_chat_model_for_keywords(make_settings, make_parts, stub_llm) -> None:
-    """With an LLM configured, ``keyword: true`` sends one keyword request before retrieving."""
-    import asyncio
-
-    from api.app import create_app
-    from api.db.services import tenant_service
-
-    settings = make_settings(llm_model="stub-chat@OpenAI-API-Compatible", llm_api_base=stub_llm.api_base,
-                             ingest_workers=0)
-    parts = make_parts(settings)
-    stub_llm.configure(reply="photosynthesis, chlorophyll")
-
-    async def run() -> dict:
-        async with create_app(settings, parts).test_app() as test_app:
-            client = test_app.test_client()
-            auth = {"Authorization": f"Bearer {parts.db.call(tenant_service.create_key_for, 'kw').key}"}
-            dataset = (await (await client.post("/api/v1/datasets", headers=auth, json={"name": "kw"})).get_json())
-            response = await client.post("/api/v1/retrieval", headers=auth, json={
-                "dataset_ids": [dataset["data"]["id"]], "question": "how do plants eat light", "keyword": True})
-            return await response.get_json()
-
-    body = asyncio.run(run())
-    assert body["code"] == 0
-    asked = [r for r in stub_llm.chat_requests if "how do plants eat light" in str(r.body["messages"])]
-    assert len(asked) == 1
