@@ -40,6 +40,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_url(url: str, seconds: float = 60) -> None:
+    """Block until ``url`` answers 200 (a server or stub started as a process or thread)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+
+
 def _answers(url: str) -> bool:
     parsed = urlparse(url)
     try:

@@ -43,7 +43,7 @@ from pathlib import Path
 import httpx
 
 from tests.bench.loop_lag import lag_buckets, quantile
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_url
 
 SCIFACT = Path("/work/shared/data/scifact")
 STUB_MODEL = "stub-chat@OpenAI-API-Compatible"
@@ -141,17 +141,6 @@ def start_server(data_dir: Path, port: int, stub_port: int, log: Path) -> subpro
            "RAGLINE_LOG_LEVEL": "WARNING"}
     with open(log, "wb") as sink:
         return subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL, stderr=sink)
-
-
-def wait_for(url: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -404,9 +393,9 @@ def main() -> None:
         server_log = data_dir / "server.log"
         server = start_server(data_dir, port, stub_port, server_log)
         try:
-            wait_for(f"http://127.0.0.1:{stub_port}/v1/models")
+            wait_for_url(f"http://127.0.0.1:{stub_port}/v1/models", 120)
             url = f"http://127.0.0.1:{port}"
-            wait_for(f"{url}/healthz")
+            wait_for_url(f"{url}/healthz", 120)
             result = asyncio.run(measure(url, key, kb_id, questions, args))
         except Exception:
             print("server log (last lines):\n" + "\n".join(server_log.read_text().splitlines()[-args.log_lines:]))

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_url
 
 LAG_METRIC = "ragline_event_loop_lag_histogram_seconds"
 
@@ -107,13 +107,7 @@ def main() -> None:
                                   stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    httpx.get(f"{url}/healthz", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_for_url(f"{url}/healthz")
             result = asyncio.run(measure(url, key, args.concurrency, args.rounds))
         finally:
             server.terminate()

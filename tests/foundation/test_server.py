@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from ragflow_sdk import RAGFlow
 from api.app import create_app
 from api.db.services import tenant_service
 from api.server import hypercorn_config
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_url
 
 
 def test_ragflow_sdk_manages_datasets_unchanged(live_server) -> None:
@@ -56,13 +55,7 @@ def test_in_flight_requests_finish_during_a_graceful_stop(make_settings, make_pa
     )
     server.start()
     url = f"http://{settings.host}:{settings.port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    wait_for_url(f"{url}/healthz", 20)
     headers = {"Authorization": f"Bearer {parts.db.call(tenant_service.create_key_for, 'acme').key}"}
     result: dict = {}
     client = threading.Thread(
@@ -101,13 +94,7 @@ def test_cli_token_create_prints_a_working_key_last(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_for_url(f"{url}/healthz")
         good = httpx.get(f"{url}/api/v1/datasets", headers={"Authorization": f"Bearer {key}"}).json()
         bad = httpx.get(f"{url}/api/v1/datasets", headers={"Authorization": "Bearer nope"}).json()
         assert good["code"] == 0 and bad["code"] == 109
