@@ -7,6 +7,7 @@ partial answer; every stream, however it ends, closes with ``data:{"code":0,...,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -66,10 +67,7 @@ async def completion_response(chat_id: str, question: str, session_id: str | Non
             raise argument_error("`question` is required.")
         return _opener_response(opener, session_id, stream)
     events = answer_events(dialog, session_id, question, stream=stream, variables=variables)
-    if stream:
-        return Response(_sse_stream(events, session_id, g.get("request_id")), content_type="text/event-stream",
-                        headers=SSE_HEADERS)
-    return await _whole_answer(events, session_id)
+    return await events_response(events, session_id, stream)
 
 
 def answer_events(dialog: Dialog, conversation_id: str, question: str, *, stream: bool, **options: Any
@@ -86,13 +84,14 @@ async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str, request
     body outside it), so it must not touch ``g``: the request id is handed in."""
     answer = ""
     try:
-        async for event in events:
-            answer = event.answer
-            if event.error is not None:
-                yield sse({"code": 500, "message": str(event.error),
-                           "data": {"answer": event.answer, "reference": []}})
-            else:
-                yield sse({"code": 0, "message": "", "data": answer_data(event, session_id)})
+        async with contextlib.aclosing(events):
+            async for event in events:
+                answer = event.answer
+                if event.error is not None:
+                    yield sse({"code": 500, "message": str(event.error),
+                               "data": {"answer": event.answer, "reference": []}})
+                else:
+                    yield sse({"code": 0, "message": "", "data": answer_data(event, session_id)})
     except Exception as error:  # noqa: BLE001 - any failure becomes the error event, never a hung stream
         log.exception("completion failed", extra={"fields": {"request_id": request_id}})
         yield sse({"code": 500, "message": f"{type(error).__name__}: {error}",
@@ -102,8 +101,9 @@ async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str, request
 
 async def _whole_answer(events: AsyncIterator[ChatEvent], session_id: str) -> Response:
     final = None
-    async for event in events:
-        final = event
+    async with contextlib.aclosing(events):
+        async for event in events:
+            final = event
     if final is None:
         raise ApiError(RetCode.EXCEPTION_ERROR, "The answer ended without a result.")
     if final.error is not None:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from api.apps.completions import SSE_HEADERS
 from api.components import components
 from api.db.models import Dialog
 from api.db.services import chat_assistant_service
@@ -45,7 +46,6 @@ log = logging.getLogger("ragline.openai")
 
 bp = Blueprint("openai", __name__, url_prefix="/api/v1/chats_openai")
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 MAX_MESSAGES = 1000
 MAX_CONTENT_CHARS = 100_000
 CITATION_MARK = re.compile(r"[ \t]*\[ID:\d+\]")

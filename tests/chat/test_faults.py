@@ -137,3 +137,28 @@ def test_unexpected_failure_mid_stream_still_closes_the_stream(live_server, stub
     stored = session_messages(live_server, session_id)[-1]
     assert (stored.content, stored.status) == ("word0 word1 word2", "error")
     assert "citation step exploded" in stored.error
+
+
+def test_a_retrieval_failure_is_an_error_event_and_a_stored_error(live_server, stub_llm, monkeypatch) -> None:
+    """Early retrieval (beside the history load) and the retry inside the answer both fail: the
+    client gets the error event and the closing event, and the turn is stored as an error."""
+    from api.db.services.dialog_service import DialogService
+    from rag.utils.doc_store_conn import DocStoreError
+    from tests.chat.helpers import answers, sdk, seed_dataset, session_messages, stream_completion
+
+    client = sdk(live_server)
+    dataset = seed_dataset(client)
+    chat = client.create_chat("broken-index", dataset_ids=[dataset.id])
+    session = chat.create_session()
+
+    async def failing(self, dialog, question):
+        raise DocStoreError("the index is unreachable")
+
+    monkeypatch.setattr(DialogService, "retrieve", failing)
+    events, _ = stream_completion(live_server, live_server.key(), chat.id,
+                                  {"question": "anything?", "session_id": session.id})
+    assert events[-1].payload == {"code": 0, "message": "", "data": True}
+    assert any(e.payload["code"] == 500 and "unreachable" in e.payload["message"] for e in events)
+    assert not answers(events) or all(a["answer"] == "" for a in answers(events))
+    stored = session_messages(live_server, session.id)
+    assert [m.role for m in stored][-2:] == ["user", "assistant"] and stored[-1].status == "error"

@@ -132,7 +132,10 @@ def delete(tenant_id: str, kb_id: str, doc_id: str, chunk_ids: list[str] | None,
     if not found:
         return 0
     deleted = doc_store.delete(condition, index, kb_id)
-    _count(doc, chunks=-len(found), tokens=-sum(num_tokens(row.get("content_with_weight", "")) for row in found))
+    if chunk_ids is None:  # every chunk went, also those past the rows listed above
+        _count(doc, chunks=-doc.chunk_num, tokens=-doc.token_num)
+    else:
+        _count(doc, chunks=-len(found), tokens=-sum(num_tokens(r.get("content_with_weight", "")) for r in found))
     return deleted
 
 

@@ -187,7 +187,11 @@ async def _history_and_knowledge(parts: Components, dialog_service: DialogServic
     except BaseException:
         retrieval.cancel()
         raise
-    return turn, await retrieval
+    try:
+        return turn, await retrieval
+    except Exception:  # noqa: BLE001 - DialogService.chat retrieves again, where a failure is answered
+        logger.warning("early retrieval failed; retrying within the answer", exc_info=True)
+        return turn, None
 
 
 async def completion(parts: Components, dialog_service: DialogService, dialog: Dialog, conversation_id: str,

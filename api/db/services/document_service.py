@@ -108,9 +108,9 @@ def upload(tenant_id: str, kb_id: str, uploads: list[Upload], storage: Storage) 
     kb = get_owned_dataset(tenant_id, kb_id)
     checked = check_uploads(uploads)
     keys = [new_key() for _ in checked]
-    for key, (_, item) in zip(keys, checked, strict=True):
-        storage.put(key, item.data)
     try:
+        for key, (_, item) in zip(keys, checked, strict=True):
+            storage.put(key, item.data)
         with Document._meta.database.atomic():
             documents = _create_rows(kb, checked, keys)
     except Exception:

@@ -10,7 +10,8 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from api.db.models import Document, File, Knowledgebase, Task
+from api.db.models import Document, File, Knowledgebase
+from api.db.services import task_service
 from api.db.services.common import http_date, ordered_page, require_all
 from api.errors import ApiError, RetCode, data_error
 from rag.app.naive import BUILTIN_EMBEDDING_CHUNK_TOKENS, DEFAULT_CHUNK_TOKENS, DEFAULT_DELIMITER
@@ -138,9 +139,7 @@ def delete_many(tenant_id: str, kb_ids: list[str] | None, doc_store: DocStoreCon
         ids = [kb.id for kb in found]
         documents = list(Document.select().where(Document.kb_id.in_(ids))) if ids else []
         if ids:
-            Task.update(status="cancelled").where(
-                Task.doc_id.in_([doc.id for doc in documents]) & Task.status.in_(("queued", "running"))
-            ).execute()
+            task_service.cancel_parse(tenant_id, [doc.id for doc in documents])
             File.delete().where(File.id.in_([doc.file_id for doc in documents if doc.file_id])).execute()
             Document.delete().where(Document.kb_id.in_(ids)).execute()
             Knowledgebase.delete().where(Knowledgebase.id.in_(ids)).execute()

@@ -38,6 +38,12 @@ def _prompt_tokens(system: str | None, history: list[dict]) -> int:
     return num_tokens(system or "") + sum(num_tokens(str(turn.get("content") or "")) for turn in history)
 
 
+def _counted_usage(system: str | None, history: list[dict], result: ChatResult) -> TokenUsage:
+    """Our own tiktoken count when the provider gave none (CPU work: run it in a thread)."""
+    completion = num_tokens(result.text) + num_tokens(result.reasoning)
+    return TokenUsage(prompt_tokens=_prompt_tokens(system, history), completion_tokens=completion, exact=False)
+
+
 class ChatStream:
     """The answer of ``LLMBundle.chat_streamly``: iterate it for text deltas; once it has ended
     (finished, failed, or closed early) ``result`` holds the whole answer, the reasoning kept
@@ -187,9 +193,7 @@ class LLMBundle:
         """Latency, missing token counts, cost; then the usage row."""
         result.latency_ms = _ms_since(started)
         if result.usage is None:
-            prompt = await asyncio.to_thread(_prompt_tokens, system, history)
-            completion = num_tokens(result.text) + num_tokens(result.reasoning)
-            result.usage = TokenUsage(prompt_tokens=prompt, completion_tokens=completion, exact=False)
+            result.usage = await asyncio.to_thread(_counted_usage, system, history, result)
         result.cost = self._cost(result.usage.prompt_tokens, result.usage.completion_tokens)
         await self._record(
             prompt_tokens=result.usage.prompt_tokens,
