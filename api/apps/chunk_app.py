@@ -3,12 +3,12 @@ with the dataset's embedding model before it is stored, so it is searchable on r
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, g
 
 from api.components import components
 from api.db.services import chunk_service, document_service, knowledgebase_service, retrieval_service
-from api.utils.api_utils import json_body, ok, query_args
+from api.utils.api_utils import NonBlank, json_body, ok, query_args
 from rag.llm.errors import LLMServiceError
 
 bp = Blueprint("chunks", __name__, url_prefix="/api/v1/datasets")
@@ -31,26 +31,12 @@ class KeywordLists(BaseModel):
 
 
 class NewChunk(KeywordLists):
-    content: str = Field(..., max_length=MAX_CHUNK_CHARS)
-
-    @field_validator("content")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
+    content: NonBlank = Field(..., max_length=MAX_CHUNK_CHARS)
 
 
 class ChunkChanges(KeywordLists):
-    content: str | None = Field(None, max_length=MAX_CHUNK_CHARS)
+    content: NonBlank | None = Field(None, max_length=MAX_CHUNK_CHARS)
     available: bool | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 class ChunkIds(BaseModel):

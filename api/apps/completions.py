@@ -15,6 +15,7 @@ from typing import Any
 
 from quart import Response, g
 
+from api.apps.sdk.chat import owned_chat
 from api.components import components
 from api.db.models import Dialog
 from api.db.services import chat_assistant_service, conversation_service
@@ -57,7 +58,7 @@ async def completion_response(chat_id: str, question: str, session_id: str | Non
     A required variable without a value is refused (101) before anything is stored.
     """
     variables = variables or {}
-    dialog = await components().db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
+    dialog = await owned_chat(chat_id)
     missing = chat_assistant_service.missing_variables(dialog, variables)
     if missing and question.strip():
         raise argument_error(f"Missing value for the prompt variable(s): {', '.join(missing)}.")

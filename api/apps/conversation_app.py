@@ -16,12 +16,9 @@ from api.components import components
 from api.db.services import gateway_service
 from api.db.services.gateway_service import GenerateOptions
 from api.errors import argument_error
-from api.utils.api_utils import json_body, ok
+from api.utils.api_utils import MAX_MESSAGE_CHARS, json_body, ok, require_user_question
 
 bp = Blueprint("conversation", __name__, url_prefix="/v1/conversation")
-
-MAX_MESSAGE_CHARS = 100_000
-
 
 class SetConversation(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -51,8 +48,7 @@ class CompletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _ends_with_a_question(self) -> CompletionRequest:
-        if self.messages[-1].role != "user" or not self.messages[-1].content.strip():
-            raise ValueError("the last message must be a non-empty user message")
+        require_user_question(self.messages)
         return self
 
 

@@ -7,7 +7,6 @@ conversation, 429/502/504 from the model layer) with the usual ``{code, message}
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,13 +21,10 @@ from api.db.services import gateway_service, job_service
 from api.db.services.dialog_service import ChatEvent
 from api.db.services.gateway_service import GenerateOptions
 from api.errors import ApiError
-from api.utils.api_utils import json_body
+from api.utils.api_utils import MAX_MESSAGE_CHARS, json_body, sse_event
 
 bp = Blueprint("llm", __name__, url_prefix="/api/v1/llm")
 log = logging.getLogger("ragline.gateway")
-
-MAX_MESSAGE_CHARS = 100_000
-
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -80,11 +76,6 @@ async def run_job(parts: Components, task: Task, worker_id: str) -> None:
 async def generate() -> Response:
     body = await json_body(GenerateRequest)
     return jsonify(await generate_result(components(), g.tenant_id, body))
-
-
-def sse_event(data: dict[str, Any], event: str | None = None) -> str:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 async def _delta_stream(parts: Components, conversation_id: str, events: AsyncIterator[ChatEvent],

@@ -10,12 +10,9 @@ from quart import Blueprint, Response, g, jsonify
 from api.components import components
 from api.db.services import gateway_service
 from api.db.services.gateway_service import GenerateOptions
-from api.utils.api_utils import json_body
+from api.utils.api_utils import MAX_MESSAGE_CHARS, json_body, require_user_question
 
 bp = Blueprint("messages", __name__, url_prefix="/v1")
-
-MAX_MESSAGE_CHARS = 100_000
-
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
@@ -30,9 +27,7 @@ class MessagesRequest(BaseModel):
 
     @model_validator(mode="after")
     def _ends_with_a_question(self) -> MessagesRequest:
-        last = self.messages[-1]
-        if last.role != "user" or not last.content.strip():
-            raise ValueError("the last message must be a non-empty user message")
+        require_user_question(self.messages)
         return self
 
 

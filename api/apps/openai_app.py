@@ -20,7 +20,6 @@ an HTTP error with OpenAI's error object; a failure after it is an SSE event ``{
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import time
@@ -33,12 +32,12 @@ from quart import Blueprint, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from api.apps.completions import SSE_HEADERS
+from api.apps.sdk.chat import owned_chat
 from api.components import components
-from api.db.models import Dialog
-from api.db.services import chat_assistant_service
+from api.db.services import gateway_service
 from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService
 from api.errors import ApiError, RetCode, argument_error
-from api.utils.api_utils import json_body
+from api.utils.api_utils import json_body, sse_event
 from rag.llm.errors import LLMServiceError
 from rag.llm.types import ChatResult
 
@@ -168,10 +167,6 @@ def finish_reason_of(result: ChatResult | None) -> str:
     return (result.finish_reason if result is not None else None) or "stop"
 
 
-def reference_chunks(event: ChatEvent) -> list[dict[str, Any]]:
-    return list((event.reference or {}).get("chunks") or [])
-
-
 class Envelope:
     """What every object of one completion shares: id, creation time, model."""
 
@@ -183,7 +178,7 @@ class Envelope:
     def completion(self, event: ChatEvent, with_reference: bool) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": event.answer}
         if with_reference:
-            message["reference"] = reference_chunks(event)
+            message["reference"] = gateway_service.references_of(event)
         return {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
@@ -197,11 +192,7 @@ class Envelope:
                                              "finish_reason": finish_reason}]
         payload = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                    "model": self.model, "choices": choices, "usage": usage}
-        return sse(payload)
-
-
-def sse(payload: dict[str, Any]) -> str:
-    return "data: " + json.dumps(payload, ensure_ascii=False) + "\n\n"
+        return sse_event(payload)
 
 
 def unsent_tail(sent: str, final: str) -> str:
@@ -230,15 +221,11 @@ def unsent_tail(sent: str, final: str) -> str:
 # -- routes ---------------------------------------------------------------------------------------
 
 
-async def owned_dialog(chat_id: str) -> Dialog:
-    return await components().db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
-
-
 @bp.post("/<chat_id>/chat/completions")
 async def chat_completions(chat_id: str) -> Response:
     body = await json_body(CompletionRequest)
     turns = body.turns()
-    dialog = await owned_dialog(chat_id)
+    dialog = await owned_chat(chat_id)
     parts = components()
     message_id = uuid.uuid4().hex  # on the usage rows too, so an answer's accounting can be found by its id
     chat = ChatRequest(dialog=dialog, messages=turns, stream=body.stream, gen_conf=body.gen_conf(),
@@ -281,18 +268,18 @@ async def stream_chunks(envelope: Envelope, first: ChatEvent, events: AsyncItera
                 event = await anext(events, None)
     except Exception as error:  # noqa: BLE001 - any failure becomes an error event, never a hung stream
         log.exception("openai completion failed", extra={"fields": {"request_id": request_id}})
-        yield sse(error_object(f"{type(error).__name__}: {error}", "api_error", "internal_error"))
+        yield sse_event(error_object(f"{type(error).__name__}: {error}", "api_error", "internal_error"))
     yield "data: [DONE]\n\n"
 
 
 async def final_chunks(envelope: Envelope, event: ChatEvent, sent: str, with_reference: bool,
                        include_usage: bool) -> AsyncIterator[str]:
     if event.error is not None:
-        yield sse(llm_error_object(event.error))
+        yield sse_event(llm_error_object(event.error))
         return
     delta: dict[str, Any] = {"content": unsent_tail(sent, event.answer)}
     if with_reference:
-        delta["reference"] = reference_chunks(event)
+        delta["reference"] = gateway_service.references_of(event)
         if not event.answer.startswith(sent):
             delta["final_content"] = event.answer
     yield envelope.chunk(delta, finish_reason_of(event.result))
@@ -303,7 +290,7 @@ async def final_chunks(envelope: Envelope, event: ChatEvent, sent: str, with_ref
 @bp.get("/<chat_id>/models")
 async def list_models(chat_id: str) -> Response:
     """The one model that answers this chat, in OpenAI's list shape."""
-    dialog = await owned_dialog(chat_id)
+    dialog = await owned_chat(chat_id)
     model = dialog.llm_id or components().default_chat_model
     owner = model.rsplit("@", 1)[1] if "@" in model else "ragline"
     return jsonify({"object": "list", "data": [

@@ -25,13 +25,10 @@ from api.db.services import gateway_service
 from api.db.services.dialog_service import ChatEvent
 from api.db.services.gateway_service import GenerateOptions
 from api.errors import ApiError
-from api.utils.api_utils import describe_validation_error
+from api.utils.api_utils import MAX_MESSAGE_CHARS, describe_validation_error
 
 bp = Blueprint("ws", __name__)
 log = logging.getLogger("ragline.ws")
-
-MAX_MESSAGE_CHARS = 100_000
-
 
 class RequestMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore")

@@ -7,9 +7,10 @@ HTTP status a plain HTTP client expects. ``ApiError`` carries both and ``error_s
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from quart import Response, jsonify, request
 
 from api.errors import ApiError, RetCode, argument_error
@@ -108,3 +109,28 @@ class ListQuery(BaseModel):
     desc: Annotated[bool, BeforeValidator(parse_bool)] = True
     id: str | None = None
     name: str | None = None
+
+
+MAX_MESSAGE_CHARS = 100_000  # one chat message or question, on every door
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+
+
+def require_user_question(messages: list[Any]) -> None:
+    """Chat doors that take a message list answer its last turn, which must be a question."""
+    last = messages[-1]
+    if last.role != "user" or not last.content.strip():
+        raise ValueError("the last message must be a non-empty user message")
+
+
+def sse_event(data: Any, event: str | None = None) -> str:
+    """One Server-Sent Event (``event:`` line when named) with a JSON ``data:`` line."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from quart import Blueprint, Response, g
 
 from api.components import components
+from api.db.models import Dialog
 from api.db.services import chat_assistant_service
 from api.utils.api_utils import ListQuery, json_body, ok, query_args
 from rag.prompts import UnknownToneError, tone_instruction
@@ -85,6 +86,11 @@ class ChatIds(BaseModel):
 def _check_model(model_name: str | None) -> None:
     if model_name:
         components().check_chat_model(model_name)
+
+
+async def owned_chat(chat_id: str) -> Dialog:
+    """The caller's chat assistant ``chat_id`` (102 when it is missing or another tenant's)."""
+    return await components().db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
 
 
 @bp.post("")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, g
 
 from api.components import components
 from api.db.services import retrieval_service
-from api.utils.api_utils import json_body, ok
+from api.utils.api_utils import NonBlank, json_body, ok
 from rag.llm.errors import LLMServiceError
 from rag.prompts import keyword_extraction
 
@@ -22,7 +22,7 @@ class RetrievalRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     dataset_ids: list[str] = Field(..., min_length=1, max_length=256)
-    question: str = Field(..., max_length=MAX_QUESTION_CHARS)
+    question: NonBlank = Field(..., max_length=MAX_QUESTION_CHARS)
     document_ids: list[str] | None = Field(None, max_length=10_000)
     page: int = Field(1, ge=1)
     page_size: int = Field(30, ge=1, le=1000)
@@ -32,13 +32,6 @@ class RetrievalRequest(BaseModel):
     rerank_id: str | None = None
     keyword: bool = False
     highlight: bool = False
-
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 async def _with_keywords(question: str) -> str:

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, g
 
 from api.apps.completions import completion_response
+from api.apps.sdk.chat import owned_chat
 from api.components import components
 from api.db.services import chat_assistant_service, conversation_service
 from api.utils.api_utils import ListQuery, json_body, ok, query_args
@@ -46,14 +47,10 @@ class CompletionRequest(BaseModel):
     user_id: str | None = Field(None, max_length=255)
 
 
-async def _owned_chat(chat_id: str):
-    return await components().db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
-
-
 @bp.post("/<chat_id>/sessions")
 async def create_session(chat_id: str) -> Response:
     body = await json_body(NewSession)
-    chat = await _owned_chat(chat_id)
+    chat = await owned_chat(chat_id)
     opener = chat_assistant_service.to_api(chat)["prompt"]["opener"] or ""
     session = await components().db.run(conversation_service.create_session, g.tenant_id, chat_id, body.name,
                                         body.user_id, opener)
@@ -63,7 +60,7 @@ async def create_session(chat_id: str) -> Response:
 @bp.get("/<chat_id>/sessions")
 async def list_sessions(chat_id: str) -> Response:
     query = query_args(SessionQuery)
-    await _owned_chat(chat_id)
+    await owned_chat(chat_id)
     sessions = await components().db.run(
         conversation_service.list_sessions, g.tenant_id, chat_id, page=query.page, page_size=query.page_size,
         orderby=query.orderby, desc=query.desc, session_id=query.id, name=query.name, user_id=query.user_id,
@@ -74,7 +71,7 @@ async def list_sessions(chat_id: str) -> Response:
 @bp.put("/<chat_id>/sessions/<session_id>")
 async def rename_session(chat_id: str, session_id: str) -> Response:
     body = await json_body(SessionChanges)
-    await _owned_chat(chat_id)
+    await owned_chat(chat_id)
     session = await components().db.run(conversation_service.rename_session, g.tenant_id, chat_id, session_id,
                                         body.name)
     return ok(session)
@@ -83,7 +80,7 @@ async def rename_session(chat_id: str, session_id: str) -> Response:
 @bp.delete("/<chat_id>/sessions")
 async def delete_sessions(chat_id: str) -> Response:
     body = await json_body(SessionIds)
-    await _owned_chat(chat_id)
+    await owned_chat(chat_id)
     await components().db.run(conversation_service.delete_sessions, g.tenant_id, chat_id, body.ids)
     return ok(True)
 

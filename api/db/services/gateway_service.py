@@ -190,7 +190,7 @@ def usage_summary(parts: Components, event: ChatEvent) -> tuple[dict[str, int], 
 
 
 def references_of(event: ChatEvent) -> list[dict[str, Any]]:
-    return list((event.reference or {}).get("chunks", []))
+    return list((event.reference or {}).get("chunks") or [])
 
 
 def start_with_history(tenant_id: str, prior: list[dict[str, str]], name: str) -> str:
