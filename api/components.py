@@ -114,6 +114,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
         default_chat_model=settings.llm_model, api_base=settings.llm_api_base, openai_api_key=api_key,
         ollama_base_url=settings.ollama_base_url, timeout=settings.llm_timeout,
         max_retries=settings.llm_max_retries, rate_limit_rpm=settings.llm_rate_limit,
+        direct_streaming=settings.llm_direct_streaming,
     )
 
 

@@ -39,6 +39,7 @@ ENV_NAMES: dict[str, str] = {
     "llm_timeout": "LLM_TIMEOUT",
     "llm_max_retries": "LLM_MAX_RETRIES",
     "llm_rate_limit": "LLM_RATE_LIMIT",
+    "llm_direct_streaming": "LLM_DIRECT_STREAMING",
     "embedding_model": "EMBEDDING_MODEL",
     "max_content_length": "MAX_CONTENT_LENGTH",
     "worker_threads": "RAGLINE_WORKER_THREADS",
@@ -82,6 +83,7 @@ class Settings(BaseModel):
     llm_timeout: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_rate_limit: int = Field(0, ge=0)
+    llm_direct_streaming: bool = True
     embedding_model: str = "all-MiniLM-L6-v2@Builtin"
     max_content_length: int = Field(128 * 1024 * 1024, gt=0)
     worker_threads: int = Field(32, ge=1, le=512)

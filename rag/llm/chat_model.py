@@ -79,13 +79,7 @@ class LiteLLMChat:
         token = CURRENT_BUDGET.set(budget)
         try:
             async with asyncio.timeout(budget.remaining()):
-                return await self.router.acompletion(
-                    model=self.model_name,
-                    messages=messages,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    **gen_conf,
-                )
+                return await self.router.astream_chat(self.model_name, messages, gen_conf)
         except Exception as exc:
             raise self._error(exc, budget) from exc
         finally:
@@ -112,19 +106,20 @@ class LiteLLMChat:
                     break
                 except Exception as exc:
                     raise self._error(exc, budget) from exc
-                usage = _usage_of(getattr(chunk, "usage", None)) or usage
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                finish_reason = choice.finish_reason or finish_reason
-                answer, thought = splitter.feed(choice.delta.content or "")
-                thought = (getattr(choice.delta, "reasoning_content", None) or "") + thought
+                if chunk.usage:
+                    usage = TokenUsage(prompt_tokens=int(chunk.usage.get("prompt_tokens") or 0),
+                                       completion_tokens=int(chunk.usage.get("completion_tokens") or 0))
+                finish_reason = chunk.finish_reason or finish_reason
+                answer, thought = splitter.feed(chunk.text)
+                thought = chunk.reasoning + thought
                 if answer or thought:
                     yield ChatDelta(text=answer, reasoning=thought, attempts=attempts)
             answer, thought = splitter.flush()
             yield ChatDelta(text=answer, reasoning=thought, usage=usage, finish_reason=finish_reason,
                             attempts=attempts)
         finally:
+            with contextlib.suppress(Exception):
+                await chunks.aclose()
             with contextlib.suppress(Exception):
                 await stream.aclose()
 

@@ -51,13 +51,15 @@ class ModelRegistry:
         max_retries: int = 2,
         rate_limit_rpm: int = 0,
         default_chat_model: str | None = None,
+        direct_streaming: bool = True,
     ) -> None:
         self.provider_settings = provider_settings
         self.catalog = catalog
         self.timeout = timeout
         self.rate_limit_rpm = rate_limit_rpm
         self.default_chat_model = default_chat_model or EXTRACTIVE_MODEL
-        self.router: BudgetedRouter = build_router(timeout, max_retries, rate_limit_rpm > 0, catalog.fallbacks)
+        self.router: BudgetedRouter = build_router(timeout, max_retries, rate_limit_rpm > 0, catalog.fallbacks,
+                                                   direct_streaming)
         self.tenant_limiter = TenantRateLimiter(rate_limit_rpm)
         self._models: dict[tuple[str, str], Any] = {}
         self._specs: dict[str, ModelSpec] = {}
@@ -75,15 +77,17 @@ class ModelRegistry:
         rate_limit_rpm: int = 0,
         models_yaml_path: str | Path | None = DEFAULT_MODELS_YAML,
         fallbacks: dict[str, list[str]] | None = None,
+        direct_streaming: bool = True,
     ) -> ModelRegistry:
         """Build from settings values (LLM_MODEL, LLM_API_BASE, ... LLM_RATE_LIMIT).
 
         ``fallbacks`` (primary → models tried in order when it fails) adds to those of models.yaml.
+        ``direct_streaming`` False streams OpenAI-compatible answers through LiteLLM's wrapper too.
         """
         catalog = ModelCatalog.load(models_yaml_path)
         catalog.fallbacks = {**catalog.fallbacks, **(fallbacks or {})}
         settings = ProviderSettings(api_base=api_base, openai_api_key=openai_api_key, ollama_base_url=ollama_base_url)
-        return cls(settings, catalog, timeout, max_retries, rate_limit_rpm, default_chat_model)
+        return cls(settings, catalog, timeout, max_retries, rate_limit_rpm, default_chat_model, direct_streaming)
 
     async def aclose(self) -> None:
         """Close LiteLLM's cached HTTP clients at app shutdown, so none outlives the event loop.
@@ -91,6 +95,7 @@ class ModelRegistry:
         The registry is finished afterwards (its Router's clients are closed); a registry built
         later gets fresh clients.
         """
+        await self.router.aclose_streams()
         await close_litellm_async_clients()
         await _stop_litellm_logging_worker()
 

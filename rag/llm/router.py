@@ -11,6 +11,10 @@ things it cannot know are added here, through the two hooks it calls on every at
 
 Both live in a ``CallBudget`` put in a context variable by the caller (``call_budget``).
 
+Streamed chat answers go through ``astream_chat``: the same retries, fallbacks and rpm checks,
+but an OpenAI-compatible deployment's answer is read off the wire by ``rag.llm.sse_stream``
+instead of LiteLLM's per-chunk wrapper (the reason is measured there).
+
 The Router also looks up each deployment's model info twice per call and deep-copies LiteLLM's
 map entry each time (about 1 ms per call here); deployments never change once added, so the
 result is cached per deployment.
@@ -18,17 +22,22 @@ result is cached per deployment.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import litellm
 from litellm import Router
 
 from rag.llm.errors import retry_after_seconds
+from rag.llm.sse_stream import StreamPiece, open_chat_stream, speaks_openai
+
+STREAM_CONNECTIONS = 1000  # answers streaming at once from one process, per event loop
 
 
 @dataclass
@@ -57,9 +66,51 @@ class BudgetedRouter(Router):
     """A Router that counts attempts, never sleeps past the caller's deadline, and caches
     deployments' model info."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, direct_streaming: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.direct_streaming = direct_streaming
         self._model_info_cache: dict[tuple[Any, ...], dict] = {}
+        self._stream_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+    async def astream_chat(self, model: str, messages: list[dict], options: dict[str, Any]) -> Any:
+        """Open a streamed answer of ``model`` (a model group); an async iterable of
+        ``StreamPiece`` with ``aclose()``. Retries and fallbacks happen here, before the first
+        piece, exactly as in ``acompletion``."""
+        kwargs: dict[str, Any] = {"model": model, "messages": messages, "stream": True,
+                                  "stream_options": {"include_usage": True}, "ragline_options": options,
+                                  "original_function": self._open_chat_stream}
+        self._update_kwargs_before_fallbacks(model=model, kwargs=kwargs)
+        return await self.async_function_with_fallbacks(**kwargs)
+
+    async def _open_chat_stream(self, model: str, messages: list[dict], **kwargs: Any) -> Any:
+        """One attempt on one deployment of ``model`` (the Router's ``original_function``)."""
+        options = kwargs.pop("ragline_options", None) or {}
+        deployments = self.get_model_list(model_name=model) or []
+        if not self.direct_streaming or not deployments or not all(
+                speaks_openai(d["litellm_params"]) for d in deployments):
+            return LiteLLMPieces(await self._acompletion(model, messages, **kwargs, **options))
+        deployment = await self.async_get_available_deployment(model=model, messages=messages, request_kwargs=kwargs)
+        await self.async_routing_strategy_pre_call_checks(deployment=deployment, logging_obj=None,
+                                                          parent_otel_span=None)
+        self._update_kwargs_with_deployment(deployment=deployment, kwargs=kwargs)
+        return await open_chat_stream(self._stream_client(), deployment["litellm_params"], messages, options)
+
+    def _stream_client(self) -> httpx.AsyncClient:
+        """The HTTP client of the running loop (a connection belongs to the loop that opened it)."""
+        loop = asyncio.get_running_loop()
+        client = self._stream_clients.get(loop)
+        if client is None:
+            for stale in [other for other in self._stream_clients if other.is_closed()]:
+                del self._stream_clients[stale]
+            limits = httpx.Limits(max_connections=STREAM_CONNECTIONS, max_keepalive_connections=STREAM_CONNECTIONS)
+            client = self._stream_clients[loop] = httpx.AsyncClient(limits=limits)
+        return client
+
+    async def aclose_streams(self) -> None:
+        """Close the running loop's stream client (others belong to loops that are gone)."""
+        client = self._stream_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def get_router_model_info(self, deployment: Any, received_model_name: str, id: str | None = None) -> Any:
         deployment_id = id or ((deployment.get("model_info") or {}).get("id") if deployment is not None else None)
@@ -86,8 +137,31 @@ class BudgetedRouter(Router):
         return delay
 
 
+class LiteLLMPieces:
+    """LiteLLM's stream of a provider without an OpenAI-compatible endpoint, as ``StreamPiece``s."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._hidden_params: dict[str, Any] = {}
+
+    async def __aiter__(self) -> AsyncIterator[StreamPiece]:
+        async for chunk in self.stream:
+            usage = getattr(chunk, "usage", None)
+            piece = StreamPiece(usage={"prompt_tokens": usage.prompt_tokens,
+                                       "completion_tokens": usage.completion_tokens} if usage else None)
+            if chunk.choices:
+                choice = chunk.choices[0]
+                piece.text = choice.delta.content or ""
+                piece.reasoning = getattr(choice.delta, "reasoning_content", None) or ""
+                piece.finish_reason = choice.finish_reason
+            yield piece
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 def build_router(timeout: float, max_retries: int, rate_limited: bool,
-                 fallbacks: dict[str, list[str]]) -> BudgetedRouter:
+                 fallbacks: dict[str, list[str]], direct_streaming: bool = True) -> BudgetedRouter:
     """An empty Router; deployments are added per model on first use (``add_deployment``).
 
     Cooldowns are off: every model group has a single deployment, so cooling it down would
@@ -105,4 +179,5 @@ def build_router(timeout: float, max_retries: int, rate_limited: bool,
         disable_cooldowns=True,
         fallbacks=[{primary: list(targets)} for primary, targets in fallbacks.items()],
         routing_strategy="usage-based-routing-v2" if rate_limited else "simple-shuffle",
+        direct_streaming=direct_streaming,
     )

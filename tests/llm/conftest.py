@@ -55,8 +55,15 @@ def models_yaml(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=["direct", "litellm"])
+def stream_transport(request: pytest.FixtureRequest) -> str:
+    """Every model test runs on both stream transports: OpenAI-compatible SSE read directly,
+    and LiteLLM's stream wrapper (LLM_DIRECT_STREAMING=false, and every other provider)."""
+    return request.param
+
+
 @pytest.fixture
-def make_registry(stub_llm: StubLLMServer, models_yaml: Path) -> Callable[..., ModelRegistry]:
+def make_registry(stub_llm: StubLLMServer, models_yaml: Path, stream_transport: str) -> Callable[..., ModelRegistry]:
     """A registry routed to the stub; keyword arguments override from_config's."""
 
     def make(**overrides: object) -> ModelRegistry:
@@ -67,6 +74,7 @@ def make_registry(stub_llm: StubLLMServer, models_yaml: Path) -> Callable[..., M
             "timeout": 3.0,
             "max_retries": 2,
             "models_yaml_path": models_yaml,
+            "direct_streaming": stream_transport == "direct",
         }
         return ModelRegistry.from_config(**{**params, **overrides})
 

@@ -1,0 +1,114 @@
+"""The direct SSE transport for OpenAI-compatible streams (``rag.llm.sse_stream``) and the
+Router's choice between it and LiteLLM's wrapper. The behaviour both transports share
+(retries, faults, reasoning, cancellation) is covered by every test of this folder, which runs
+once per transport (``stream_transport`` in conftest)."""
+
+from __future__ import annotations
+
+import httpx
+import litellm
+import pytest
+
+from rag.llm.errors import RateLimitError, retry_after_seconds, translate_exception
+from rag.llm.router import LiteLLMPieces, build_router
+from rag.llm.sse_stream import SSEChatStream, piece_of, speaks_openai, status_error
+from tests.fixtures.stub_llm import StubLLMServer
+
+MESSAGES = [{"role": "user", "content": "tell me"}]
+
+
+def router_to(stub_llm: StubLLMServer, model: str, direct: bool = True):
+    router = build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={}, direct_streaming=direct)
+    router.set_model_list([{"model_name": "m", "litellm_params": {
+        "model": model, "api_base": stub_llm.api_base, "api_key": "k"}}])
+    return router
+
+
+async def read_all(stream) -> tuple[str, str, dict | None, str | None]:
+    text, reasoning, usage, finish = "", "", None, None
+    try:
+        async for piece in stream:
+            text += piece.text
+            reasoning += piece.reasoning
+            usage = piece.usage or usage
+            finish = piece.finish_reason or finish
+    finally:
+        await stream.aclose()
+    return text, reasoning, usage, finish
+
+
+async def test_openai_deployments_stream_without_litellm(stub_llm: StubLLMServer, monkeypatch) -> None:
+    """The point of the transport: LiteLLM's completion (and its per-chunk wrapper) is not
+    involved in an OpenAI-compatible stream at all."""
+
+    async def refuse(*args, **kwargs):
+        raise AssertionError("litellm.acompletion must not be called for a direct stream")
+
+    monkeypatch.setattr(litellm, "acompletion", refuse)
+    stub_llm.configure(reply="one two three")
+    router = router_to(stub_llm, "openai/stub-chat")
+    try:
+        stream = await router.astream_chat("m", MESSAGES, {"temperature": 0.5})
+        assert isinstance(stream, SSEChatStream)
+        text, _, usage, finish = await read_all(stream)
+    finally:
+        await router.aclose_streams()
+    assert text == "one two three" and finish == "stop"
+    assert usage == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    sent = stub_llm.chat_requests[0]
+    assert sent.body["model"] == "stub-chat" and sent.body["temperature"] == 0.5
+    assert sent.body["stream_options"] == {"include_usage": True}
+    assert sent.headers["authorization"] == "Bearer k"
+
+
+@pytest.mark.parametrize("model, direct", [("hosted_vllm/stub-chat", True), ("openai/stub-chat", False)])
+async def test_other_routes_and_the_switch_stream_through_litellm(stub_llm: StubLLMServer, model: str,
+                                                                  direct: bool) -> None:
+    stub_llm.configure(reply="one two three")
+    router = router_to(stub_llm, model, direct=direct)
+    stream = await router.astream_chat("m", MESSAGES, {})
+    assert isinstance(stream, LiteLLMPieces)
+    text, _, usage, _ = await read_all(stream)
+    assert text == "one two three" and usage["completion_tokens"] == 3
+
+
+async def test_both_transports_read_the_same_answer(stub_llm: StubLLMServer) -> None:
+    stub_llm.configure(reply="Alpha, beta; gamma!\n delta", reasoning="thinking hard", reasoning_format="field")
+    answers = []
+    for direct in (True, False):
+        router = router_to(stub_llm, "openai/stub-chat", direct=direct)
+        answers.append(await read_all(await router.astream_chat("m", MESSAGES, {})))
+        await router.aclose_streams()
+    (text, reasoning, usage, finish), (text_2, reasoning_2, usage_2, finish_2) = answers
+    assert (text, reasoning, finish) == (text_2, reasoning_2, finish_2)
+    assert usage["completion_tokens"] == usage_2["completion_tokens"]
+    assert answers[0][0] == "Alpha, beta; gamma!\n delta" and answers[0][1] == "thinking hard"
+
+
+def test_pieces_read_reasoning_under_either_name() -> None:
+    chunk = {"choices": [{"delta": {"content": "a", "reasoning": "r"}, "finish_reason": None}]}
+    assert (piece_of(chunk).text, piece_of(chunk).reasoning) == ("a", "r")
+    chunk["choices"][0]["delta"]["reasoning_content"] = "rc"
+    assert piece_of(chunk).reasoning == "rc"
+    usage_only = piece_of({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+    assert usage_only.text == "" and usage_only.usage["completion_tokens"] == 2
+
+
+def test_a_refusal_becomes_the_error_litellm_would_raise() -> None:
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    limited = httpx.Response(429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "7"},
+                             request=request)
+    error = status_error(limited, "m")
+    assert isinstance(error, litellm.RateLimitError) and retry_after_seconds(error) == 7
+    typed = translate_exception(error, "m@OpenAI")
+    assert isinstance(typed, RateLimitError) and "slow down" in str(typed)
+    too_long = httpx.Response(400, json={"error": {"message": "maximum context length is 8192"}}, request=request)
+    assert isinstance(status_error(too_long, "m"), litellm.ContextWindowExceededError)
+    gateway = httpx.Response(502, text="<html>bad gateway</html>", request=request)
+    assert isinstance(status_error(gateway, "m"), litellm.InternalServerError)
+
+
+def test_only_the_openai_route_is_read_directly() -> None:
+    assert speaks_openai({"model": "openai/gpt-4o-mini"})
+    assert not speaks_openai({"model": "ollama_chat/llama3"})
+    assert not speaks_openai({"model": "anthropic/claude-3-5-haiku"})
