@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -31,6 +33,59 @@ SQLITE_PRAGMAS = {
     "busy_timeout": 30_000,
     "cache_size": -16_000,
 }
+
+
+WRITE_STATEMENT = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+
+
+class SerializedSqliteDatabase(SqliteDatabase):
+    """SQLite whose writers queue on a lock in this process instead of in SQLite's busy handler.
+
+    SQLite lets one writer in at a time; the others retry in its busy handler, which sleeps
+    1, 2, 5 ... up to 100 ms between tries. Under a burst of answers being stored the lock
+    was free most of the time while its waiters slept, and every worker thread ended up
+    asleep in ``BEGIN``, with reads queued behind them. A Python lock wakes the next writer
+    the moment the last one commits. Writers in other processes still meet in the busy handler.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._writer = threading.Lock()
+        self._holder = threading.local()
+
+    def _take(self) -> None:
+        self._writer.acquire()
+        self._holder.held = True
+
+    def _give(self) -> None:
+        if getattr(self._holder, "held", False):
+            self._holder.held = False
+            self._writer.release()
+
+    def begin(self, lock_type: str | None = None) -> None:
+        self._take()
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            self._give()
+            raise
+
+    def commit(self) -> None:
+        super().commit()  # a failed commit keeps the lock: peewee rolls back next, which gives it
+        self._give()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._give()
+
+    def execute_sql(self, sql: str, params=None):
+        """A write outside a transaction (autocommit) takes the lock for its one statement."""
+        if getattr(self._holder, "held", False) or self.in_transaction() or not WRITE_STATEMENT.match(sql):
+            return super().execute_sql(sql, params)
+        with self._writer:
+            return super().execute_sql(sql, params)
 
 
 def _server_params(url: str) -> dict:
@@ -59,8 +114,8 @@ def connect_database(url: str, max_connections: int = 32) -> Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # IMMEDIATE: a transaction that reads then writes takes the write lock up front; a
         # deferred one fails at once with "database is locked" when another writer got there first.
-        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=30,
-                              lock_type="IMMEDIATE")
+        return SerializedSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=30,
+                                        lock_type="IMMEDIATE")
     pool = {"max_connections": max_connections, "stale_timeout": 300, "timeout": 30}
     if scheme == "mysql":
         return PooledMySQLDatabase(_database_name(url), charset="utf8mb4", **pool, **_server_params(url))
@@ -91,7 +146,7 @@ class MetaDB:
 
     @property
     def backend(self) -> str:
-        return {"SqliteDatabase": "sqlite"}.get(type(self.database).__name__, self.url.split("://", 1)[0])
+        return "sqlite" if isinstance(self.database, SqliteDatabase) else self.url.split("://", 1)[0]
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` synchronously with a connection held (worker threads, CLI).
