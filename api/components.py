@@ -7,8 +7,13 @@ its own set (its own data dir, its own database) and two apps never share state.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from quart import current_app
 
@@ -23,11 +28,35 @@ from api.utils.llm_bridge import EmbeddedQuestion, SyncLLMWrapper
 from rag.llm.errors import LLMServiceError
 from rag.llm.registry import ModelRegistry
 from rag.nlp.search import Dealer
+from rag.svr.embed_batcher import EmbeddingBatcher
 from rag.utils.doc_store import create_doc_store
 from rag.utils.doc_store_conn import DocStoreConnection
 from rag.utils.storage import LocalStorage, Storage
+from rag.utils.token_utils import num_tokens
 
 EXTENSION_KEY = "ragline"
+COMPUTE_NICENESS = 10  # how much lower than the event loop's the compute threads' priority is
+T = TypeVar("T")
+
+
+def _lower_thread_priority() -> None:
+    """Let the kernel prefer the event loop (and I/O threads) over a busy compute thread, so a
+    saturated CPU delays searches instead of every stream. Linux only; elsewhere a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPUTE_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
+def build_compute_pool(threads: int) -> ThreadPoolExecutor:
+    """The threads CPU-bound searches run in: as many as there are cores (0), at lower priority.
+
+    Kept apart from the default pool, where database calls wait, so a burst of searches can
+    neither queue the database behind it nor start more CPU work than there are cores.
+    """
+    workers = threads or os.cpu_count() or 1
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ragline-compute",
+                              initializer=_lower_thread_priority)
 
 
 @dataclass
@@ -41,6 +70,12 @@ class Components:
     usage: UsageService
     dealer: Dealer
     metrics: Metrics = field(default_factory=Metrics)
+    compute: ThreadPoolExecutor = field(default_factory=lambda: build_compute_pool(0))
+    question_batcher: EmbeddingBatcher = field(default_factory=EmbeddingBatcher)
+
+    async def run_compute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the compute pool (CPU-bound work: searches)."""
+        return await asyncio.get_running_loop().run_in_executor(self.compute, functools.partial(fn, *args, **kwargs))
 
     def health_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """One probe per component, each raising when that component is unhealthy."""
@@ -59,8 +94,14 @@ class Components:
         return self.registry.default_chat_model
 
     def bundle(self, tenant_id: str, model_name: str | None, kind: str = "chat") -> LLMBundle:
-        """``model_name`` of ``kind`` for ``tenant_id``'s requests, with usage written to the DB."""
-        return LLMBundle(self.registry, tenant_id, model_name, MeteredUsageSink(self.usage, self.metrics), kind)
+        """``model_name`` of ``kind`` for ``tenant_id``'s requests, with usage written to the DB.
+
+        A local (sync) embedding or rerank model computes in the compute pool, below the loop's
+        priority, like the searches it serves.
+        """
+        executor = self.compute if kind != "chat" else None
+        return LLMBundle(self.registry, tenant_id, model_name, MeteredUsageSink(self.usage, self.metrics), kind,
+                         executor=executor)
 
     def sync_view(self, bundle: LLMBundle) -> SyncLLMWrapper:
         """The bundle as blocking code in a worker thread calls it (retrieval, citations).
@@ -70,9 +111,14 @@ class Components:
         return SyncLLMWrapper(bundle, asyncio.get_running_loop(), self.settings.llm_timeout)
 
     async def embedded_question(self, tenant_id: str, model_name: str, question: str) -> EmbeddedQuestion:
-        """The question's embedding, computed now, in the form retrieval's thread asks for it."""
-        vector, tokens = await self.bundle(tenant_id, model_name, "embedding").encode_queries(question)
-        return EmbeddedQuestion(question, vector, tokens)
+        """The question's embedding, computed now, in the form retrieval's thread asks for it.
+
+        Questions asked at the same time are embedded in one model call (one usage row per
+        call): a batch of 30 short questions costs the local model little more than one.
+        """
+        bundle = self.bundle(tenant_id, model_name, "embedding")
+        vectors = await self.question_batcher.encode((tenant_id, model_name), bundle, [question])
+        return EmbeddedQuestion(question, vectors[0], num_tokens(question))
 
     def check_chat_model(self, model_name: str) -> None:
         """Refuse a chat model the registry cannot route (102 naming it) before it is stored."""
@@ -83,10 +129,12 @@ class Components:
             raise data_error(f"Model {model_name!r} is not supported: {error}") from None
 
     async def aclose(self) -> None:
+        await self.question_batcher.close()
         await self.registry.aclose()
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
+        self.compute.shutdown(wait=True, cancel_futures=True)
         self.doc_store.close()
         self.db.close()
 
@@ -105,6 +153,7 @@ def build_components(settings: Settings) -> Components:
         storage=LocalStorage(settings.data_dir / "files"),
         registry=build_registry(settings),
         usage=UsageService(db),
+        compute=build_compute_pool(settings.compute_threads),
     )
 
 

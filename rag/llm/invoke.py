@@ -19,16 +19,21 @@ import contextlib
 import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
 from typing import Any
 
 _ITEM, _END, _ERROR = "item", "end", "error"
 
 
-async def call_model(method: Callable[..., Any], *args: Any) -> Any:
-    """The result of a non-streaming model method, never blocking the loop."""
+async def call_model(method: Callable[..., Any], *args: Any, executor: Executor | None = None) -> Any:
+    """The result of a non-streaming model method, never blocking the loop (a sync method runs
+    in ``executor``, by default the loop's default pool)."""
     if inspect.iscoroutinefunction(method):
         return await method(*args)
-    result = await asyncio.to_thread(method, *args)
+    if executor is None:
+        result = await asyncio.to_thread(method, *args)
+    else:
+        result = await asyncio.get_running_loop().run_in_executor(executor, method, *args)
     if inspect.isawaitable(result):
         return await result
     return result

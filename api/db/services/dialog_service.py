@@ -226,7 +226,7 @@ class DialogService:
         embedder = await self.parts.embedded_question(dialog.tenant_id, embd_id, question)
         reranker = (self.parts.sync_view(self.parts.bundle(dialog.tenant_id, dialog.rerank_id, "rerank"))
                     if dialog.rerank_id else None)
-        return await asyncio.to_thread(
+        return await self.parts.run_compute(
             self.parts.dealer.retrieval, question, embedder, dialog.tenant_id, dialog.kb_ids, 1, dialog.top_n,
             similarity_threshold=dialog.similarity_threshold,
             vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k, rerank_mdl=reranker,
@@ -262,7 +262,8 @@ class DialogService:
             while True:
                 wait = max(last_emit + COALESCE_SECONDS - time.perf_counter(), 0.0) if pending else None
                 try:
-                    delta = await asyncio.wait_for(deltas.get(), wait)
+                    async with asyncio.timeout(wait):  # no task per delta, unlike wait_for on 3.11
+                        delta = await deltas.get()
                 except TimeoutError:
                     delta = ""  # time to show what is pending
                 if delta is None:

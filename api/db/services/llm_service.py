@@ -15,6 +15,7 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -90,8 +91,10 @@ class LLMBundle:
         dialog_id: str | None = None,
         conversation_id: str | None = None,
         message_id: str | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.registry = registry
+        self.executor = executor  # where a sync model's encode/similarity run (None: the default pool)
         self.tenant_id = tenant_id
         self.kind = kind
         self.model_name = model_name or (registry.default_chat_model if kind == "chat" else "")
@@ -232,7 +235,7 @@ class LLMBundle:
     async def _timed(self, method: Any, *args: Any) -> Any:
         started = time.perf_counter()
         try:
-            value, tokens = await call_model(method, *args)
+            value, tokens = await call_model(method, *args, executor=self.executor)
         except asyncio.CancelledError:
             await self._record(latency_ms=_ms_since(started), outcome="cancelled")
             raise
