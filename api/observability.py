@@ -57,7 +57,7 @@ class Metrics:
             ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.chat_steps = Histogram(
-            "ragline_chat_step_seconds", "Steps of an answer: refine, keywords, retrieval, prompt, first_token",
+            "ragline_chat_step_seconds", "Steps of an answer: history, refine, keywords, retrieval, prompt, first_token",
             ["step"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.task_queue = Gauge(

@@ -21,8 +21,9 @@ Run: ``.venv/bin/python -m tests.bench.chat_load`` (200 sessions, 60 s); shorter
 
 Prints errors (target 0), the loop-lag p99 under load vs idle (target ≤ 20 ms), the server
 overhead in time to first token = client TTFT − stub first-token delay − retrieval time (target
-p50 ≤ 10 ms), and the steps of DialogService that can be seen from outside. Refine, keywords and
-prompt building are timed inside DialogService but not exported (see ``UNEXPOSED_STEPS``).
+p50 ≤ 10 ms), and the per-step breakdown of an answer read from the server's
+``ragline_chat_step_seconds`` histograms (history, refine, keywords, retrieval, prompt, first
+token), taken between scrapes of ``/metrics`` around the baseline and the load.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.bench.loop_lag import lag_buckets, quantile
 from tests.conftest import free_port, wait_for_url
@@ -49,7 +51,8 @@ SCIFACT = Path("/work/shared/data/scifact")
 STUB_MODEL = "stub-chat@OpenAI-API-Compatible"
 EMBEDDING_MODEL = "all-MiniLM-L6-v2@Builtin"
 TENANT = "bench"
-UNEXPOSED_STEPS = ("refine", "keywords", "prompt")
+STEP_METRIC = "ragline_chat_step_seconds"
+STEPS = ("history", "refine", "keywords", "retrieval", "prompt", "first_token")
 
 
 @dataclass
@@ -155,24 +158,31 @@ def stop(process: subprocess.Popen) -> None:
 # -- 3. the load ---------------------------------------------------------------------------------
 
 
-async def create(client: httpx.AsyncClient, path: str, body: dict) -> dict:
-    reply = (await client.post(path, json=body)).json()
+async def create(client: aiohttp.ClientSession, path: str, body: dict) -> dict:
+    async with client.post(path, json=body) as response:
+        reply = await response.json()
     if reply["code"] != 0:
         raise RuntimeError(f"POST {path}: {reply}")
     return reply["data"]
 
 
-async def ask_streaming(client: httpx.AsyncClient, chat_id: str, session_id: str, question: str) -> Answer:
+async def metrics(client: aiohttp.ClientSession) -> str:
+    async with client.get("/metrics") as response:
+        return await response.text()
+
+
+async def ask_streaming(client: aiohttp.ClientSession, chat_id: str, session_id: str, question: str) -> Answer:
     """One streamed answer; anything but a clean stream ending with ``data: true`` is an error."""
     answer, closed = Answer(), False
     started = time.perf_counter()
     body = {"question": question, "stream": True, "session_id": session_id}
     try:
-        async with client.stream("POST", f"/api/v1/chats/{chat_id}/completions", json=body) as response:
-            if response.status_code != 200:
-                answer.error = f"HTTP {response.status_code}"
+        async with client.post(f"/api/v1/chats/{chat_id}/completions", json=body) as response:
+            if response.status != 200:
+                answer.error = f"HTTP {response.status}"
                 return answer
-            async for line in response.aiter_lines():
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
                 if not line.startswith("data:"):
                     continue
                 event = json.loads(line[5:])
@@ -183,7 +193,7 @@ async def ask_streaming(client: httpx.AsyncClient, chat_id: str, session_id: str
                 elif event["data"].get("answer") and answer.ttft_ms is None:
                     answer.ttft_ms = (time.perf_counter() - started) * 1000
                     answer.message_id = event["data"].get("id")
-    except httpx.HTTPError as error:
+    except aiohttp.ClientError as error:
         answer.error = f"{type(error).__name__}: {error}"
     answer.total_ms = (time.perf_counter() - started) * 1000
     if answer.error is None and not closed:
@@ -193,18 +203,18 @@ async def ask_streaming(client: httpx.AsyncClient, chat_id: str, session_id: str
     return answer
 
 
-async def ask_openai_streaming(client: httpx.AsyncClient, chat_id: str, question: str) -> Answer:
+async def ask_openai_streaming(client: aiohttp.ClientSession, chat_id: str, question: str) -> Answer:
     """One streamed answer through the OpenAI-compatible route (no session storage)."""
     answer, done = Answer(), False
     started = time.perf_counter()
     body = {"model": "any", "stream": True, "messages": [{"role": "user", "content": question}]}
     try:
-        async with client.stream("POST", f"/api/v1/chats_openai/{chat_id}/chat/completions",
-                                 json=body) as response:
-            if response.status_code != 200:
-                answer.error = f"HTTP {response.status_code}"
+        async with client.post(f"/api/v1/chats_openai/{chat_id}/chat/completions", json=body) as response:
+            if response.status != 200:
+                answer.error = f"HTTP {response.status}"
                 return answer
-            async for line in response.aiter_lines():
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
                 if line == "data: [DONE]":
                     done = True
                 elif line.startswith("data: "):
@@ -214,7 +224,7 @@ async def ask_openai_streaming(client: httpx.AsyncClient, chat_id: str, question
                     elif answer.ttft_ms is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                         answer.ttft_ms = (time.perf_counter() - started) * 1000
                         answer.message_id = chunk["id"].removeprefix("chatcmpl-")
-    except httpx.HTTPError as error:
+    except aiohttp.ClientError as error:
         answer.error = f"{type(error).__name__}: {error}"
     answer.total_ms = (time.perf_counter() - started) * 1000
     if answer.error is None and not done:
@@ -224,7 +234,7 @@ async def ask_openai_streaming(client: httpx.AsyncClient, chat_id: str, question
     return answer
 
 
-async def openai_worker(client: httpx.AsyncClient, chat_id: str, questions: list[str], deadline: float,
+async def openai_worker(client: aiohttp.ClientSession, chat_id: str, questions: list[str], deadline: float,
                         turns: int, load: Load, seed: int) -> None:
     """Single-turn questions through the OpenAI route until the deadline (``turns`` is unused)."""
     rng = random.Random(seed)
@@ -232,14 +242,14 @@ async def openai_worker(client: httpx.AsyncClient, chat_id: str, questions: list
         load.answers.append(await ask_openai_streaming(client, chat_id, rng.choice(questions)))
 
 
-async def session_worker(client: httpx.AsyncClient, chat_id: str, questions: list[str], deadline: float,
+async def session_worker(client: aiohttp.ClientSession, chat_id: str, questions: list[str], deadline: float,
                          turns: int, load: Load, seed: int) -> None:
     """Ask questions in a session (a fresh one every ``turns`` questions) until the deadline."""
     rng = random.Random(seed)
     while time.monotonic() < deadline:
         try:
             session = await create(client, f"/api/v1/chats/{chat_id}/sessions", {"name": f"bench-{seed}"})
-        except (httpx.HTTPError, RuntimeError) as error:
+        except (aiohttp.ClientError, RuntimeError) as error:
             load.answers.append(Answer(error=f"session: {error}"))
             await asyncio.sleep(0.1)
             continue
@@ -252,7 +262,7 @@ async def session_worker(client: httpx.AsyncClient, chat_id: str, questions: lis
 WORKERS = {"session": session_worker, "openai": openai_worker}
 
 
-async def run_load(client: httpx.AsyncClient, chat_id: str, questions: list[str], sessions: int, seconds: float,
+async def run_load(client: aiohttp.ClientSession, chat_id: str, questions: list[str], sessions: int, seconds: float,
                    turns: int, api: str, grace: float) -> Load:
     """Workers ask until ``seconds`` pass; answers still running ``grace`` seconds later are
     cancelled and counted as errors, so an overloaded server cannot stretch the run unboundedly."""
@@ -269,27 +279,53 @@ async def run_load(client: httpx.AsyncClient, chat_id: str, questions: list[str]
     return load
 
 
+def step_buckets(metrics_text: str) -> dict[str, list[tuple[float, float]]]:
+    """Cumulative (upper bound, count) pairs of each step's histogram, by step."""
+    steps: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == STEP_METRIC:
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    steps.setdefault(sample.labels["step"], []).append((float(sample.labels["le"]), sample.value))
+    return steps
+
+
+def step_quantiles(before: dict, after: dict, q: float) -> dict[str, float]:
+    """Each step's q-quantile in ms over the answers between two scrapes (absent steps: none ran)."""
+    empty = [(bound, 0.0) for bound, _ in next(iter(after.values()), [])]
+    return {step: quantile(before.get(step, empty), after[step], q) * 1000 for step in after
+            if after[step][-1][1] > dict(before.get(step, empty)).get(float("inf"), 0.0)}
+
+
 async def measure(url: str, key: str, kb_id: str, questions: list[str], args: argparse.Namespace) -> dict:
-    limits = httpx.Limits(max_connections=args.sessions + 10, max_keepalive_connections=args.sessions + 10)
-    timeout = httpx.Timeout(120, connect=30)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits,
-                                 timeout=timeout) as client:
+    # aiohttp, not httpx: at 200 streams httpx took half a core here, CPU the server then lacked.
+    connector = aiohttp.TCPConnector(limit=args.sessions + 10)
+    timeout = aiohttp.ClientTimeout(total=120, connect=30)
+    async with aiohttp.ClientSession(base_url=url, headers={"Authorization": f"Bearer {key}"}, connector=connector,
+                                     timeout=timeout) as client:
         chat = await create(client, "/api/v1/chats", {"name": "scifact-bench", "dataset_ids": [kb_id]})
         session = await create(client, f"/api/v1/chats/{chat['id']}/sessions", {"name": "warm-up"})
         warm_up = await ask_streaming(client, chat["id"], session["id"], questions[0])  # loads the models
         if warm_up.error:
             raise RuntimeError(f"the warm-up question failed: {warm_up.error}")
+        steps_before_baseline = step_buckets(await metrics(client))
         baseline = await run_load(client, chat["id"], questions, 1, args.baseline_seconds, args.turns, args.api,
                                   args.grace)
-        idle_before = lag_buckets((await client.get("/metrics")).text)
+        metrics_text = await metrics(client)
+        steps_after_baseline = step_buckets(metrics_text)
+        idle_before = lag_buckets(metrics_text)
         await asyncio.sleep(3)
-        idle_after = lag_buckets((await client.get("/metrics")).text)
+        idle_after = lag_buckets(await metrics(client))
         started = time.perf_counter()
         load = await run_load(client, chat["id"], questions, args.sessions, args.seconds, args.turns, args.api,
                               args.grace)
         elapsed = time.perf_counter() - started
-        load_after = lag_buckets((await client.get("/metrics")).text)
-    return {"baseline": baseline, "load": load, "elapsed": elapsed,
+        metrics_text = await metrics(client)
+        load_after, steps_after_load = lag_buckets(metrics_text), step_buckets(metrics_text)
+    steps = {"base p50": step_quantiles(steps_before_baseline, steps_after_baseline, 0.5)}
+    for q in (0.5, 0.9, 0.99):
+        steps[f"load p{round(q * 100)}"] = step_quantiles(steps_after_baseline, steps_after_load, q)
+    return {"baseline": baseline, "load": load, "elapsed": elapsed, "steps": steps,
             "lag_idle_p99_ms": quantile(idle_before, idle_after, 0.99) * 1000,
             "lag_load_p99_ms": quantile(idle_after, load_after, 0.99) * 1000,
             "lag_load_p50_ms": quantile(idle_after, load_after, 0.50) * 1000}
@@ -358,8 +394,12 @@ def print_report(result: dict, rows: dict[str, dict], args: argparse.Namespace) 
               f"{pct(values, 0.99):>10.1f}")
     print(f"(joined with usage rows: load {len(under_load['client TTFT'])}/{len(load.answers)}, "
           f"baseline {len(alone['client TTFT'])}/{len(baseline.answers)})")
-    print(f"not exported by the server: {', '.join(UNEXPOSED_STEPS)} "
-          "(refine and keywords are off in the chat's defaults; prompt is inside 'rest')")
+    print(f"\n{'steps of DialogService (server histograms), ms':<50}" + "".join(f"{c:>10}" for c in result["steps"]))
+    for step in STEPS:
+        values = [result["steps"][column].get(step) for column in result["steps"]]
+        if any(v is not None for v in values):
+            print(f"{step:<50}" + "".join(f"{v:>10.1f}" if v is not None else f"{'-':>10}" for v in values))
+    print("(refine and keywords run only when the chat enables them; history runs beside retrieval)")
     overhead = under_load["server overhead (TTFT - stub delay - retrieval)"]
     base_overhead = alone["server overhead (TTFT - stub delay - retrieval)"]
     if overhead and base_overhead:

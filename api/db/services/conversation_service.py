@@ -171,8 +171,15 @@ async def _history_and_knowledge(parts: Components, dialog_service: DialogServic
                                  ) -> tuple[Turn, dict[str, Any] | None]:
     """Store the question and load the history; when retrieval needs no LLM step first, fetch
     the knowledge at the same time instead of after."""
+    async def timed_history() -> Turn:
+        started = time.perf_counter()
+        try:
+            return await parts.db.run(start_turn, conversation_id, question)
+        finally:
+            state.timings["history_ms"] = round((time.perf_counter() - started) * 1000, 3)
+
     if not dialog_service.retrieves_the_question_as_asked(dialog):
-        return await parts.db.run(start_turn, conversation_id, question), None
+        return await timed_history(), None
 
     async def timed_retrieval() -> dict[str, Any]:
         started = time.perf_counter()
@@ -183,7 +190,7 @@ async def _history_and_knowledge(parts: Components, dialog_service: DialogServic
 
     retrieval = asyncio.ensure_future(timed_retrieval())
     try:
-        turn = await parts.db.run(start_turn, conversation_id, question)
+        turn = await timed_history()
     except BaseException:
         retrieval.cancel()
         raise
