@@ -303,7 +303,8 @@ async def measure(url: str, key: str, kb_id: str, questions: list[str], args: ar
     timeout = aiohttp.ClientTimeout(total=120, connect=30)
     async with aiohttp.ClientSession(base_url=url, headers={"Authorization": f"Bearer {key}"}, connector=connector,
                                      timeout=timeout) as client:
-        chat = await create(client, "/api/v1/chats", {"name": "scifact-bench", "dataset_ids": [kb_id]})
+        prompt = {"refine_multiturn": args.refine, "keyword": args.keywords}
+        chat = await create(client, "/api/v1/chats", {"name": "scifact-bench", "dataset_ids": [kb_id], "prompt": prompt})
         session = await create(client, f"/api/v1/chats/{chat['id']}/sessions", {"name": "warm-up"})
         warm_up = await ask_streaming(client, chat["id"], session["id"], questions[0])  # loads the models
         if warm_up.error:
@@ -421,6 +422,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SCIFACT)
     parser.add_argument("--max-docs", type=int, default=None, help="index only the first N corpus documents")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "ragline-bench-cache")
+    parser.add_argument("--refine", action="store_true", help="turn the chat's refine_multiturn on (one LLM call)")
+    parser.add_argument("--keywords", action="store_true", help="turn the chat's keyword step on (one LLM call)")
     parser.add_argument("--first-token-delay", type=float, default=0.2)
     parser.add_argument("--tokens-per-second", type=float, default=50)
     parser.add_argument("--log-lines", type=int, default=20, help="server log lines to print after errors")
