@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import litellm
+from litellm.utils import get_optional_params
 
 OPENAI_PREFIX = "openai/"
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
@@ -95,6 +96,16 @@ class SSEChatStream:
         await self.response.aclose()
 
 
+def wire_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The generation options as LiteLLM would send them to this model: its own mapping, so
+    e.g. ``max_tokens`` becomes ``max_completion_tokens`` for OpenAI's reasoning models and an
+    option the model refuses raises the same ``UnsupportedParamsError``."""
+    mapped = get_optional_params(model=model, custom_llm_provider="openai", **options)
+    mapped.pop("stream", None)
+    extra = mapped.pop("extra_body", None) or {}
+    return {**mapped, **extra}
+
+
 async def open_chat_stream(client: httpx.AsyncClient, litellm_params: dict[str, Any], messages: list[dict],
                            options: dict[str, Any]) -> SSEChatStream:
     """POST the request and wait for the response head; a refusal raises the typed error.
@@ -102,6 +113,7 @@ async def open_chat_stream(client: httpx.AsyncClient, litellm_params: dict[str, 
     ``options`` are the request's generation options (temperature, max_tokens ...).
     """
     model = str(litellm_params["model"]).removeprefix(OPENAI_PREFIX)
+    options = wire_options(model, options)
     url = (litellm_params.get("api_base") or DEFAULT_OPENAI_BASE).rstrip("/") + "/chat/completions"
     headers = {"Accept": "text/event-stream"}
     if api_key := litellm_params.get("api_key"):

@@ -11,7 +11,7 @@ import pytest
 
 from rag.llm.errors import RateLimitError, retry_after_seconds, translate_exception
 from rag.llm.router import LiteLLMPieces, build_router
-from rag.llm.sse_stream import SSEChatStream, piece_of, speaks_openai, status_error
+from rag.llm.sse_stream import SSEChatStream, piece_of, speaks_openai, status_error, wire_options
 from tests.fixtures.stub_llm import StubLLMServer
 
 MESSAGES = [{"role": "user", "content": "tell me"}]
@@ -106,6 +106,13 @@ def test_a_refusal_becomes_the_error_litellm_would_raise() -> None:
     assert isinstance(status_error(too_long, "m"), litellm.ContextWindowExceededError)
     gateway = httpx.Response(502, text="<html>bad gateway</html>", request=request)
     assert isinstance(status_error(gateway, "m"), litellm.InternalServerError)
+
+
+def test_options_are_mapped_as_litellm_maps_them() -> None:
+    assert wire_options("gpt-4o-mini", {"max_tokens": 9, "temperature": 0.2}) == {"max_tokens": 9, "temperature": 0.2}
+    assert wire_options("o3-mini", {"max_tokens": 9}) == {"max_completion_tokens": 9}
+    with pytest.raises(litellm.UnsupportedParamsError):
+        wire_options("o3-mini", {"temperature": 0.2})
 
 
 def test_only_the_openai_route_is_read_directly() -> None:
