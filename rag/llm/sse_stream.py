@@ -17,6 +17,7 @@ treat LiteLLM's own.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -114,9 +115,11 @@ async def open_chat_stream(client: httpx.AsyncClient, litellm_params: dict[str, 
     """
     model = str(litellm_params["model"]).removeprefix(OPENAI_PREFIX)
     options = wire_options(model, options)
-    url = (litellm_params.get("api_base") or DEFAULT_OPENAI_BASE).rstrip("/") + "/chat/completions"
+    base = (litellm_params.get("api_base") or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+            or DEFAULT_OPENAI_BASE)  # the same fallbacks LiteLLM's OpenAI route reads
+    url = base.rstrip("/") + "/chat/completions"
     headers = {"Accept": "text/event-stream"}
-    if api_key := litellm_params.get("api_key"):
+    if api_key := litellm_params.get("api_key") or os.environ.get("OPENAI_API_KEY"):
         headers["Authorization"] = f"Bearer {api_key}"
     body = {**options, "model": model, "messages": messages, "stream": True,
             "stream_options": {"include_usage": True}}
