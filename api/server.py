@@ -7,14 +7,21 @@ On a stop signal hypercorn stops accepting connections, gives in-flight requests
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+import sys
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from quart import Quart
 
 from api.app import create_app
+from api.components import EXTENSION_KEY
 from api.settings import Settings
+
+log = logging.getLogger("ragline.server")
+GIL_SWITCH_INTERVAL = 0.001  # seconds; CPython's default is 0.005
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -27,9 +34,41 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
+async def warm_up_and_freeze(app: Quart) -> None:
+    """Load the default embedding model now, then exclude everything loaded so far from
+    garbage collection.
+
+    Measured under chat load: full collections took 200–460 ms each, every few seconds,
+    walking the model's, LiteLLM's and the libraries' objects that live as long as the
+    process; every stream stalled meanwhile. ``gc.freeze()`` moves them out of the
+    collector's reach. Loading the model first (in the compute pool, so the model's own
+    threads inherit its lower priority) puts it among them and spares the first question the
+    wait. A model that cannot load is left to fail, with its reason, where it is used.
+    """
+    parts = app.extensions[EXTENSION_KEY]
+    try:
+        model = parts.registry.embedding_model(parts.settings.embedding_model)
+        if hasattr(model, "warm_up"):
+            await parts.run_compute(model.warm_up)
+    except Exception:  # noqa: BLE001 - a start-up nicety; the model's users report the failure
+        log.warning("could not warm up %s", parts.settings.embedding_model, exc_info=True)
+    gc.freeze()
+
+
 async def serve_until(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set (tests set it; ``run`` ties it to the signals)."""
+    """Serve until ``stop`` is set (tests set it; ``run`` ties it to the signals).
+
+    The serving process hands the GIL over every millisecond instead of five: with searches
+    and database calls in threads, the loop otherwise waits up to a whole interval each time
+    it needs the GIL back (chat_load: TTFT overhead p50 91 → 67 ms under the same load).
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     app = create_app(settings)
+
+    @app.before_serving
+    async def _warm_up() -> None:  # after the app's own start-up, registered first
+        await warm_up_and_freeze(app)
+
     await serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
 
 

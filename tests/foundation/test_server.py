@@ -103,3 +103,21 @@ def test_cli_token_create_prints_a_working_key_last(tmp_path: Path) -> None:
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0
     assert "created tenant 'default'" not in output
+
+
+async def test_serving_warms_the_embedding_model_and_freezes_the_startup_heap(app, parts) -> None:
+    """What ``serve_until`` runs after start-up: the default (builtin) model loaded, in the
+    compute pool, and the objects alive so far moved out of the garbage collector's reach."""
+    import gc
+
+    from api.server import warm_up_and_freeze
+    from rag.llm.embedding_model import BuiltinEmbedding
+
+    model = parts.registry.embedding_model(parts.settings.embedding_model)
+    assert isinstance(model, BuiltinEmbedding)
+    gc.unfreeze()
+    try:
+        await warm_up_and_freeze(app.app)
+        assert model._model is not None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the test process keeps collecting as usual
