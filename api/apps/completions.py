@@ -53,7 +53,7 @@ async def _session_for(dialog: Dialog, session_id: str | None, user_id: str | No
     if session_id:
         return session_id, None
     opener = chat_assistant_service.to_api(dialog)["prompt"]["opener"] or ""
-    session = await parts.db.run(conversation_service.create_session, g.tenant_id, dialog.id,
+    session = await parts.db.write(conversation_service.create_session, g.tenant_id, dialog.id,
                                  (question or "New session")[:255], user_id, opener)
     return session["id"], opener
 

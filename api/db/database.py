@@ -13,6 +13,7 @@ import asyncio
 import functools
 import re
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -141,6 +142,8 @@ class MetaDB:
             )
         self.url = url
         self.database = connect_database(url, max_connections=max_connections)
+        self._write_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())
         database_proxy.initialize(self.database)
         MetaDB._bound = self
 
@@ -164,6 +167,23 @@ class MetaDB:
         """Run ``fn`` in the worker pool with a connection held; the loop stays free."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(self.call, fn, *args, **kwargs))
+
+    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``run`` for a function that writes, for the writes every answer makes.
+
+        SQLite takes one writer at a time, so writers of this loop wait their turn here, on the
+        loop, instead of each holding a worker thread blocked on the write lock: 200 answers
+        being stored at once otherwise fill the pool, and the reads of new requests queue
+        behind them. MySQL and PostgreSQL lock rows, so their writers go straight to the pool.
+        """
+        if not isinstance(self.database, SqliteDatabase):
+            return await self.run(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        gate = self._write_gates.get(loop)
+        if gate is None:
+            gate = self._write_gates[loop] = asyncio.Lock()
+        async with gate:
+            return await self.run(fn, *args, **kwargs)
 
     def ping(self) -> None:
         self.call(lambda: self.database.execute_sql("SELECT 1").fetchone())

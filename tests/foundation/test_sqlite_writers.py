@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,3 +83,26 @@ def test_reads_do_not_wait_for_a_writer(database) -> None:
         thread.start()
         thread.join(5)
         assert seen == [1]  # WAL: the reader sees the last commit while the writer holds the lock
+
+
+async def test_writers_of_one_loop_take_turns_on_the_loop_not_in_the_pool(tmp_path: Path) -> None:
+    """``MetaDB.write`` on SQLite lets one writer into the worker pool at a time, so a burst of
+    writes cannot occupy every worker thread while reads wait."""
+    from api.db.database import MetaDB
+
+    db = MetaDB("sqlite:///" + str(tmp_path / "m.db"))
+    inside, most_inside = 0, 0
+
+    def slow_write() -> None:
+        nonlocal inside, most_inside
+        inside += 1
+        most_inside = max(most_inside, inside)
+        threading.Event().wait(0.01)
+        inside -= 1
+
+    try:
+        await asyncio.gather(*(db.write(slow_write) for _ in range(8)))
+        read = await db.run(lambda: 42)
+    finally:
+        db.close()
+    assert most_inside == 1 and read == 42

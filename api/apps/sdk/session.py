@@ -52,7 +52,7 @@ async def create_session(chat_id: str) -> Response:
     body = await json_body(NewSession)
     chat = await owned_chat(chat_id)
     opener = chat_assistant_service.to_api(chat)["prompt"]["opener"] or ""
-    session = await components().db.run(conversation_service.create_session, g.tenant_id, chat_id, body.name,
+    session = await components().db.write(conversation_service.create_session, g.tenant_id, chat_id, body.name,
                                         body.user_id, opener)
     return ok(session)
 

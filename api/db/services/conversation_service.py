@@ -174,7 +174,7 @@ async def _history_and_knowledge(parts: Components, dialog_service: DialogServic
     async def timed_history() -> Turn:
         started = time.perf_counter()
         try:
-            return await parts.db.run(start_turn, conversation_id, question)
+            return await parts.db.write(start_turn, conversation_id, question)
         finally:
             state.timings["history_ms"] = round((time.perf_counter() - started) * 1000, 3)
 
@@ -229,6 +229,6 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
                         message_id=turn.message_id)
     finally:
         saving = asyncio.ensure_future(
-            parts.db.run(finish_turn, turn, state.answer, state.reference, status, error_text))
+            parts.db.write(finish_turn, turn, state.answer, state.reference, status, error_text))
         parts.metrics.observe_steps(state.timings)
         await asyncio.shield(saving)

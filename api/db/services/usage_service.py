@@ -60,7 +60,7 @@ class UsageService:
         self.db = db
 
     async def record(self, row: UsageRow) -> None:
-        await self.db.run(lambda: Usage.create(**asdict(row)))
+        await self.db.write(lambda: Usage.create(**asdict(row)))
 
     def rows(self, tenant_id: str) -> list[Usage]:
         """Rows of a tenant, oldest first (sync; call through ``db.call``/``db.run``)."""
