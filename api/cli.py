@@ -101,7 +101,7 @@ async def _run_worker(settings: Settings, args: argparse.Namespace) -> None:
                                 poll_interval=args.poll, lease_ms=int(args.lease * 1000),
                                 handlers={KIND_LLM_JOB: run_job})
         executor.start()
-        print(f"ragline worker {executor.worker_id}: {args.concurrency} pipeline(s), "
+        print(f"ragline worker {executor.worker_id}: {args.concurrency} parsing at once, "
               f"database {parts.db.backend}", flush=True)
         await stop.wait()
         await executor.stop(grace=settings.graceful_timeout)
@@ -290,7 +290,7 @@ def _add_worker_parser(commands: argparse._SubParsersAction) -> None:
         description="Parse, chunk, embed and index queued documents. Any number of workers (and servers) "
                     "may share one database; a task whose worker died is picked up again after its lease.",
     )
-    worker.add_argument("--concurrency", type=int, default=2, help="documents processed at once (default 2)")
+    worker.add_argument("--concurrency", type=int, default=2, help="documents parsed and chunked at once (default 2); how many wait for the model is RAGLINE_INGEST_DOCUMENTS_IN_FLIGHT")
     worker.add_argument("--id", default=None, help="worker id shown in the task table (default host:pid:random)")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between polls of an empty queue")
     worker.add_argument("--lease", type=float, default=60.0,

@@ -48,6 +48,7 @@ ENV_NAMES: dict[str, str] = {
     "log_level": "RAGLINE_LOG_LEVEL",
     "loop_lag_interval": "RAGLINE_LOOP_LAG_INTERVAL",
     "ingest_workers": "RAGLINE_INGEST_WORKERS",
+    "ingest_documents_in_flight": "RAGLINE_INGEST_DOCUMENTS_IN_FLIGHT",
 }
 
 DATABASE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
@@ -93,6 +94,7 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     loop_lag_interval: float = Field(0.1, gt=0, le=10)
     ingest_workers: int = Field(2, ge=0, le=64)
+    ingest_documents_in_flight: int = Field(128, ge=1, le=4096)
 
     @field_validator("llm_model", "embedding_model")
     @classmethod

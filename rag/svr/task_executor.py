@@ -6,8 +6,18 @@ every later write about a task go through ``task_service``'s fenced, atomic tran
 
 The event loop never blocks: database work goes through ``parts.db.run``, file storage, the
 parser, the chunker, row building and the chunk store through ``asyncio.to_thread``, and a
-sync embedding model runs in a thread while an async one is awaited. The pipelines of one
-executor share an ``EmbeddingBatcher``, so many small documents still make full model calls.
+sync embedding model runs on the batcher's one model thread while an async one is awaited.
+
+One executor keeps many documents in flight cheaply: a single claimer takes tasks from the queue
+(several per transaction) and starts a pipeline coroutine for each, while
+- at most ``concurrency`` documents are being loaded, parsed and chunked at once (the CPU
+  work, and the pipelines that hold a claim without having produced anything yet),
+- no new document is started while ``embed_backlog`` chunk texts already wait for the model
+  (so memory stays bounded whatever the documents' sizes), and
+- at most ``documents_in_flight`` tasks are held in all.
+Documents waiting for their vectors cost a coroutine and their chunk texts. All of them share
+an ``EmbeddingBatcher``, so a corpus of one- or two-chunk files still makes full model calls
+while parsing and indexing overlap with embedding. One heartbeat renews every held lease.
 
 Like RAGFlow's ``rag/svr/task_executor.py`` this module is the one place under ``rag/`` that
 uses the metadata service layer (``api.db``): it is the worker's entry point, not a library.
@@ -50,6 +60,7 @@ TaskHandler = Callable[[Any, Task, str], Awaitable[None]]
 is a plain function or a coroutine function."""
 
 INSERT_BATCH = 256
+DEFAULT_DOCUMENTS_IN_FLIGHT = 128
 PROGRESS_PARSING, PROGRESS_CHUNKING, PROGRESS_EMBED_END, PROGRESS_INDEXING = 0.1, 0.2, 0.9, 0.95
 
 
@@ -95,15 +106,35 @@ class _Stop(Exception):
         self.standing = standing
 
 
+class _Flow:
+    """Where an executor's documents are: the counts that decide when it claims more."""
+
+    def __init__(self, preparing: int = 0) -> None:
+        self.preparing = preparing  # claimed and not yet chunked (or a handler's task running)
+        self.unembedded = 0  # chunk texts produced and not yet embedded
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+
+    async def changed(self) -> None:
+        """Return at the next change of a count (call without an await since the last look)."""
+        self._changed.clear()
+        await self._changed.wait()
+
+
 @dataclass
 class _ParseJob:
-    """One claimed parse task and what its pipeline has done so far."""
+    """One claimed parse task, what its pipeline has done so far and what it holds of the flow."""
 
     task: Task
+    flow: _Flow = field(default_factory=lambda: _Flow(preparing=1))
     doc: Document | None = None
     kb: Knowledgebase | None = None
     started: float = field(default_factory=time.monotonic)
     touched_store: bool = False  # old chunks deleted / new ones written: cleanup needed on stop
+    preparing: bool = True  # holds one of the executor's preparation slots
+    unembedded: int = 0  # its chunk texts still waiting for vectors
 
     @property
     def doc_id(self) -> str:
@@ -113,15 +144,40 @@ class _ParseJob:
     def index(self) -> str:
         return index_name(self.task.tenant_id)
 
+    def chunked(self, texts: int) -> None:
+        """Prepared: the slot goes to the next document, the texts join the embedding backlog."""
+        self._leave_preparing()
+        self.unembedded += texts
+        self.flow.unembedded += texts
+        self.flow.notify()
+
+    def embedded(self, texts: int) -> None:
+        self.unembedded -= texts
+        self.flow.unembedded -= texts
+        self.flow.notify()
+
+    def leave_flow(self) -> None:
+        """Give back whatever the job still holds, however it ended."""
+        self._leave_preparing()
+        self.embedded(self.unembedded)
+
+    def _leave_preparing(self) -> None:
+        if self.preparing:
+            self.preparing = False
+            self.flow.preparing -= 1
+
 
 class TaskExecutor:
-    """Drains the task queue with ``concurrency`` pipelines on the running event loop.
+    """Drains the task queue on the running event loop, many documents in flight at once.
 
     ``start()``/``await stop()`` for a long-running worker; ``await run_once()`` processes one
-    task (tests, scripts). ``embedder`` maps ``(tenant_id, embd_id)`` to an embedding model;
-    by default the tenant's ``LLMBundle`` (``parts.bundle``), which also records usage.
-    ``handlers`` runs other kinds of task from the same queue (``llm_job`` → the gateway's
-    job runner): ``await handler(parts, task, worker_id)`` settles the task itself.
+    task (tests, scripts). ``concurrency`` documents are prepared (loaded, parsed, chunked) at
+    once; ``documents_in_flight`` (default: the ``ingest_documents_in_flight`` setting) bounds
+    the tasks held while they wait for the embedding model or are indexed. ``embedder`` maps
+    ``(tenant_id, embd_id)`` to an embedding model; by default the tenant's ``LLMBundle``
+    (``parts.bundle``), which also records usage. ``handlers`` runs other kinds of task from
+    the same queue (``llm_job`` → the gateway's job runner): ``await handler(parts, task,
+    worker_id)`` settles the task itself; it counts as a document being prepared while it runs.
     """
 
     def __init__(
@@ -134,6 +190,8 @@ class TaskExecutor:
         lease_ms: int = task_service.DEFAULT_LEASE_MS,
         max_attempts: int = task_service.DEFAULT_MAX_ATTEMPTS,
         embed_batch_size: int = 64,
+        documents_in_flight: int | None = None,
+        embed_backlog: int | None = None,
         embedder: EmbedderFactory | None = None,
         handlers: dict[str, TaskHandler] | None = None,
     ) -> None:
@@ -146,33 +204,52 @@ class TaskExecutor:
         self.lease_ms = lease_ms
         self.max_attempts = max_attempts
         self.embed_batch_size = embed_batch_size
-        self.embedder = embedder or (lambda tenant_id, embd_id: parts.bundle(tenant_id, embd_id, "embedding"))
+        self.documents_in_flight = max(concurrency, documents_in_flight or configured_in_flight(parts))
+        # Two full model calls' worth: one running, the next one filling up behind it.
+        self.embed_backlog = embed_backlog or 2 * embed_batch_size
+        self._batcher = EmbeddingBatcher(max_batch=embed_batch_size)
+        self.embedder = embedder or self._tenant_embedder
         self.handlers = dict(handlers or {})
         self.kinds = [task_service.KIND_PARSE, *self.handlers]
-        self._batcher = EmbeddingBatcher(max_batch=embed_batch_size)
+        self._flow = _Flow()
+        self._jobs: dict[str, asyncio.Task] = {}
         self._loops: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
+
+    def _tenant_embedder(self, tenant_id: str, embd_id: str) -> Any:
+        """The tenant's bundle, its local model pinned to the batcher's model thread."""
+        bundle = self.parts.bundle(tenant_id, embd_id, "embedding")
+        bundle.mdl = self._batcher.pinned(bundle.mdl)
+        return bundle
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the pipelines on the running loop; returns at once."""
+        """Start claiming on the running loop; returns at once."""
         if self._loops:
             raise RuntimeError("executor already started")
         self._stopping = asyncio.Event()
-        self._loops = [asyncio.create_task(self._drain(first=n == 0), name=f"ragline-worker-{n}")
-                       for n in range(self.concurrency)]
-        log.info("worker started", extra={"fields": {"worker": self.worker_id, "concurrency": self.concurrency}})
+        self._flow = _Flow()
+        self._loops = [asyncio.create_task(self._claim_loop(), name="ragline-worker-claim"),
+                       asyncio.create_task(self._heartbeat_loop(), name="ragline-worker-heartbeat")]
+        log.info("worker started", extra={"fields": {"worker": self.worker_id, "concurrency": self.concurrency,
+                                                      "in_flight": self.documents_in_flight}})
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; give running tasks ``grace`` seconds, then hand them back to the queue."""
         self._stopping.set()
         if not self._loops:
             return
-        _, pending = await asyncio.wait(self._loops, timeout=grace)
-        for loop_task in pending:
-            loop_task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        claimer, heartbeat = self._loops
+        await asyncio.gather(claimer, return_exceptions=True)
+        jobs = list(self._jobs.values())
+        if jobs:
+            _, pending = await asyncio.wait(jobs, timeout=grace)
+            for job in pending:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
         await self._batcher.close()
         self._loops = []
         log.info("worker stopped", extra={"fields": {"worker": self.worker_id}})
@@ -187,23 +264,60 @@ class TaskExecutor:
             log.info("reclaiming tasks of dead local workers", extra={"fields": {"tasks": expired}})
         return expired
 
-    async def _drain(self, first: bool) -> None:
-        if first:
-            try:
-                await self.expire_dead_claims()
-            except Exception:
-                log.exception("could not check for dead local workers")
+    async def _claim_loop(self) -> None:
+        """Take tasks whenever there is room for them, and start a pipeline for each."""
+        try:
+            await self.expire_dead_claims()
+        except Exception:
+            log.exception("could not check for dead local workers")
         while not self._stopping.is_set():
+            room = self._room()
+            if room == 0:
+                await self._wait_for(self._flow.changed())
+                continue
             try:
-                worked = await self.run_once()
+                tasks = await self.parts.db.run(task_service.claim_many, self.worker_id, self.kinds,
+                                                self.lease_ms, room)
             except Exception:  # a database outage must not kill the worker: log, wait, retry
                 log.exception("worker iteration failed", extra={"fields": {"worker": self.worker_id}})
-                worked = False
-            if not worked:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
-                except TimeoutError:
-                    pass
+                tasks = []
+            for task in tasks:
+                self._spawn(task)
+            if not tasks:
+                await self._wait_for(asyncio.sleep(self.poll_interval))
+
+    def _room(self) -> int:
+        """How many tasks to claim now: free preparation slots, unless the model is backed up."""
+        if self._flow.unembedded >= self.embed_backlog:
+            return 0
+        return max(0, min(self.concurrency - self._flow.preparing, self.documents_in_flight - len(self._jobs)))
+
+    async def _wait_for(self, waiter: Awaitable[Any]) -> None:
+        """Wait for ``waiter`` or for ``stop()``, whichever comes first."""
+        waiting = asyncio.ensure_future(waiter)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for pending in (waiting, stopping):
+            pending.cancel()
+
+    def _spawn(self, task: Task) -> None:
+        self._flow.preparing += 1  # counted before the coroutine runs, so _room sees it at once
+        job = asyncio.create_task(self._run_guarded(task, self._flow), name=f"ragline-task-{task.id}")
+        self._jobs[task.id] = job
+        job.add_done_callback(lambda _done, task_id=task.id: self._forget(task_id))
+
+    def _forget(self, task_id: str) -> None:
+        self._jobs.pop(task_id, None)
+        self._flow.notify()
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew every held lease in one write (a long parse or embedding has no check-ins)."""
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                await self.parts.db.run(task_service.heartbeat_many, list(self._jobs), self.worker_id)
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True, extra={"fields": {"worker": self.worker_id}})
 
     async def run_once(self) -> bool:
         """Claim and process one task; False when the queue had none for us."""
@@ -211,21 +325,38 @@ class TaskExecutor:
         if task is None:
             return False
         heartbeat = asyncio.create_task(self._heartbeat(task.id))
+        flow = _Flow(preparing=1)
+        try:
+            await self._run_claimed(task, flow)
+        finally:
+            heartbeat.cancel()
+        return True
+
+    async def _run_claimed(self, task: Task, flow: _Flow) -> None:
+        """Process a claimed task (counted as preparing by the caller); hand it back if cancelled."""
+        job = _ParseJob(task, flow=flow)  # for a handler's task, only its share of the flow
         try:
             handler = self.handlers.get(task.kind)
             if handler is not None:
                 await handler(self.parts, task, self.worker_id)
             else:
-                await self._process(_ParseJob(task))
+                await self._process(job)
         except asyncio.CancelledError:
             await self.parts.db.run(task_service.release, task.id, self.worker_id)
             raise
         finally:
-            heartbeat.cancel()
-        return True
+            job.leave_flow()
+
+    async def _run_guarded(self, task: Task, flow: _Flow) -> None:
+        """``_run_claimed`` for a pipeline of its own: an outage while settling is logged, and
+        the task, still running, is claimed again once its lease runs out."""
+        try:
+            await self._run_claimed(task, flow)
+        except Exception:
+            log.exception("worker iteration failed", extra={"fields": {"worker": self.worker_id, "task": task.id}})
 
     async def _heartbeat(self, task_id: str) -> None:
-        """Renew the lease while the pipeline works (a long parse or embedding has no check-ins)."""
+        """Renew one lease while ``run_once`` works on its task."""
         interval = self.lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
@@ -264,11 +395,8 @@ class TaskExecutor:
 
     async def _parse(self, job: _ParseJob) -> None:
         db = self.parts.db
-        loaded = await db.run(_load, job.doc_id)
-        if loaded is None:
-            raise _Stop(Standing.GONE)
-        job.doc, job.kb = loaded
-        self._check(await db.run(task_service.begin_parse, job.task.id, self.worker_id, job.doc_id))
+        job.doc, job.kb, standing = await db.run(_begin, job.task.id, self.worker_id, job.doc_id)
+        self._check(standing)
         data = await asyncio.to_thread(self.parts.storage.get, job.doc.location)
         await self._checkpoint(job, PROGRESS_PARSING, f"Parsing {job.doc.name}")
         sections = await asyncio.to_thread(parse, job.doc.name, data)
@@ -277,6 +405,7 @@ class TaskExecutor:
         chunks = await asyncio.to_thread(_chunk_unique, job.doc_id, sections, parser_config)
         if not chunks:
             raise ParseError("The file produced no chunks.")
+        job.chunked(len(chunks))
         vectors = await self._embed(job, chunks)
         rows = await asyncio.to_thread(_rows, job, chunks, vectors)
         await self._checkpoint(job, PROGRESS_INDEXING, f"Indexing {len(rows)} chunks")
@@ -296,6 +425,7 @@ class TaskExecutor:
                                               f"of {len(texts)}")
             key = (job.task.tenant_id, job.kb.embd_id)
             batches.append(await self._batcher.encode(key, model, texts[start:start + size]))
+            job.embedded(len(batches[-1]))
         return np.vstack(batches)
 
     async def _index(self, job: _ParseJob, rows: list[dict], dim: int) -> None:
@@ -357,10 +487,24 @@ class TaskExecutor:
             await self._remove_chunks(job)
 
 
+def configured_in_flight(parts: Any) -> int:
+    """The ``ingest_documents_in_flight`` setting, or the default for parts without settings."""
+    settings = getattr(parts, "settings", None)
+    return getattr(settings, "ingest_documents_in_flight", DEFAULT_DOCUMENTS_IN_FLIGHT)
+
+
 def _load(doc_id: str) -> tuple[Document, Knowledgebase] | None:
     doc = Document.get_or_none(Document.id == doc_id)
     kb = Knowledgebase.get_or_none(Knowledgebase.id == doc.kb_id) if doc else None
     return (doc, kb) if doc and kb else None
+
+
+def _begin(task_id: str, worker_id: str, doc_id: str) -> tuple[Document | None, Knowledgebase | None, Standing]:
+    """Load the document and mark it RUNNING: one trip to the database thread instead of two."""
+    loaded = _load(doc_id)
+    if loaded is None:
+        return None, None, Standing.GONE
+    return *loaded, task_service.begin_parse(task_id, worker_id, doc_id)
 
 
 def _chunk_unique(doc_id: str, sections: list, parser_config: dict) -> list[ChunkText]:

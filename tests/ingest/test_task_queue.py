@@ -126,3 +126,44 @@ def test_release_hands_the_task_back_without_counting_the_attempt(sqlite_db: Met
 
     again = sqlite_db.call(task_service.claim, "w2", ["parse"])
     assert (again.id, again.attempts, again.claimed_by) == (task.id, 1, "w2")
+
+
+def test_many_workers_claiming_several_tasks_at_once_never_share_one(queue_db: MetaDB) -> None:
+    tasks = queue_db.call(task_service.enqueue_parse, "t1", "kb1", [f"doc{n}" for n in range(40)])
+    claims: list[tuple[str, str]] = []
+    start = threading.Barrier(4)
+
+    def worker(name: str) -> None:
+        start.wait()
+        while claimed := queue_db.call(task_service.claim_many, name, ["parse"], 60_000, 3):
+            assert len(claimed) <= 3
+            claims.extend((task.id, name) for task in claimed)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(task_id for task_id, _ in claims) == sorted(t.id for t in tasks)  # each exactly once
+    rows = queue_db.call(lambda: {t.id: t for t in Task.select()})
+    assert all((rows[t].status, rows[t].claimed_by, rows[t].attempts) == ("running", name, 1) for t, name in claims)
+
+
+def test_claim_many_takes_the_oldest_first_and_renews_only_its_own_leases(sqlite_db: MetaDB) -> None:
+    tasks = sqlite_db.call(task_service.enqueue_parse, "t1", "kb1", ["d1", "d2", "d3"])
+    for age, task in zip((3000, 2000, 1000), tasks, strict=True):
+        sqlite_db.call(lambda t=task, a=age: Task.update(create_time=now_ms() - a).where(Task.id == t.id).execute())
+
+    first_two = sqlite_db.call(task_service.claim_many, "w1", ["parse"], 60_000, 2)
+    last = sqlite_db.call(task_service.claim_many, "w2", ["parse"], 60_000, 5)
+
+    assert [t.id for t in first_two] == [tasks[0].id, tasks[1].id]
+    assert [t.id for t in last] == [tasks[2].id]
+    assert sqlite_db.call(task_service.claim_many, "w3", ["parse"], 60_000, 5) == []
+    for task in tasks:
+        _age(sqlite_db, task.id, 30_000)
+    assert sqlite_db.call(task_service.heartbeat_many, [t.id for t in tasks], "w1") == 2
+    fresh = sqlite_db.call(lambda: {t.id: now_ms() - t.claimed_time < 10_000 for t in Task.select()})
+    assert fresh == {tasks[0].id: True, tasks[1].id: True, tasks[2].id: False}

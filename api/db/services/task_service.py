@@ -100,38 +100,56 @@ def claim(worker_id: str, kinds: list[str], lease_ms: int = DEFAULT_LEASE_MS) ->
     The returned task is ``running``, ``claimed_by`` the worker, ``attempts`` already counting
     this claim. Exactly one claimant wins each task, however many processes ask at once.
     """
+    tasks = claim_many(worker_id, kinds, lease_ms, limit=1)
+    return tasks[0] if tasks else None
+
+
+def claim_many(worker_id: str, kinds: list[str], lease_ms: int = DEFAULT_LEASE_MS, limit: int = 1) -> list[Task]:
+    """Up to ``limit`` of the oldest claimable tasks for ``worker_id``, oldest first, in one transaction.
+
+    A worker that keeps many small documents in flight refills several slots at once: one
+    write transaction instead of one per task (SQLite has one writer at a time).
+    """
+    if limit < 1:
+        return []
     database = _database()
     if isinstance(database, SqliteDatabase):
-        return _claim_sqlite(worker_id, kinds, lease_ms)
-    return _claim_skip_locked(worker_id, kinds, lease_ms)
+        return _claim_sqlite(worker_id, kinds, lease_ms, limit)
+    return _claim_skip_locked(worker_id, kinds, lease_ms, limit)
 
 
-def _claim_sqlite(worker_id: str, kinds: list[str], lease_ms: int) -> Task | None:
-    # IMMEDIATE takes the write lock at BEGIN: no other claimant can read the same candidate
-    # and update it between our SELECT and UPDATE; the UPDATE stays conditional regardless.
+def _claimed(ids: list[str]) -> list[Task]:
+    return list(Task.select().where(Task.id.in_(ids)).order_by(Task.create_time, Task.id)) if ids else []
+
+
+def _claim_sqlite(worker_id: str, kinds: list[str], lease_ms: int, limit: int) -> list[Task]:
+    # IMMEDIATE takes the write lock at BEGIN: no other claimant can read the same candidates
+    # and update them between our SELECT and UPDATE; the UPDATE stays conditional regardless.
     with Task._meta.database.atomic():
         now = now_ms()
-        candidate = (Task.select(Task.id).where(_claimable(kinds, lease_ms, now))
-                     .order_by(Task.create_time, Task.id).limit(1).first())
-        if candidate is None:
-            return None
-        won = (Task.update(status=RUNNING, claimed_by=worker_id, claimed_time=now, attempts=Task.attempts + 1,
-                           update_time=now)
-               .where((Task.id == candidate.id) & _claimable(kinds, lease_ms, now)).execute())
-        return Task.get_by_id(candidate.id) if won else None
+        ids = [task.id for task in Task.select(Task.id).where(_claimable(kinds, lease_ms, now))
+               .order_by(Task.create_time, Task.id).limit(limit)]
+        if not ids:
+            return []
+        (Task.update(status=RUNNING, claimed_by=worker_id, claimed_time=now, attempts=Task.attempts + 1,
+                     update_time=now)
+         .where(Task.id.in_(ids) & _claimable(kinds, lease_ms, now)).execute())
+        won = [task.id for task in Task.select(Task.id).where(
+            Task.id.in_(ids) & (Task.claimed_by == worker_id) & (Task.claimed_time == now) & (Task.status == RUNNING))]
+        return _claimed(won)
 
 
-def _claim_skip_locked(worker_id: str, kinds: list[str], lease_ms: int) -> Task | None:
+def _claim_skip_locked(worker_id: str, kinds: list[str], lease_ms: int, limit: int) -> list[Task]:
     with _database().atomic():
         now = now_ms()
-        candidate = (Task.select().where(_claimable(kinds, lease_ms, now))
-                     .order_by(Task.create_time, Task.id).limit(1)
-                     .for_update("FOR UPDATE SKIP LOCKED").first())
-        if candidate is None:
-            return None
+        ids = [task.id for task in Task.select(Task.id).where(_claimable(kinds, lease_ms, now))
+               .order_by(Task.create_time, Task.id).limit(limit)
+               .for_update("FOR UPDATE SKIP LOCKED")]
+        if not ids:
+            return []
         Task.update(status=RUNNING, claimed_by=worker_id, claimed_time=now, attempts=Task.attempts + 1,
-                    update_time=now).where(Task.id == candidate.id).execute()
-        return Task.get_by_id(candidate.id)
+                    update_time=now).where(Task.id.in_(ids)).execute()
+        return _claimed(ids)
 
 
 def _ours(task_id: str, worker_id: str):
@@ -144,6 +162,15 @@ def heartbeat(task_id: str, worker_id: str, progress: float | None = None) -> bo
     if progress is not None:
         changes["progress"] = progress
     return Task.update(**changes).where(_ours(task_id, worker_id)).execute() == 1
+
+
+def heartbeat_many(task_ids: list[str], worker_id: str) -> int:
+    """Renew the leases of all the tasks ``worker_id`` holds in one write; how many are still ours."""
+    if not task_ids:
+        return 0
+    return Task.update(claimed_time=now_ms()).where(
+        Task.id.in_(task_ids) & (Task.claimed_by == worker_id) & (Task.status == RUNNING)
+    ).execute()
 
 
 def standing(task_id: str, worker_id: str) -> Standing:
