@@ -96,10 +96,12 @@ class Components:
     def bundle(self, tenant_id: str, model_name: str | None, kind: str = "chat") -> LLMBundle:
         """``model_name`` of ``kind`` for ``tenant_id``'s requests, with usage written to the DB.
 
-        A local (sync) embedding or rerank model computes in the compute pool, below the loop's
-        priority, like the searches it serves.
+        A local (sync) embedding model computes in the compute pool, below the loop's priority,
+        like the searches it serves. A rerank model does not: a search in that pool reaches it
+        back through the loop, and with every compute thread holding such a search, none would
+        be left to rerank.
         """
-        executor = self.compute if kind != "chat" else None
+        executor = self.compute if kind == "embedding" else None
         return LLMBundle(self.registry, tenant_id, model_name, MeteredUsageSink(self.usage, self.metrics), kind,
                          executor=executor)
 

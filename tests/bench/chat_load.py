@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,67 +172,70 @@ async def metrics(client: aiohttp.ClientSession) -> str:
         return await response.text()
 
 
-async def ask_streaming(client: aiohttp.ClientSession, chat_id: str, session_id: str, question: str) -> Answer:
-    """One streamed answer; anything but a clean stream ending with ``data: true`` is an error."""
+async def read_stream(client: aiohttp.ClientSession, path: str, body: dict, read: Callable[[str, Answer, float], bool],
+                      closing: str) -> Answer:
+    """POST ``body`` and feed each line of the streamed reply, with the ms since the request, to
+    ``read``, which fills the answer and returns True on the closing line; anything but a clean
+    stream ending there is an error."""
     answer, closed = Answer(), False
     started = time.perf_counter()
-    body = {"question": question, "stream": True, "session_id": session_id}
     try:
-        async with client.post(f"/api/v1/chats/{chat_id}/completions", json=body) as response:
+        async with client.post(path, json=body) as response:
             if response.status != 200:
                 answer.error = f"HTTP {response.status}"
                 return answer
             async for raw in response.content:
-                line = raw.decode().rstrip("\r\n")
-                if not line.startswith("data:"):
-                    continue
-                event = json.loads(line[5:])
-                if event.get("code") != 0:
-                    answer.error = f"code {event.get('code')}: {event.get('message')}"
-                elif event["data"] is True:
-                    closed = True
-                elif event["data"].get("answer") and answer.ttft_ms is None:
-                    answer.ttft_ms = (time.perf_counter() - started) * 1000
-                    answer.message_id = event["data"].get("id")
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                closed = read(raw.decode().rstrip("\r\n"), answer, elapsed_ms) or closed
     except aiohttp.ClientError as error:
         answer.error = f"{type(error).__name__}: {error}"
     answer.total_ms = (time.perf_counter() - started) * 1000
     if answer.error is None and not closed:
-        answer.error = "the stream ended without its closing event"
+        answer.error = f"the stream ended without {closing}"
     if answer.error is None and answer.ttft_ms is None:
         answer.error = "no answer text"
     return answer
+
+
+def read_ragflow_line(line: str, answer: Answer, elapsed_ms: float) -> bool:
+    """A RAGFlow completion event: ``data:{code, message, data}``, closed by ``data: true``."""
+    if not line.startswith("data:"):
+        return False
+    event = json.loads(line[5:])
+    if event.get("code") != 0:
+        answer.error = f"code {event.get('code')}: {event.get('message')}"
+    elif event["data"] is True:
+        return True
+    elif event["data"].get("answer") and answer.ttft_ms is None:
+        answer.ttft_ms, answer.message_id = elapsed_ms, event["data"].get("id")
+    return False
+
+
+def read_openai_line(line: str, answer: Answer, elapsed_ms: float) -> bool:
+    """An OpenAI chunk: ``data: {...}``, closed by ``data: [DONE]``."""
+    if line == "data: [DONE]":
+        return True
+    if line.startswith("data: "):
+        chunk = json.loads(line[6:])
+        if "error" in chunk:
+            answer.error = f"error event: {chunk['error'].get('message')}"
+        elif answer.ttft_ms is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            answer.ttft_ms, answer.message_id = elapsed_ms, chunk["id"].removeprefix("chatcmpl-")
+    return False
+
+
+async def ask_streaming(client: aiohttp.ClientSession, chat_id: str, session_id: str, question: str) -> Answer:
+    """One streamed answer in a session (RAGFlow's completion route)."""
+    body = {"question": question, "stream": True, "session_id": session_id}
+    return await read_stream(client, f"/api/v1/chats/{chat_id}/completions", body, read_ragflow_line,
+                             "its closing event")
 
 
 async def ask_openai_streaming(client: aiohttp.ClientSession, chat_id: str, question: str) -> Answer:
     """One streamed answer through the OpenAI-compatible route (no session storage)."""
-    answer, done = Answer(), False
-    started = time.perf_counter()
     body = {"model": "any", "stream": True, "messages": [{"role": "user", "content": question}]}
-    try:
-        async with client.post(f"/api/v1/chats_openai/{chat_id}/chat/completions", json=body) as response:
-            if response.status != 200:
-                answer.error = f"HTTP {response.status}"
-                return answer
-            async for raw in response.content:
-                line = raw.decode().rstrip("\r\n")
-                if line == "data: [DONE]":
-                    done = True
-                elif line.startswith("data: "):
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        answer.error = f"error event: {chunk['error'].get('message')}"
-                    elif answer.ttft_ms is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                        answer.ttft_ms = (time.perf_counter() - started) * 1000
-                        answer.message_id = chunk["id"].removeprefix("chatcmpl-")
-    except aiohttp.ClientError as error:
-        answer.error = f"{type(error).__name__}: {error}"
-    answer.total_ms = (time.perf_counter() - started) * 1000
-    if answer.error is None and not done:
-        answer.error = "the stream ended without data: [DONE]"
-    if answer.error is None and answer.ttft_ms is None:
-        answer.error = "no answer text"
-    return answer
+    return await read_stream(client, f"/api/v1/chats_openai/{chat_id}/chat/completions", body, read_openai_line,
+                             "data: [DONE]")
 
 
 async def openai_worker(client: aiohttp.ClientSession, chat_id: str, questions: list[str], deadline: float,

@@ -152,8 +152,12 @@ def _claim_skip_locked(worker_id: str, kinds: list[str], lease_ms: int, limit: i
         return _claimed(ids)
 
 
+def _held_by(worker_id: str):
+    return (Task.claimed_by == worker_id) & (Task.status == RUNNING)
+
+
 def _ours(task_id: str, worker_id: str):
-    return (Task.id == task_id) & (Task.claimed_by == worker_id) & (Task.status == RUNNING)
+    return (Task.id == task_id) & _held_by(worker_id)
 
 
 def heartbeat(task_id: str, worker_id: str, progress: float | None = None) -> bool:
@@ -168,9 +172,7 @@ def heartbeat_many(task_ids: list[str], worker_id: str) -> int:
     """Renew the leases of all the tasks ``worker_id`` holds in one write; how many are still ours."""
     if not task_ids:
         return 0
-    return Task.update(claimed_time=now_ms()).where(
-        Task.id.in_(task_ids) & (Task.claimed_by == worker_id) & (Task.status == RUNNING)
-    ).execute()
+    return Task.update(claimed_time=now_ms()).where(Task.id.in_(task_ids) & _held_by(worker_id)).execute()
 
 
 def standing(task_id: str, worker_id: str) -> Standing:
