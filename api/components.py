@@ -24,10 +24,11 @@ from api.errors import data_error
 from api.observability import MeteredUsageSink, Metrics
 from api.settings import Settings
 from api.utils.auth import TenantResolver
-from api.utils.llm_bridge import EmbeddedQuestion, SyncLLMWrapper
+from api.utils.llm_bridge import SyncLLMWrapper
 from rag.llm.errors import LLMServiceError
 from rag.llm.registry import ModelRegistry
-from rag.nlp.search import Dealer
+from rag.nlp.search import Dealer, EmbeddedQuestion
+from rag.nlp.search_processes import SearchProcesses
 from rag.svr.embed_batcher import EmbeddingBatcher
 from rag.utils.doc_store import create_doc_store
 from rag.utils.doc_store_conn import DocStoreConnection
@@ -72,10 +73,21 @@ class Components:
     metrics: Metrics = field(default_factory=Metrics)
     compute: ThreadPoolExecutor = field(default_factory=lambda: build_compute_pool(0))
     question_batcher: EmbeddingBatcher = field(default_factory=EmbeddingBatcher)
+    search_processes: SearchProcesses | None = None
 
     async def run_compute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in the compute pool (CPU-bound work: searches)."""
         return await asyncio.get_running_loop().run_in_executor(self.compute, functools.partial(fn, *args, **kwargs))
+
+    async def search(self, question: str, query: EmbeddedQuestion, tenant_ids: str | list[str], kb_ids: list[str],
+                     page: int, page_size: int, *, rerank_mdl: Any = None, **options: Any) -> dict[str, Any]:
+        """``Dealer.retrieval`` for an embedded question: in a search process when there are any
+        (the embedded index), else in the compute pool. A search with a rerank model stays in
+        the pool, since it reaches that model back through this process's loop."""
+        args = (tenant_ids, kb_ids, page, page_size)
+        if self.search_processes is not None and rerank_mdl is None:
+            return await self.search_processes.retrieval(question, query.vector, query.tokens, *args, **options)
+        return await self.run_compute(self.dealer.retrieval, question, query, *args, rerank_mdl=rerank_mdl, **options)
 
     def health_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """One probe per component, each raising when that component is unhealthy."""
@@ -136,6 +148,8 @@ class Components:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
+        if self.search_processes is not None:
+            self.search_processes.close()
         self.compute.shutdown(wait=True, cancel_futures=True)
         self.doc_store.close()
         self.db.close()
@@ -156,7 +170,17 @@ def build_components(settings: Settings) -> Components:
         registry=build_registry(settings),
         usage=UsageService(db),
         compute=build_compute_pool(settings.compute_threads),
+        search_processes=build_search_processes(settings),
     )
+
+
+def build_search_processes(settings: Settings) -> SearchProcesses | None:
+    """Child processes for searches of the embedded index (``search_processes``: -1 one per
+    core, 0 none). Elasticsearch searches wait on the network, not the CPU: they stay in threads."""
+    count = settings.search_processes if settings.search_processes >= 0 else (os.cpu_count() or 1)
+    if count == 0 or settings.doc_engine != "sqlite":
+        return None
+    return SearchProcesses(count, settings.doc_engine, settings.data_dir, settings.es_host_list)
 
 
 def build_registry(settings: Settings) -> ModelRegistry:

@@ -43,7 +43,8 @@ async def warm_up_and_freeze(app: Quart) -> None:
     process; every stream stalled meanwhile. ``gc.freeze()`` moves them out of the
     collector's reach. Loading the model first (in the compute pool, so the model's own
     threads inherit its lower priority) puts it among them and spares the first question the
-    wait. A model that cannot load is left to fail, with its reason, where it is used.
+    wait. A model that cannot load is left to fail, with its reason, where it is used. The
+    search processes start here too, so no question waits for one to spawn.
     """
     parts = app.extensions[EXTENSION_KEY]
     try:
@@ -52,6 +53,8 @@ async def warm_up_and_freeze(app: Quart) -> None:
             await parts.run_compute(model.warm_up)
     except Exception:  # noqa: BLE001 - a start-up nicety; the model's users report the failure
         log.warning("could not warm up %s", parts.settings.embedding_model, exc_info=True)
+    if parts.search_processes is not None:
+        await parts.search_processes.warm_up()
     gc.freeze()
 
 

@@ -44,6 +44,7 @@ ENV_NAMES: dict[str, str] = {
     "max_content_length": "MAX_CONTENT_LENGTH",
     "worker_threads": "RAGLINE_WORKER_THREADS",
     "compute_threads": "RAGLINE_COMPUTE_THREADS",
+    "search_processes": "RAGLINE_SEARCH_PROCESSES",
     "graceful_timeout": "RAGLINE_GRACEFUL_TIMEOUT",
     "log_level": "RAGLINE_LOG_LEVEL",
     "loop_lag_interval": "RAGLINE_LOOP_LAG_INTERVAL",
@@ -90,6 +91,7 @@ class Settings(BaseModel):
     max_content_length: int = Field(128 * 1024 * 1024, gt=0)
     worker_threads: int = Field(32, ge=1, le=512)
     compute_threads: int = Field(0, ge=0, le=256)  # 0: one per core
+    search_processes: int = Field(-1, ge=-1, le=64)  # embedded index searches; -1: one per core, 0: in threads
     graceful_timeout: float = Field(10.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     loop_lag_interval: float = Field(0.1, gt=0, le=10)

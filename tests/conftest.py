@@ -126,6 +126,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides) -> Settings:
         overrides.setdefault("data_dir", tmp_path / "data")
         overrides.setdefault("port", free_port())
+        # Searches run in the compute threads unless a test asks for search processes: a spawned
+        # child costs about a second, per app (tests/retrieval/test_search_processes.py covers them).
+        overrides.setdefault("search_processes", 0)
         return load_settings(environ={}, **overrides)
 
     return make

@@ -91,22 +91,3 @@ class SyncLLMWrapper:
 
     def chat(self, system: str | None, history: list[dict], gen_conf: dict | None = None) -> Any:
         return self._call("chat", system, history, gen_conf or {})
-
-
-class EmbeddedQuestion:
-    """A question whose embedding was computed on the loop before retrieval went to a thread.
-
-    Retrieval in a worker thread asking a *sync* model through the bundle would need a second
-    worker thread while holding the first; with every worker holding a retrieval, none is left
-    to embed and all wait until the timeout. Embedding first, on the loop, breaks that cycle.
-    """
-
-    def __init__(self, question: str, vector: np.ndarray, tokens: int) -> None:
-        self.question = question
-        self.vector = vector
-        self.tokens = tokens
-
-    def encode_queries(self, text: str) -> tuple[np.ndarray, int]:
-        if text != self.question:
-            raise ValueError("EmbeddedQuestion only knows the question it was built for")
-        return self.vector, self.tokens

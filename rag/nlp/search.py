@@ -40,6 +40,26 @@ class Reranker(Protocol):
     def similarity(self, query: str, texts: list[str]) -> tuple[np.ndarray, int]: ...
 
 
+class EmbeddedQuestion:
+    """The query encoder of a search whose question was embedded before the search started.
+
+    Retrieval in a worker thread asking a *sync* model through the bundle would need a second
+    worker thread while holding the first; with every worker holding a retrieval, none is left
+    to embed and all wait until the timeout. Embedding first, on the loop, breaks that cycle,
+    and lets a search run in another process (``rag.nlp.search_processes``).
+    """
+
+    def __init__(self, question: str, vector: np.ndarray, tokens: int) -> None:
+        self.question = question
+        self.vector = vector
+        self.tokens = tokens
+
+    def encode_queries(self, text: str) -> tuple[np.ndarray, int]:
+        if text != self.question:
+            raise ValueError("EmbeddedQuestion only knows the question it was built for")
+        return self.vector, self.tokens
+
+
 def empty_result() -> dict[str, Any]:
     return {"total": 0, "chunks": [], "doc_aggs": []}
 

@@ -8,11 +8,12 @@ import httpx
 import pytest
 
 
-@pytest.fixture
-def settings(make_settings):
+@pytest.fixture(params=[0, 1], ids=["search-in-threads", "search-in-a-process"])
+def settings(make_settings, request):
     """Two worker threads: with retrieval asking the sync model from inside the pool, two
-    concurrent questions would hold both threads and wait for a third that never comes."""
-    return make_settings(worker_threads=2, llm_timeout=5, ingest_workers=0)
+    concurrent questions would hold both threads and wait for a third that never comes. Run
+    with searches in the compute threads and in one search process (eight questions queue)."""
+    return make_settings(worker_threads=2, llm_timeout=5, ingest_workers=0, search_processes=request.param)
 
 
 def test_concurrent_retrievals_on_a_tiny_pool_all_answer(live_server) -> None:

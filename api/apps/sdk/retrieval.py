@@ -51,11 +51,10 @@ async def retrieval() -> Response:
         question = await _with_keywords(body.question) if body.keyword else body.question
         reranker = parts.sync_view(parts.bundle(g.tenant_id, body.rerank_id, "rerank")) if body.rerank_id else None
         query_encoder = await parts.embedded_question(g.tenant_id, datasets[0].embd_id, question)
-        result = await parts.run_compute(
-            parts.dealer.retrieval, question, query_encoder, g.tenant_id, body.dataset_ids, body.page,
-            body.page_size, similarity_threshold=body.similarity_threshold,
-            vector_similarity_weight=body.vector_similarity_weight, top=body.top_k, doc_ids=body.document_ids,
-            rerank_mdl=reranker, highlight=body.highlight,
+        result = await parts.search(
+            question, query_encoder, g.tenant_id, body.dataset_ids, body.page, body.page_size, rerank_mdl=reranker,
+            similarity_threshold=body.similarity_threshold, vector_similarity_weight=body.vector_similarity_weight,
+            top=body.top_k, doc_ids=body.document_ids, highlight=body.highlight,
         )
     except LLMServiceError as error:
         raise retrieval_service.model_failure(error) from None

@@ -215,9 +215,9 @@ class DialogService:
         return bool(dialog.kb_ids) and not config.get("refine_multiturn") and not config.get("keyword")
 
     async def retrieve(self, dialog: Dialog, question: str) -> dict[str, Any]:
-        """The dialog's top chunks for ``question``: the question embedded on the loop first, then
-        the Dealer in a worker thread (a rerank model is reached back on the loop through
-        SyncLLMWrapper)."""
+        """The dialog's top chunks for ``question``: the question embedded first, then the Dealer
+        in a search process or a compute thread (``Components.search``; a rerank model is
+        reached back on the loop through SyncLLMWrapper)."""
         from api.db.services.knowledgebase_service import embedding_model_of
 
         embd_id = await self.parts.db.run(embedding_model_of, dialog.tenant_id, dialog.kb_ids)
@@ -226,10 +226,10 @@ class DialogService:
         embedder = await self.parts.embedded_question(dialog.tenant_id, embd_id, question)
         reranker = (self.parts.sync_view(self.parts.bundle(dialog.tenant_id, dialog.rerank_id, "rerank"))
                     if dialog.rerank_id else None)
-        return await self.parts.run_compute(
-            self.parts.dealer.retrieval, question, embedder, dialog.tenant_id, dialog.kb_ids, 1, dialog.top_n,
+        return await self.parts.search(
+            question, embedder, dialog.tenant_id, dialog.kb_ids, 1, dialog.top_n, rerank_mdl=reranker,
             similarity_threshold=dialog.similarity_threshold,
-            vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k, rerank_mdl=reranker,
+            vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k,
         )
 
     @staticmethod

@@ -1,0 +1,145 @@
+"""Searches of the embedded index in child processes (``SearchProcesses``): the same answers as
+a search in a thread, the writes made since seen, below the server's priority, and a killed
+child replaced without failing a question."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.nlp.search import Dealer, EmbeddedQuestion
+from rag.nlp.search_processes import SEARCH_NICENESS, SearchProcesses
+from rag.utils.doc_store import create_doc_store
+from rag.utils.doc_store_conn import DocStoreConnection, index_name, make_chunk_row
+
+TENANT, KB = "t1", "kb1"
+DIM = 8
+TEXTS = [
+    "Aspirin reduces the risk of heart attack.",
+    "Statins lower cholesterol in the blood.",
+    "The heart pumps blood through the body.",
+    "Volcanoes erupt molten rock.",
+]
+OPTIONS = {"similarity_threshold": 0.0, "vector_similarity_weight": 0.3}
+
+
+def vector(i: int) -> np.ndarray:
+    vec = np.full(DIM, 0.05, dtype=np.float32)
+    vec[i % DIM] = 1.0
+    return vec / np.linalg.norm(vec)
+
+
+def question(text: str, i: int) -> EmbeddedQuestion:
+    return EmbeddedQuestion(text, vector(i), 3)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DocStoreConnection:
+    built = create_doc_store("sqlite", tmp_path, None)
+    rows = [make_chunk_row(f"d{i}", KB, f"d{i}.txt", text, vector(i)) for i, text in enumerate(TEXTS)]
+    assert built.insert(rows, index_name(TENANT), KB) == []
+    yield built
+    built.close()
+
+
+@pytest.fixture
+async def searches(tmp_path: Path, store: DocStoreConnection):
+    pool = SearchProcesses(1, "sqlite", tmp_path)
+    yield pool
+    pool.close()
+
+
+async def search(pool: SearchProcesses, text: str, i: int) -> dict:
+    query = question(text, i)
+    return await pool.retrieval(text, query.vector, query.tokens, [TENANT], [KB], 1, 10, **OPTIONS)
+
+
+async def test_a_child_answers_exactly_as_a_thread_does(searches, store) -> None:
+    in_child = await search(searches, "heart blood", 2)
+    in_thread = Dealer(store).retrieval("heart blood", question("heart blood", 2), [TENANT], [KB], 1, 10, **OPTIONS)
+    assert in_child["total"] > 0
+    assert in_child == in_thread
+
+
+async def test_a_child_sees_the_writes_made_after_it_opened_the_index(searches, store) -> None:
+    assert all(c["doc_id"] != "new" for c in (await search(searches, "glacier ice", 5))["chunks"])
+    store.insert([make_chunk_row("new", KB, "new.txt", "Glacier ice melts in spring.", vector(5))], index_name(TENANT), KB)
+    found = await search(searches, "glacier ice", 5)
+    assert found["chunks"][0]["doc_id"] == "new"
+    store.delete({"doc_id": "new"}, index_name(TENANT), KB)
+    assert all(c["doc_id"] != "new" for c in (await search(searches, "glacier ice", 5))["chunks"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="niceness is read from /proc")
+async def test_children_run_below_the_serving_process_priority(searches) -> None:
+    pids = await searches.warm_up()
+    assert len(pids) == 1
+    assert os.getpriority(os.PRIO_PROCESS, pids[0]) == min(os.getpriority(os.PRIO_PROCESS, 0) + SEARCH_NICENESS, 19)
+
+
+async def test_a_killed_child_is_replaced_and_the_question_still_answered(searches) -> None:
+    [pid] = await searches.warm_up()
+    os.kill(pid, signal.SIGKILL)
+    found = await search(searches, "volcanoes", 3)
+    assert found["chunks"][0]["doc_id"] == "d3"
+    assert pid not in await searches.warm_up()
+
+
+def test_at_least_one_process() -> None:
+    with pytest.raises(ValueError):
+        SearchProcesses(0, "sqlite", Path("."))
+
+
+class RecordingDealer(Dealer):
+    """The components' own Dealer, counting the searches that ran in this process."""
+
+    def __init__(self, store: DocStoreConnection) -> None:
+        super().__init__(store)
+        self.calls = 0
+
+    def retrieval(self, *args, **kwargs) -> dict:
+        self.calls += 1
+        return super().retrieval(*args, **kwargs)
+
+
+class KeepOrder:
+    """A sync rerank model that scores by position and records the process it ran in."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+
+    def similarity(self, query: str, texts: list[str]) -> tuple[np.ndarray, int]:
+        self.pids.append(os.getpid())
+        return np.linspace(1.0, 0.5, len(texts)), 1
+
+
+async def test_components_search_in_a_process_unless_a_rerank_model_needs_this_one(make_settings, make_parts) -> None:
+    parts = make_parts(make_settings(search_processes=1))
+    assert parts.search_processes is not None
+    rows = [make_chunk_row(f"d{i}", KB, f"d{i}.txt", text, vector(i)) for i, text in enumerate(TEXTS)]
+    assert parts.doc_store.insert(rows, index_name(TENANT), KB) == []
+    parts.dealer = RecordingDealer(parts.doc_store)
+
+    found = await parts.search("heart blood", question("heart blood", 2), TENANT, [KB], 1, 10, **OPTIONS)
+    assert found["total"] > 0 and parts.dealer.calls == 0  # answered by the child
+
+    reranker = KeepOrder()
+    reranked = await parts.search("heart blood", question("heart blood", 2), TENANT, [KB], 1, 10,
+                                  rerank_mdl=reranker, **OPTIONS)
+    assert parts.dealer.calls == 1 and reranker.pids == [os.getpid()]
+    assert {c["chunk_id"] for c in reranked["chunks"]} == {c["chunk_id"] for c in found["chunks"]}
+
+
+def test_search_processes_only_for_the_embedded_index(make_settings) -> None:
+    from api.components import build_search_processes
+
+    assert build_search_processes(make_settings(search_processes=0)) is None
+    assert build_search_processes(make_settings(search_processes=2)).processes == 2
+    assert build_search_processes(make_settings(search_processes=-1)).processes == (os.cpu_count() or 1)
+    assert build_search_processes(make_settings(search_processes=2, doc_engine="elasticsearch",
+                                                es_hosts="http://127.0.0.1:9")) is None
