@@ -23,7 +23,14 @@ from rag.prompts.citations import (
     split_partial_citation,
     strip_invalid_citations,
 )
-from rag.prompts.context import join_knowledge, kb_prompt, message_fit_in
+from rag.prompts.context import (
+    join_knowledge,
+    kb_prompt,
+    knowledge_blocks,
+    message_fit_in,
+    messages_bound,
+    token_bound,
+)
 from rag.prompts.generator import chat_text, full_question, keyword_extraction
 from rag.prompts.system_prompt import (
     MissingVariableError,
@@ -48,11 +55,14 @@ __all__ = [
     "full_question",
     "join_knowledge",
     "kb_prompt",
+    "knowledge_blocks",
     "keyword_extraction",
     "message_fit_in",
+    "messages_bound",
     "repair_citations",
     "split_partial_citation",
     "split_reasoning",
     "strip_invalid_citations",
+    "token_bound",
     "tone_instruction",
 ]

@@ -2,7 +2,8 @@
 
 Token counts are tiktoken's cl100k (``rag.utils.token_utils``): exact for OpenAI models, a close
 estimate for others, which is why callers pass a budget with some headroom below the real
-context window.
+context window. Prompts are counted with ``prompt_tokens``, which remembers the pieces (template
+lines, chunks) it has counted before.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rag.utils.token_utils import num_tokens, truncate
+from rag.utils.token_utils import num_tokens, prompt_tokens, truncate
 
 KNOWLEDGE_SEPARATOR = "\n\n"
 # A chunk cut to fewer content tokens than this is dropped instead: such a fragment costs
@@ -58,13 +59,30 @@ def _truncate_clean(text: str, max_tokens: int) -> str:
 
 def _truncated_block(header: str, content: str, budget: int) -> str | None:
     """The block cut to ``budget`` tokens, or None when too little of its content would remain."""
-    room = budget - num_tokens(header)
+    room = budget - prompt_tokens(header)
     while room >= MIN_TRUNCATED_CONTENT_TOKENS:
         block = header + _truncate_clean(content, room)
-        if num_tokens(block) <= budget:
+        if num_tokens(block) <= budget:  # a fresh cut each try: not worth caching
             return block
         room -= 1
     return None
+
+
+def token_bound(text: str) -> int:
+    """At least ``num_tokens(text)``, without encoding: a byte-level BPE token covers one byte or
+    more, so no text has more tokens than UTF-8 bytes. Constant time for ASCII text."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def messages_bound(messages: Sequence[Mapping[str, Any]]) -> int:
+    """At least what ``message_fit_in`` would count for ``messages``, without encoding them."""
+    return sum(token_bound(str(m.get("content") or "")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def knowledge_blocks(chunks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every chunk as its numbered knowledge block, uncut."""
+    return [_block_header(index, chunk) + _first(chunk, "content_with_weight", "content")
+            for index, chunk in enumerate(chunks)]
 
 
 def kb_prompt(chunks: Sequence[Mapping[str, Any]], max_tokens: int) -> list[str]:
@@ -77,13 +95,19 @@ def kb_prompt(chunks: Sequence[Mapping[str, Any]], max_tokens: int) -> list[str]
     blocks' token counts is at most ``max_tokens``. Rendered fields: the document name
     (``docnm_kwd``/``document_name``), ``url`` and ``meta_fields`` when present, and the text
     (``content_with_weight``/``content``); scores, ids and vectors are not shown to the model.
+
+    Blocks whose ``token_bound`` already fits are not encoded at all: with today's context
+    windows that is nearly every answer, and counting was most of a prompt's cost.
     """
+    whole = knowledge_blocks(chunks)
+    if sum(token_bound(block) for block in whole) <= max_tokens:
+        return whole
     blocks: list[str] = []
     used = 0
     for index, chunk in enumerate(chunks):
         header, content = _block_header(index, chunk), _first(chunk, "content_with_weight", "content")
         block = header + content
-        size = num_tokens(block)
+        size = prompt_tokens(block)
         if used + size > max_tokens:
             cut = _truncated_block(header, content, max_tokens - used)
             if cut is not None:
@@ -99,7 +123,6 @@ def join_knowledge(blocks: Sequence[str]) -> str:
     return KNOWLEDGE_SEPARATOR.join(blocks)
 
 
-
 class _TokenCounts:
     """Token counts of message contents, each text encoded once per fitting: the fitting steps
     re-count the same (often long) system prompt several times."""
@@ -111,7 +134,7 @@ class _TokenCounts:
         """Tokens of one message, its ``MESSAGE_OVERHEAD_TOKENS`` included."""
         content = message["content"]
         if content not in self._known:
-            self._known[content] = num_tokens(content)
+            self._known[content] = prompt_tokens(content)
         return self._known[content] + MESSAGE_OVERHEAD_TOKENS
 
     def total(self, messages: Sequence[Mapping[str, Any]]) -> int:
@@ -149,7 +172,7 @@ def _shrink_knowledge(
     overflow = counts.total(head) - room
     while keep > 1 and overflow > 0:  # estimate from the blocks' own counts, then check exactly
         keep -= 1
-        overflow -= num_tokens(knowledge[keep])
+        overflow -= prompt_tokens(knowledge[keep])
     while True:
         holder["content"] = original.replace(joined, join_knowledge(knowledge[:keep]), 1)
         if keep <= 1 or counts.total(head) <= room:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from api.db.migrate import upgrade
-from api.db.services import tenant_service
 from api.db.models import Usage
+from api.db.services import tenant_service
 
 BUILTIN_EMBEDDING = "all-MiniLM-L6-v2@Builtin"
 

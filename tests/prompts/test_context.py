@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 
-from rag.prompts import join_knowledge, kb_prompt, message_fit_in
+import pytest
+
+from rag.prompts import build_system_prompt, join_knowledge, kb_prompt, message_fit_in, token_bound
 from rag.prompts.context import MESSAGE_OVERHEAD_TOKENS
-from rag.utils.token_utils import num_tokens
+from rag.utils.token_utils import num_tokens, prompt_tokens
 
 
 def chunk(text: str, name: str = "doc.txt", **extra: object) -> dict:
@@ -179,3 +181,42 @@ def test_knowledge_not_found_in_the_system_prompt_falls_back_to_cutting() -> Non
     question = {"role": "user", "content": "Why?"}
     used, fitted = message_fit_in([{"role": "system", "content": system}, question], 400, knowledge=blocks)
     assert used <= 400 and fitted[1] == question and system.startswith(fitted[0]["content"])
+
+
+# -- counting without re-encoding ---------------------------------------------------------------
+
+PIECE_EDGES = [
+    "a\nb", "x.\n\nY", "  \n z", "end:\n(paren)", "ok\n\n\n", "\n\nlead", "数字\n中文", "emoji 😀\n😀x",
+    "tab\n\tx", "crlf\r\nX\r\n\r\nY", "1\n2\n3", "'s\n's", "<|endoftext|>\nspecial", "ID: 0\n└── Content:\nText",
+]
+
+
+def test_prompt_tokens_counts_exactly_what_num_tokens_counts() -> None:
+    prompt = build_system_prompt({}, kb_prompt([chunk(words(80)), chunk("Multi\nline\n\ncontent.")], 10_000),
+                                 "friendly", {})
+    for text in [*PIECE_EDGES, prompt, words(300)]:
+        assert prompt_tokens(text) == num_tokens(text), text
+
+
+def test_prompt_tokens_reuses_the_counts_of_pieces_seen_before(monkeypatch) -> None:
+    from rag.utils import token_utils
+
+    pieces = [f"{words(50, 'cached')}\n", "ID: 0\n", f"second line {words(30, 'more')}"]
+    expected = num_tokens("".join(pieces))
+    assert prompt_tokens("".join(pieces)) == expected
+    monkeypatch.setattr(token_utils, "encoder", lambda *_: pytest.fail("encoded a piece counted before"))
+    assert prompt_tokens(pieces[1] + pieces[0] + pieces[2]) == expected
+
+
+@pytest.mark.parametrize("text", [*PIECE_EDGES, "plain ascii words", "ünïcödé ✓ 中文"])
+def test_token_bound_is_never_below_the_count(text: str) -> None:
+    assert token_bound(text) >= num_tokens(text)
+
+
+def test_knowledge_within_its_bound_is_returned_whole_without_encoding(monkeypatch) -> None:
+    from rag.prompts import context
+
+    chunks = [chunk(words(40)), chunk("Zweiter Absatz über Größe.")]
+    expected = kb_prompt(chunks, 10_000)
+    monkeypatch.setattr(context, "prompt_tokens", lambda text: pytest.fail("counted tokens"))
+    assert kb_prompt(chunks, sum(token_bound(b) for b in expected)) == expected

@@ -33,10 +33,13 @@ from rag.prompts import (
     join_knowledge,
     kb_prompt,
     keyword_extraction,
+    knowledge_blocks,
     message_fit_in,
+    messages_bound,
     repair_citations,
     split_partial_citation,
     strip_invalid_citations,
+    token_bound,
 )
 
 if TYPE_CHECKING:
@@ -180,10 +183,13 @@ class DialogService:
                 yield ChatEvent(state.answer, final=True, reference=state.reference, timings=state.timings,
                                 message_id=request.message_id)
                 return
-        with timer.step("prompt"):
-            used, system, history = await asyncio.to_thread(self._prompt, llm, config, chunks, history, request)
-        llm = llm.bind(retrieval_ms=state.timings.get("retrieval_ms"))
         gen_conf = {**{k: v for k, v in (dialog.llm_setting or {}).items() if k in GEN_CONF_KEYS}, **request.gen_conf}
+        with timer.step("prompt"):
+            prompt = self._uncounted_prompt(llm, config, chunks, history, request, int(gen_conf.get("max_tokens") or 0))
+            if prompt is None:  # near the context window: only counting tokens can tell, off the loop
+                prompt = await asyncio.to_thread(self._prompt, llm, config, chunks, history, request)
+        used, system, history = prompt
+        llm = llm.bind(retrieval_ms=state.timings.get("retrieval_ms"))
         if gen_conf.get("max_tokens"):  # the answer gets what the prompt left of the window
             gen_conf["max_tokens"] = max(min(int(gen_conf["max_tokens"]), llm.max_length - used), 1)
         answering = self._stream if request.stream else self._whole
@@ -233,14 +239,38 @@ class DialogService:
         )
 
     @staticmethod
-    def _prompt(llm: LLMBundle, config: dict[str, Any], chunks: list[dict[str, Any]],
+    def _system(llm: LLMBundle, config: dict[str, Any], knowledge: list[str], request: ChatRequest) -> str:
+        if llm.is_extractive:
+            return join_knowledge(knowledge)
+        return build_system_prompt(config, knowledge, request.tone, request.variables)
+
+    @classmethod
+    def _uncounted_prompt(cls, llm: LLMBundle, config: dict[str, Any], chunks: list[dict[str, Any]],
+                          history: list[dict[str, str]], request: ChatRequest,
+                          answer_tokens: int) -> tuple[int, str, list[dict[str, str]]] | None:
+        """``_prompt``'s result without encoding anything, when upper bounds of the token counts
+        (``token_bound``) show that every chunk and turn fits and leaves the answer its
+        ``answer_tokens``: (that bound, system prompt, history). None when only counting can tell.
+
+        Counting a prompt of six 512-token chunks took about 3 ms of CPU per answer (the
+        knowledge, then the system prompt holding it again); the bounds take microseconds,
+        so this runs on the loop.
+        """
+        knowledge = knowledge_blocks(chunks)
+        if sum(token_bound(block) for block in knowledge) > int(llm.max_length * KNOWLEDGE_SHARE):
+            return None
+        system = cls._system(llm, config, knowledge, request)
+        bound = messages_bound([{"role": "system", "content": system}, *history])
+        if bound > min(int(llm.max_length * CONTEXT_SHARE), llm.max_length - answer_tokens):
+            return None
+        return bound, system, history
+
+    @classmethod
+    def _prompt(cls, llm: LLMBundle, config: dict[str, Any], chunks: list[dict[str, Any]],
                 history: list[dict[str, str]], request: ChatRequest) -> tuple[int, str, list[dict[str, str]]]:
         """Tokens used, system prompt and history, fitted into the model's context (tiktoken counts)."""
         knowledge = kb_prompt(chunks, int(llm.max_length * KNOWLEDGE_SHARE)) if chunks else []
-        if llm.is_extractive:
-            system = join_knowledge(knowledge)
-        else:
-            system = build_system_prompt(config, knowledge, request.tone, request.variables)
+        system = cls._system(llm, config, knowledge, request)
         used, fitted = message_fit_in([{"role": "system", "content": system}, *history],
                                       int(llm.max_length * CONTEXT_SHARE), knowledge=knowledge)
         return used, fitted[0]["content"], fitted[1:]
