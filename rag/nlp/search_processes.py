@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from rag.nlp.search import Dealer, EmbeddedQuestion
 
@@ -45,20 +48,44 @@ _child_dealer: Dealer | None = None  # this child process's Dealer, set once by 
 
 
 def _open_child(engine: str, data_dir: str, es_hosts: list[str] | None, niceness: int) -> None:
-    """Process initializer: lower the priority, then open this child's own doc store."""
+    """Process initializer: one BLAS thread, a lower priority, an exit with the parent, then
+    this child's own doc store.
+
+    One BLAS thread: a search's matrix products are small (5,000 chunks × 384 dims is half a
+    millisecond on one core), and OpenBLAS's own threads spin while they wait, at the
+    parent's priority: under chat load they burned most of a core. (Niceness is per thread on
+    Linux: it holds for the thread that searches and those it starts.) Without the watch, a
+    child outlives a killed parent: it holds both ends of the pipe it reads its work from, so
+    it never sees EOF.
+    """
     global _child_dealer
     import rag  # noqa: F401  - the offline environment, before any library reads it
     from rag.utils.doc_store import create_doc_store
 
+    threadpool_limits(1, user_api="blas")
     try:
         os.nice(niceness)
     except (AttributeError, OSError):
         pass
+    threading.Thread(target=_exit_with_parent, name="ragline-search-orphan-watch", daemon=True).start()
     _child_dealer = Dealer(create_doc_store(engine, Path(data_dir), es_hosts))
+
+
+def _exit_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
 
 
 def _child_pid() -> int:
     return os.getpid()
+
+
+def _child_blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
 def _child_retrieval(question: str, vector: np.ndarray, tokens: int, args: tuple, kwargs: dict) -> dict[str, Any]:

@@ -143,3 +143,50 @@ def test_search_processes_only_for_the_embedded_index(make_settings) -> None:
     assert build_search_processes(make_settings(search_processes=-1)).processes == (os.cpu_count() or 1)
     assert build_search_processes(make_settings(search_processes=2, doc_engine="elasticsearch",
                                                 es_hosts="http://127.0.0.1:9")) is None
+
+
+async def test_a_child_searches_with_one_blas_thread(searches) -> None:
+    import asyncio
+
+    from rag.nlp.search_processes import _child_blas_threads
+
+    await searches.warm_up()
+    loop = asyncio.get_running_loop()
+    assert set(await loop.run_in_executor(searches._pool(), _child_blas_threads)) == {1}
+
+
+ORPHAN_SCRIPT = """
+import asyncio, sys, time
+from pathlib import Path
+from rag.nlp.search_processes import SearchProcesses
+pool = SearchProcesses(1, "sqlite", Path(sys.argv[1]))
+print(*asyncio.run(pool.warm_up()), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
+def test_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    server = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        child = int(server.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its (dead) parent's reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
