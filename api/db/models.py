@@ -128,6 +128,9 @@ class Document(BaseModel):
     process_begin_at = BigIntegerField(null=True)
     process_duration = FloatField(default=0.0)
 
+    class Meta:
+        indexes = ((("kb_id", "create_time"), False),)  # migration 0002: pages in upload order
+
 
 class Task(BaseModel):
     """One unit of background work; the table is the queue workers claim from."""
@@ -143,6 +146,9 @@ class Task(BaseModel):
     attempts = IntegerField(default=0)
     claimed_by = CharField(max_length=64, null=True)
     claimed_time = BigIntegerField(null=True)
+
+    class Meta:
+        indexes = ((("status", "create_time"), False),)  # migration 0002: claims walk the queue by age
 
 
 class Dialog(BaseModel):

@@ -13,8 +13,8 @@ from api.db.services import tenant_service
 def test_migrations_apply_once_and_record_themselves(fresh_database_url: Callable[[str], str], db_backend: str) -> None:
     db = MetaDB(fresh_database_url(db_backend), max_connections=4)
     try:
-        assert pending(db) == ["0001_initial"]
-        assert upgrade(db) == ["0001_initial"]
+        assert pending(db) == ["0001_initial", "0002_queue_and_listing_indexes"]
+        assert upgrade(db) == ["0001_initial", "0002_queue_and_listing_indexes"]
         assert upgrade(db) == []
         assert pending(db) == []
         tables = set(db.call(db.database.get_tables))

@@ -118,6 +118,27 @@ def claim_many(worker_id: str, kinds: list[str], lease_ms: int = DEFAULT_LEASE_M
     return _claim_skip_locked(worker_id, kinds, lease_ms, limit)
 
 
+def _oldest_claimable(kinds: list[str], lease_ms: int, limit: int, lock: str | None = None) -> list[str]:
+    """Ids of the ``limit`` oldest claimable tasks.
+
+    Asked as two queries, queued and expired, because each then walks an index in age order
+    (``task(status, create_time)``) and stops after ``limit`` rows. As one query with an OR,
+    every claim sorted the whole queue: 3 ms per claim at 5,000 queued documents, inside the
+    write lock every other writer waits for.
+    """
+    now = now_ms()
+    kind = Task.kind.in_(kinds)
+    queued = (Task.status == QUEUED) & kind
+    expired = (Task.status == RUNNING) & (Task.claimed_time < now - lease_ms) & kind
+    found: list[tuple[int, str]] = []
+    for condition in (queued, expired):
+        query = Task.select(Task.id, Task.create_time).where(condition).order_by(Task.create_time, Task.id).limit(limit)
+        if lock:
+            query = query.for_update(lock)
+        found.extend((task.create_time, task.id) for task in query)
+    return [task_id for _, task_id in sorted(found)[:limit]]
+
+
 def _claimed(ids: list[str]) -> list[Task]:
     return list(Task.select().where(Task.id.in_(ids)).order_by(Task.create_time, Task.id)) if ids else []
 
@@ -126,11 +147,10 @@ def _claim_sqlite(worker_id: str, kinds: list[str], lease_ms: int, limit: int) -
     # IMMEDIATE takes the write lock at BEGIN: no other claimant can read the same candidates
     # and update them between our SELECT and UPDATE; the UPDATE stays conditional regardless.
     with Task._meta.database.atomic():
-        now = now_ms()
-        ids = [task.id for task in Task.select(Task.id).where(_claimable(kinds, lease_ms, now))
-               .order_by(Task.create_time, Task.id).limit(limit)]
+        ids = _oldest_claimable(kinds, lease_ms, limit)
         if not ids:
             return []
+        now = now_ms()
         (Task.update(status=RUNNING, claimed_by=worker_id, claimed_time=now, attempts=Task.attempts + 1,
                      update_time=now)
          .where(Task.id.in_(ids) & _claimable(kinds, lease_ms, now)).execute())
@@ -141,12 +161,10 @@ def _claim_sqlite(worker_id: str, kinds: list[str], lease_ms: int, limit: int) -
 
 def _claim_skip_locked(worker_id: str, kinds: list[str], lease_ms: int, limit: int) -> list[Task]:
     with _database().atomic():
-        now = now_ms()
-        ids = [task.id for task in Task.select(Task.id).where(_claimable(kinds, lease_ms, now))
-               .order_by(Task.create_time, Task.id).limit(limit)
-               .for_update("FOR UPDATE SKIP LOCKED")]
+        ids = _oldest_claimable(kinds, lease_ms, limit, lock="FOR UPDATE SKIP LOCKED")
         if not ids:
             return []
+        now = now_ms()
         Task.update(status=RUNNING, claimed_by=worker_id, claimed_time=now, attempts=Task.attempts + 1,
                     update_time=now).where(Task.id.in_(ids)).execute()
         return _claimed(ids)
