@@ -76,7 +76,7 @@ async def test_one_worker_keeps_enough_small_documents_in_flight_to_fill_model_c
     # The first call waits until 16 more documents queue behind it, as they would behind a slow model.
     model = Recording(hold=lambda call: call == 1 and _until_at_least(ready, doc_ids, 17))
     executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=16,
-                            embedder=lambda _t, _n: model)
+                            embedder=lambda _t, _n: model, checkin_interval=0)  # progress shows the stage
 
     await _run_until_done(executor, ready, doc_ids)
 
@@ -134,7 +134,7 @@ async def test_stop_hands_every_document_in_flight_back_to_the_queue(ready: Comp
     release = threading.Event()
     model = Recording(hold=lambda _call: release.wait(10))
     executor = TaskExecutor(ready, concurrency=2, poll_interval=0.02, embed_batch_size=4,
-                            embedder=lambda _t, _n: model)
+                            embedder=lambda _t, _n: model, checkin_interval=0)  # progress shows the stage
 
     executor.start()
     try:

@@ -42,7 +42,9 @@ def ready(parts: Components) -> Components:
 
 
 def executor_for(parts: Components, model: FakeEmbedding, **options) -> TaskExecutor:
+    """An executor that checks in at every stage (``checkin_interval=0``) unless told otherwise."""
     options.setdefault("embed_batch_size", 4)
+    options.setdefault("checkin_interval", 0)
     return TaskExecutor(parts, worker_id="test-worker", embedder=lambda _tenant, _name: model, **options)
 
 
@@ -298,6 +300,31 @@ async def test_progress_is_reported_per_stage(ready: Components) -> None:
     assert 0.2 <= progresses[0] and progresses[-1] < 0.9
     assert all(message.startswith("Embedding chunks") for _, message in seen)
     assert document(ready, doc_id).progress == 1.0
+
+
+async def test_a_quick_document_checks_in_at_most_once_per_interval(ready: Components, monkeypatch) -> None:
+    """Stages passed within ``checkin_interval`` of the last check-in write nothing; the
+    document still ends DONE with its counts."""
+    tenant_id, kb_id, [doc_id] = seed_documents(ready, {"a.md": prose(10, 12).encode()})
+    queue(ready, tenant_id, kb_id, [doc_id])
+    check_ins: list[str] = []
+    real = task_service.report_progress
+
+    def counting(task_id, worker_id, doc, progress, message):
+        check_ins.append(message)
+        return real(task_id, worker_id, doc, progress, message)
+
+    monkeypatch.setattr(task_service, "report_progress", counting)
+    model = FakeEmbedding()
+    await drain(executor_for(ready, model, checkin_interval=60))
+    assert model.calls > 2 and check_ins == []  # several batches, no check-in among them
+    doc = document(ready, doc_id)
+    assert (doc.run, doc.progress) == ("DONE", 1.0) and doc.chunk_num > 0
+
+    check_ins.clear()
+    queue(ready, tenant_id, kb_id, [doc_id])
+    await drain(executor_for(ready, FakeEmbedding()))  # checkin_interval=0: every stage
+    assert len(check_ins) > model.calls and any(m.startswith("Embedding") for m in check_ins)
 
 
 async def test_the_event_loop_stays_responsive_while_a_slow_sync_model_embeds(ready: Components) -> None:
