@@ -50,6 +50,7 @@ ENV_NAMES: dict[str, str] = {
     "loop_lag_interval": "RAGLINE_LOOP_LAG_INTERVAL",
     "ingest_workers": "RAGLINE_INGEST_WORKERS",
     "ingest_documents_in_flight": "RAGLINE_INGEST_DOCUMENTS_IN_FLIGHT",
+    "embed_threads": "RAGLINE_EMBED_THREADS",
 }
 
 DATABASE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
@@ -97,6 +98,7 @@ class Settings(BaseModel):
     loop_lag_interval: float = Field(0.1, gt=0, le=10)
     ingest_workers: int = Field(2, ge=0, le=64)
     ingest_documents_in_flight: int = Field(128, ge=1, le=4096)
+    embed_threads: int = Field(0, ge=0, le=64)  # ingestion's local-model threads; 0: one per core
 
     @field_validator("llm_model", "embedding_model")
     @classmethod

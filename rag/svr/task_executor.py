@@ -6,7 +6,7 @@ every later write about a task go through ``task_service``'s fenced, atomic tran
 
 The event loop never blocks: database work goes through ``parts.db.run``, file storage, the
 parser, the chunker, row building and the chunk store through ``asyncio.to_thread``, and a
-sync embedding model runs on the batcher's one model thread while an async one is awaited.
+sync embedding model runs on the batcher's model threads while an async one is awaited.
 
 One executor keeps many documents in flight cheaply: a single claimer takes tasks from the queue
 (several per transaction) and starts a pipeline coroutine for each, while
@@ -198,6 +198,7 @@ class TaskExecutor:
         embed_batch_size: int = 64,
         documents_in_flight: int | None = None,
         embed_backlog: int | None = None,
+        embed_threads: int | None = None,
         embedder: EmbedderFactory | None = None,
         handlers: dict[str, TaskHandler] | None = None,
         checkin_interval: float = CHECKIN_INTERVAL,
@@ -213,9 +214,11 @@ class TaskExecutor:
         self.embed_batch_size = embed_batch_size
         self.checkin_interval = checkin_interval
         self.documents_in_flight = max(concurrency, documents_in_flight or configured_in_flight(parts))
-        # Two full model calls' worth: one running, the next one filling up behind it.
-        self.embed_backlog = embed_backlog or 2 * embed_batch_size
-        self._batcher = EmbeddingBatcher(max_batch=embed_batch_size)
+        self._batcher = EmbeddingBatcher(max_batch=embed_batch_size,
+                                         threads=configured_embed_threads(parts) if embed_threads is None
+                                         else embed_threads)
+        # A full call's worth per model thread, and the next one filling up behind them.
+        self.embed_backlog = embed_backlog or (self._batcher.parallel_calls + 1) * embed_batch_size
         self.embedder = embedder or self._tenant_embedder
         self.handlers = dict(handlers or {})
         self.kinds = [task_service.KIND_PARSE, *self.handlers]
@@ -225,7 +228,7 @@ class TaskExecutor:
         self._stopping = asyncio.Event()
 
     def _tenant_embedder(self, tenant_id: str, embd_id: str) -> Any:
-        """The tenant's bundle, its local model pinned to the batcher's model thread."""
+        """The tenant's bundle, its local model pinned to the batcher's model threads."""
         bundle = self.parts.bundle(tenant_id, embd_id, "embedding")
         bundle.mdl = self._batcher.pinned(bundle.mdl)
         return bundle
@@ -505,6 +508,11 @@ def configured_in_flight(parts: Any) -> int:
     """The ``ingest_documents_in_flight`` setting, or the default for parts without settings."""
     settings = getattr(parts, "settings", None)
     return getattr(settings, "ingest_documents_in_flight", DEFAULT_DOCUMENTS_IN_FLIGHT)
+
+
+def configured_embed_threads(parts: Any) -> int:
+    """The ``embed_threads`` setting (0: one per core), or 0 for parts without settings."""
+    return getattr(getattr(parts, "settings", None), "embed_threads", 0)
 
 
 def _load(doc_id: str) -> tuple[Document, Knowledgebase] | None:

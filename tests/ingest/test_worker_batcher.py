@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -92,3 +93,66 @@ async def test_many_small_documents_are_embedded_in_shared_calls(parts: Componen
 
     assert all(document(parts, d).chunk_num == 1 for d in doc_ids)
     assert model.calls < len(doc_ids)
+
+
+class Overlapping(FakeEmbedding):
+    """Each call waits (up to 5 s) for ``company`` calls to be running at once, and records
+    the most that ever ran together and torch's intra-op threads on the calling thread."""
+
+    def __init__(self, company: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(company, timeout=5)
+        self.running = self.most_running = 0
+        self.lock = threading.Lock()
+        self.torch_threads: set[int] = set()
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        import torch
+
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.torch_threads.add(torch.get_num_threads())
+        try:
+            self.barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        finally:
+            with self.lock:
+                self.running -= 1
+        return super().encode(texts)
+
+
+async def test_calls_run_on_as_many_model_threads_as_asked_each_on_one_core() -> None:
+    batcher, model = EmbeddingBatcher(max_batch=2, threads=2), Overlapping(company=2)
+    requests = [[f"doc {n} chunk {k}" for k in range(2)] for n in range(6)]
+
+    results = await asyncio.gather(*(batcher.encode("k", model, texts) for texts in requests))
+    await batcher.close()
+
+    for texts, vectors in zip(requests, results, strict=True):
+        np.testing.assert_allclose(vectors, fake_vectors(texts))
+    assert model.most_running == 2 and not model.barrier.broken
+    assert model.torch_threads == {1}
+
+
+async def test_one_model_thread_runs_one_call_at_a_time() -> None:
+    batcher, model = EmbeddingBatcher(max_batch=2, threads=1), Overlapping(company=1)
+
+    await asyncio.gather(*(batcher.encode("k", model, [f"text {n}"]) for n in range(8)))
+    await batcher.close()
+
+    assert model.most_running == 1 and model.calls >= 4
+
+
+async def test_a_request_arriving_while_a_call_runs_starts_on_the_free_thread() -> None:
+    """With a thread free, a new request does not wait for the running call to end."""
+    batcher, model = EmbeddingBatcher(max_batch=8, threads=2), Overlapping(company=2)
+    first = asyncio.ensure_future(batcher.encode("k", model, ["first"]))
+    await asyncio.sleep(0.05)  # the first call is running, waiting for company
+    second = await batcher.encode("k", model, ["second"])
+    await first
+    await batcher.close()
+
+    np.testing.assert_allclose(second, fake_vectors(["second"]))
+    assert model.most_running == 2 and not model.barrier.broken

@@ -75,7 +75,7 @@ async def test_one_worker_keeps_enough_small_documents_in_flight_to_fill_model_c
     queue(ready, tenant_id, kb_id, doc_ids)
     # The first call waits until 16 more documents queue behind it, as they would behind a slow model.
     model = Recording(hold=lambda call: call == 1 and _until_at_least(ready, doc_ids, 17))
-    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=16,
+    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=16, embed_threads=1,
                             embedder=lambda _t, _n: model, checkin_interval=0)  # progress shows the stage
 
     await _run_until_done(executor, ready, doc_ids)
@@ -97,11 +97,12 @@ async def test_no_document_is_started_while_two_batches_of_chunks_wait_for_the_m
         seen.append((executor._flow.unembedded, len(executor._jobs)))
 
     model = Recording(hold=observe)
-    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=4,
+    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=4, embed_threads=1,
                             embedder=lambda _t, _n: model)
 
     await _run_until_done(executor, ready, doc_ids)
 
+    assert executor.embed_backlog == 2 * 4  # one model thread: one batch running, one filling
     most_chunks = max(document(ready, d).chunk_num for d in doc_ids)
     assert all(document(ready, d).run == "DONE" for d in doc_ids)
     assert most_chunks > executor.embed_backlog  # each document alone exceeds the backlog
@@ -110,21 +111,21 @@ async def test_no_document_is_started_while_two_batches_of_chunks_wait_for_the_m
     assert max(in_flight for _, in_flight in seen) <= 4
 
 
-async def test_a_local_model_runs_on_one_thread_however_many_documents_are_in_flight(
+async def test_a_local_model_runs_on_the_batchers_few_threads_however_many_documents_are_in_flight(
     ready: Components, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """torch keeps a thread team and scratch memory per calling thread: one caller, one copy."""
+    """torch keeps a thread team and scratch memory per calling thread: a fixed few callers."""
     tenant_id, kb_id, doc_ids = seed_documents(ready, _one_chunk_files(24))
     queue(ready, tenant_id, kb_id, doc_ids)
     model = Recording(hold=lambda _call: time.sleep(0.01))
     # The default embedder: the tenant's LLMBundle, whose sync model would run in any pool thread.
     monkeypatch.setattr(ready.registry, "model", lambda _name, _kind="chat": model)
-    executor = TaskExecutor(ready, concurrency=4, poll_interval=0.02, embed_batch_size=4)
+    executor = TaskExecutor(ready, concurrency=4, poll_interval=0.02, embed_batch_size=4, embed_threads=2)
 
     await _run_until_done(executor, ready, doc_ids)
 
     assert all(document(ready, d).run == "DONE" for d in doc_ids)
-    assert len(model.sizes) > 1 and len(model.threads) == 1
+    assert len(model.sizes) > 2 and 1 <= len(model.threads) <= 2
     assert threading.get_ident() not in model.threads
 
 
