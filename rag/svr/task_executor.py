@@ -526,7 +526,7 @@ def _begin(task_id: str, worker_id: str, doc_id: str) -> tuple[Document | None, 
     loaded = _load(doc_id)
     if loaded is None:
         return None, None, Standing.GONE
-    return *loaded, task_service.begin_parse(task_id, worker_id, doc_id)
+    return *loaded, task_service.begin_parse(task_id, worker_id, loaded[0])
 
 
 def _chunk_unique(doc_id: str, sections: list, parser_config: dict) -> list[ChunkText]:

@@ -64,6 +64,14 @@ async def test_same_name_twice_gets_a_numbered_name(client, auth) -> None:
     assert [d["name"] for d in body["data"]] == ["a(1).txt", "A(2).txt"]
 
 
+async def test_a_numbered_name_the_dataset_already_has_is_skipped_too(client, auth) -> None:
+    dataset_id = await make_dataset(client, auth)
+    await upload(client, auth, dataset_id, ("b.txt", b"one"), ("B(1).txt", b"two"), ("c.txt", b"three"))
+    body = await (await upload(client, auth, dataset_id, ("b.txt", b"four"), ("C.TXT", b"five"),
+                               ("d.txt", b"six"))).get_json()
+    assert [d["name"] for d in body["data"]] == ["b(2).txt", "C(1).TXT", "d.txt"]
+
+
 @pytest.mark.parametrize(
     ("files", "fragment"),
     [

@@ -26,6 +26,7 @@ from rag.utils.storage import Storage, new_key, sanitize_filename
 RUN_UNSTART, RUN_RUNNING, RUN_CANCEL, RUN_DONE, RUN_FAIL = "UNSTART", "RUNNING", "CANCEL", "DONE", "FAIL"
 FILE_TYPES = {".pdf": "pdf", ".docx": "doc", ".txt": "doc", ".md": "doc", ".markdown": "doc", ".html": "doc",
               ".htm": "doc", ".csv": "doc", ".json": "doc"}
+NAME_QUERY_BATCH = 500  # names per lookup query, well below every backend's limit on parameters
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,30 @@ def check_uploads(uploads: list[Upload]) -> list[tuple[str, Upload]]:
     return checked
 
 
+def _taken_names(kb_id: str, names: list[str]) -> set[str]:
+    """Which of ``names`` (lowercased) the dataset already has: one query for a whole upload,
+    instead of one scan of the dataset's documents per file (uploads grew quadratically)."""
+    lowered = sorted({name.lower() for name in names})
+    taken: set[str] = set()
+    for start in range(0, len(lowered), NAME_QUERY_BATCH):
+        batch = lowered[start:start + NAME_QUERY_BATCH]
+        query = Document.select(fn.LOWER(Document.name)).where(
+            (Document.kb_id == kb_id) & (fn.LOWER(Document.name).in_(batch)))
+        taken.update(name for (name,) in query.tuples())
+    return taken
+
+
 def _unique_name(kb_id: str, name: str, taken: set[str]) -> str:
-    """``name``, or ``stem(1).ext``, ``stem(2).ext``... when the dataset already has it."""
+    """``name``, or ``stem(1).ext``, ``stem(2).ext``... when the dataset already has it.
+
+    ``taken`` holds the names of this upload so far and those of the dataset among its files;
+    a renamed candidate is looked up on its own (rare).
+    """
     stem, extension = os.path.splitext(name)
     candidate, counter = name, 0
-    while candidate.lower() in taken or Document.select().where(
+    while candidate.lower() in taken or (counter and Document.select().where(
         (Document.kb_id == kb_id) & (fn.LOWER(Document.name) == candidate.lower())
-    ).exists():
+    ).exists()):
         counter += 1
         candidate = f"{stem}({counter}){extension}"
     taken.add(candidate.lower())
@@ -121,7 +139,7 @@ def upload(tenant_id: str, kb_id: str, uploads: list[Upload], storage: Storage) 
 
 
 def _create_rows(kb: Knowledgebase, checked: list[tuple[str, Upload]], keys: list[str]) -> list[Document]:
-    taken: set[str] = set()
+    taken = _taken_names(kb.id, [name for name, _ in checked])
     documents = []
     for key, (name, item) in zip(keys, checked, strict=True):
         name = _unique_name(kb.id, name, taken)

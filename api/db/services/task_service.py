@@ -211,44 +211,47 @@ def standing(task_id: str, worker_id: str) -> Standing:
 def report_progress(task_id: str, worker_id: str, doc_id: str, progress: float, message: str) -> Standing:
     """Check in: renew the lease and show progress on the document, unless we must stop.
 
-    The document write is skipped when its run is CANCEL, so a cancel is never overwritten.
+    Two fenced writes, and the reads of ``standing`` only when one of them is refused (a check-in
+    of thousands of small documents is on the queue's hot path). The document write is skipped
+    when its run is CANCEL, so a cancel is never overwritten.
     """
     with Task._meta.database.atomic():
-        now_standing = standing(task_id, worker_id)
-        if now_standing is not Standing.OK:
-            return now_standing
-        heartbeat(task_id, worker_id, progress)
-        Document.update(progress=progress, progress_msg=message, update_time=now_ms()).where(
+        if not heartbeat(task_id, worker_id, progress):
+            return standing(task_id, worker_id)
+        shown = Document.update(progress=progress, progress_msg=message, update_time=now_ms()).where(
             (Document.id == doc_id) & (Document.run != DOC_CANCEL)
         ).execute()
-        return Standing.OK
+        return Standing.OK if shown == 1 else standing(task_id, worker_id)
 
 
-def begin_parse(task_id: str, worker_id: str, doc_id: str) -> Standing:
-    """Mark the document RUNNING with its start time (a retried task restarts the clock)."""
+def begin_parse(task_id: str, worker_id: str, doc: Document) -> Standing:
+    """Mark the (just loaded) document RUNNING with its start time (a retried task restarts the clock)."""
     with Task._meta.database.atomic():
-        now_standing = standing(task_id, worker_id)
-        if now_standing is not Standing.OK:
-            return now_standing
+        if doc.run == DOC_CANCEL:
+            return Standing.CANCELLED
         now = now_ms()
-        Document.update(run=DOC_RUNNING, progress=0.0, progress_msg="Starting", process_begin_at=now,
-                        update_time=now).where((Document.id == doc_id) & (Document.run != DOC_CANCEL)).execute()
-        return Standing.OK
+        if not heartbeat(task_id, worker_id):
+            return standing(task_id, worker_id)
+        started = Document.update(run=DOC_RUNNING, progress=0.0, progress_msg="Starting", process_begin_at=now,
+                                  update_time=now).where((Document.id == doc.id) & (Document.run != DOC_CANCEL)
+                                                         ).execute()
+        return Standing.OK if started == 1 else standing(task_id, worker_id)
 
 
 class _Refused(Exception):
     """Rolls back a settle transaction whose fenced write found the task no longer ours."""
 
 
-def _set_doc_counts(doc: Document, chunk_num: int, token_num: int, **fields) -> None:
-    """Write the document's counts and adjust its dataset's by the difference (no double count)."""
+def _set_doc_counts(doc: Document, chunk_num: int, token_num: int, **fields) -> bool:
+    """Write the document's counts and adjust its dataset's by the difference (no double count);
+    False when the dataset is gone."""
     Document.update(chunk_num=chunk_num, token_num=token_num, update_time=now_ms(), **fields).where(
         Document.id == doc.id
     ).execute()
-    Knowledgebase.update(
+    return Knowledgebase.update(
         chunk_num=Knowledgebase.chunk_num + (chunk_num - doc.chunk_num),
         token_num=Knowledgebase.token_num + (token_num - doc.token_num),
-    ).where(Knowledgebase.id == doc.kb_id).execute()
+    ).where(Knowledgebase.id == doc.kb_id).execute() == 1
 
 
 def finish_parse(task_id: str, worker_id: str, doc_id: str, outcome: Outcome) -> Standing:
@@ -256,18 +259,18 @@ def finish_parse(task_id: str, worker_id: str, doc_id: str, outcome: Outcome) ->
 
     All or nothing: when the task is no longer ours or the document was cancelled or deleted
     meanwhile, nothing is written and the reason is returned, so the caller removes its chunks.
+    The fenced writes themselves tell; ``standing`` reads only to name the reason.
     """
     try:
         with Task._meta.database.atomic():
-            now_standing = standing(task_id, worker_id)
-            if now_standing is not Standing.OK:
-                return now_standing
-            doc = Document.get_by_id(doc_id)
-            _set_doc_counts(doc, outcome.chunk_num, outcome.token_num, run=DOC_DONE, progress=1.0,
-                            progress_msg=outcome.message, process_duration=outcome.duration)
+            doc = Document.get_or_none(Document.id == doc_id)
+            if doc is None or doc.run == DOC_CANCEL:
+                raise _Refused
             settled = Task.update(status=DONE, progress=1.0, result={"chunk_num": outcome.chunk_num},
                                   update_time=now_ms()).where(_ours(task_id, worker_id)).execute()
-            if settled != 1:
+            if settled != 1 or not _set_doc_counts(doc, outcome.chunk_num, outcome.token_num, run=DOC_DONE,
+                                                   progress=1.0, progress_msg=outcome.message,
+                                                   process_duration=outcome.duration):
                 raise _Refused
     except _Refused:
         return standing(task_id, worker_id)
