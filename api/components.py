@@ -25,6 +25,7 @@ from api.observability import MeteredUsageSink, Metrics
 from api.settings import Settings
 from api.utils.auth import TenantResolver
 from api.utils.llm_bridge import SyncLLMWrapper
+from rag.llm.embedding_processes import EmbeddingProcesses
 from rag.llm.errors import LLMServiceError
 from rag.llm.registry import ModelRegistry
 from rag.nlp.search import Dealer, EmbeddedQuestion
@@ -74,6 +75,7 @@ class Components:
     compute: ThreadPoolExecutor = field(default_factory=lambda: build_compute_pool(0))
     question_batcher: EmbeddingBatcher = field(default_factory=EmbeddingBatcher)
     search_processes: SearchProcesses | None = None
+    embedding_processes: EmbeddingProcesses | None = None
 
     async def run_compute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in the compute pool (CPU-bound work: searches)."""
@@ -148,8 +150,9 @@ class Components:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        if self.search_processes is not None:
-            self.search_processes.close()
+        for children in (self.search_processes, self.embedding_processes):
+            if children is not None:
+                children.close()
         self.compute.shutdown(wait=True, cancel_futures=True)
         self.doc_store.close()
         self.db.close()
@@ -160,6 +163,7 @@ def build_components(settings: Settings) -> Components:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = MetaDB(settings.resolved_database_url, max_connections=settings.worker_threads)
     doc_store = create_doc_store(settings.doc_engine, settings.data_dir, settings.es_host_list)
+    embedding_processes = build_embedding_processes(settings)
     return Components(
         settings=settings,
         db=db,
@@ -167,11 +171,19 @@ def build_components(settings: Settings) -> Components:
         doc_store=doc_store,
         dealer=Dealer(doc_store),
         storage=LocalStorage(settings.data_dir / "files"),
-        registry=build_registry(settings),
+        registry=build_registry(settings, embedding_processes),
         usage=UsageService(db),
         compute=build_compute_pool(settings.compute_threads),
         search_processes=build_search_processes(settings),
+        embedding_processes=embedding_processes,
     )
+
+
+def build_embedding_processes(settings: Settings) -> EmbeddingProcesses | None:
+    """Child processes for builtin embedding models (``embed_processes``: -1 one per core, 0
+    none: the models then compute in this process's threads)."""
+    count = settings.embedding_process_count
+    return EmbeddingProcesses(count) if count else None
 
 
 def build_search_processes(settings: Settings) -> SearchProcesses | None:
@@ -183,13 +195,13 @@ def build_search_processes(settings: Settings) -> SearchProcesses | None:
     return SearchProcesses(count, settings.doc_engine, settings.data_dir, settings.es_host_list)
 
 
-def build_registry(settings: Settings) -> ModelRegistry:
+def build_registry(settings: Settings, embedding_processes: EmbeddingProcesses | None = None) -> ModelRegistry:
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     return ModelRegistry.from_config(
         default_chat_model=settings.llm_model, api_base=settings.llm_api_base, openai_api_key=api_key,
         ollama_base_url=settings.ollama_base_url, timeout=settings.llm_timeout,
         max_retries=settings.llm_max_retries, rate_limit_rpm=settings.llm_rate_limit,
-        direct_streaming=settings.llm_direct_streaming,
+        direct_streaming=settings.llm_direct_streaming, embedding_processes=embedding_processes,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import signal
 import sys
@@ -41,15 +42,18 @@ async def warm_up_and_freeze(app: Quart) -> None:
     Measured under chat load: full collections took 200–460 ms each, every few seconds,
     walking the model's, LiteLLM's and the libraries' objects that live as long as the
     process; every stream stalled meanwhile. ``gc.freeze()`` moves them out of the
-    collector's reach. Loading the model first (in the compute pool, so the model's own
-    threads inherit its lower priority) puts it among them and spares the first question the
-    wait. A model that cannot load is left to fail, with its reason, where it is used. The
-    search processes start here too, so no question waits for one to spawn.
+    collector's reach. Loading the model first (in its embedding processes, or else in the
+    compute pool, so the model's own threads inherit its lower priority) puts it among them
+    and spares the first question the wait. A model that cannot load is left to fail, with its
+    reason, where it is used. The search processes start here too, so no question waits for
+    one to spawn.
     """
     parts = app.extensions[EXTENSION_KEY]
     try:
         model = parts.registry.embedding_model(parts.settings.embedding_model)
-        if hasattr(model, "warm_up"):
+        if inspect.iscoroutinefunction(getattr(model, "warm_up", None)):
+            await model.warm_up()  # in the embedding processes
+        elif hasattr(model, "warm_up"):
             await parts.run_compute(model.warm_up)
     except Exception:  # noqa: BLE001 - a start-up nicety; the model's users report the failure
         log.warning("could not warm up %s", parts.settings.embedding_model, exc_info=True)

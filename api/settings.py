@@ -50,7 +50,7 @@ ENV_NAMES: dict[str, str] = {
     "loop_lag_interval": "RAGLINE_LOOP_LAG_INTERVAL",
     "ingest_workers": "RAGLINE_INGEST_WORKERS",
     "ingest_documents_in_flight": "RAGLINE_INGEST_DOCUMENTS_IN_FLIGHT",
-    "embed_threads": "RAGLINE_EMBED_THREADS",
+    "embed_processes": "RAGLINE_EMBED_PROCESSES",
 }
 
 DATABASE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
@@ -98,7 +98,7 @@ class Settings(BaseModel):
     loop_lag_interval: float = Field(0.1, gt=0, le=10)
     ingest_workers: int = Field(2, ge=0, le=64)
     ingest_documents_in_flight: int = Field(128, ge=1, le=4096)
-    embed_threads: int = Field(0, ge=0, le=64)  # ingestion's local-model threads; 0: one per core
+    embed_processes: int = Field(-1, ge=-1, le=64)  # builtin embedding models; -1: one per core, 0: in threads
 
     @field_validator("llm_model", "embedding_model")
     @classmethod
@@ -130,6 +130,16 @@ class Settings(BaseModel):
     def resolved_database_url(self) -> str:
         """The URL the metadata database opens: the configured one, else SQLite in data_dir."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'ragline.db').resolve()}"
+
+    @property
+    def embedding_process_count(self) -> int:
+        """Children computing builtin embedding models (0: they run in the process's threads)."""
+        return self.embed_processes if self.embed_processes >= 0 else (os.cpu_count() or 1)
+
+    @property
+    def embed_parallelism(self) -> int:
+        """Local-model calls computed at once, one core each: one per child, else one per core."""
+        return self.embedding_process_count or (os.cpu_count() or 1)
 
     @property
     def es_host_list(self) -> list[str]:

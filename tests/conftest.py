@@ -129,6 +129,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         # Searches run in the compute threads unless a test asks for search processes: a spawned
         # child costs about a second, per app (tests/retrieval/test_search_processes.py covers them).
         overrides.setdefault("search_processes", 0)
+        overrides.setdefault("embed_processes", 0)  # likewise (tests/llm/test_embedding_processes.py)
         return load_settings(environ={}, **overrides)
 
     return make

@@ -18,6 +18,7 @@ from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_c
 from litellm.types.router import Deployment
 
 from rag.llm.chat_model import EXTRACTIVE_MODEL, ExtractiveChat, LiteLLMChat
+from rag.llm.embedding_processes import EmbeddingProcesses, ProcessEmbedding
 from rag.llm.errors import UnsupportedProviderError
 from rag.llm.providers import BUILTIN_FACTORY, ProviderSettings, provider_for, split_model_name
 from rag.llm.rate_limit import TenantRateLimiter
@@ -52,8 +53,10 @@ class ModelRegistry:
         rate_limit_rpm: int = 0,
         default_chat_model: str | None = None,
         direct_streaming: bool = True,
+        embedding_processes: EmbeddingProcesses | None = None,
     ) -> None:
         self.provider_settings = provider_settings
+        self.embedding_processes = embedding_processes  # where builtin embedding models compute (None: here)
         self.catalog = catalog
         self.timeout = timeout
         self.rate_limit_rpm = rate_limit_rpm
@@ -78,16 +81,19 @@ class ModelRegistry:
         models_yaml_path: str | Path | None = DEFAULT_MODELS_YAML,
         fallbacks: dict[str, list[str]] | None = None,
         direct_streaming: bool = True,
+        embedding_processes: EmbeddingProcesses | None = None,
     ) -> ModelRegistry:
         """Build from settings values (LLM_MODEL, LLM_API_BASE, ... LLM_RATE_LIMIT).
 
         ``fallbacks`` (primary → models tried in order when it fails) adds to those of models.yaml.
         ``direct_streaming`` False streams OpenAI-compatible answers through LiteLLM's wrapper too.
+        ``embedding_processes``: builtin embedding models compute there instead of in this process.
         """
         catalog = ModelCatalog.load(models_yaml_path)
         catalog.fallbacks = {**catalog.fallbacks, **(fallbacks or {})}
         settings = ProviderSettings(api_base=api_base, openai_api_key=openai_api_key, ollama_base_url=ollama_base_url)
-        return cls(settings, catalog, timeout, max_retries, rate_limit_rpm, default_chat_model, direct_streaming)
+        return cls(settings, catalog, timeout, max_retries, rate_limit_rpm, default_chat_model, direct_streaming,
+                   embedding_processes)
 
     async def aclose(self) -> None:
         """Close LiteLLM's cached HTTP clients at app shutdown, so none outlives the event loop.
@@ -168,7 +174,10 @@ class ModelRegistry:
         if kind == "embedding":
             from rag.llm.embedding_model import create_embedding_model
 
-            return create_embedding_model(model_name)
+            model = create_embedding_model(model_name)  # refuses an unknown builtin name here
+            if self.embedding_processes is not None:
+                return ProcessEmbedding(model_name, self.embedding_processes)
+            return model
         raise UnsupportedProviderError(f"There is no builtin {kind} model called {model_name}.", model=model_name)
 
     def _build_embedding(self, model_name: str, name: str, factory: str) -> Any:

@@ -198,7 +198,7 @@ class TaskExecutor:
         embed_batch_size: int = 64,
         documents_in_flight: int | None = None,
         embed_backlog: int | None = None,
-        embed_threads: int | None = None,
+        embed_parallelism: int | None = None,
         embedder: EmbedderFactory | None = None,
         handlers: dict[str, TaskHandler] | None = None,
         checkin_interval: float = CHECKIN_INTERVAL,
@@ -215,9 +215,8 @@ class TaskExecutor:
         self.checkin_interval = checkin_interval
         self.documents_in_flight = max(concurrency, documents_in_flight or configured_in_flight(parts))
         self._batcher = EmbeddingBatcher(max_batch=embed_batch_size,
-                                         threads=configured_embed_threads(parts) if embed_threads is None
-                                         else embed_threads)
-        # A full call's worth per model thread, and the next one filling up behind them.
+                                         threads=embed_parallelism or configured_embed_parallelism(parts))
+        # A full call's worth per call computed at once, and the next one filling up behind them.
         self.embed_backlog = embed_backlog or (self._batcher.parallel_calls + 1) * embed_batch_size
         self.embedder = embedder or self._tenant_embedder
         self.handlers = dict(handlers or {})
@@ -510,9 +509,10 @@ def configured_in_flight(parts: Any) -> int:
     return getattr(settings, "ingest_documents_in_flight", DEFAULT_DOCUMENTS_IN_FLIGHT)
 
 
-def configured_embed_threads(parts: Any) -> int:
-    """The ``embed_threads`` setting (0: one per core), or 0 for parts without settings."""
-    return getattr(getattr(parts, "settings", None), "embed_threads", 0)
+def configured_embed_parallelism(parts: Any) -> int:
+    """Local-model calls computed at once (``Settings.embed_parallelism``); 0 (one per core) for
+    parts without settings."""
+    return getattr(getattr(parts, "settings", None), "embed_parallelism", 0)
 
 
 def _load(doc_id: str) -> tuple[Document, Knowledgebase] | None:

@@ -35,11 +35,13 @@ from pathlib import Path
 import httpx
 
 import rag  # noqa: F401  - offline environment before the model library loads
-from rag.llm.embedding_model import BuiltinEmbedding
+from rag.llm.embedding_model import BUILTIN_FACTORY, BUILTIN_MINILM, BuiltinEmbedding
+from rag.llm.embedding_processes import EmbeddingProcesses, ProcessEmbedding
 from rag.svr.embed_batcher import EmbeddingBatcher, default_model_threads
 from tests.conftest import free_port
 
 CORPUS = Path("/work/shared/data/scifact/corpus.jsonl")
+BUILTIN = f"{BUILTIN_MINILM}@{BUILTIN_FACTORY}"
 EMBED_BATCH = 64  # TaskExecutor's embed_batch_size: the server's batches are at most this big
 TERMINAL = {"DONE", "FAIL", "CANCEL"}
 POLL_PAGE = 100  # documents per progress poll
@@ -74,11 +76,11 @@ def write_corpus(folder: Path, limit: int | None) -> list[Path]:
 
 
 def server_env(data_dir: Path, port: int, workers: int, in_flight: int | None = None,
-               embed_threads: int = 0) -> dict[str, str]:
+               embed_processes: int = -1) -> dict[str, str]:
     own = ("RAGLINE_", "DATABASE_URL", "DOC_ENGINE")  # the bench decides these, not the caller's shell
     env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     env.update(RAGLINE_DATA_DIR=str(data_dir), RAGLINE_PORT=str(port), RAGLINE_INGEST_WORKERS=str(workers),
-               RAGLINE_LOG_LEVEL="warning", RAGLINE_EMBED_THREADS=str(embed_threads))
+               RAGLINE_LOG_LEVEL="warning", RAGLINE_EMBED_PROCESSES=str(embed_processes))
     if in_flight is not None:
         env["RAGLINE_INGEST_DOCUMENTS_IN_FLIGHT"] = str(in_flight)
     return env
@@ -114,9 +116,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the process and its live children (the search and embedding processes)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children_of(pid))
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM (the kernel's peak resident set) of the process and its children, in MiB."""
-    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    pids = [pid, *children_of(pid)]
     total_kib = 0
     for one in pids:
         for line in Path(f"/proc/{one}/status").read_text().splitlines():
@@ -212,21 +223,21 @@ def chunk_texts(http: httpx.Client, dataset_id: str, docs: list[dict]) -> list[s
 
 
 def run_ingestion(paths: list[Path], data_dir: Path, workers: int, upload_batch: int,
-                  in_flight: int | None = None, embed_threads: int = 0) -> IngestRun:
+                  in_flight: int | None = None, embed_processes: int = -1) -> IngestRun:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = server_env(data_dir, port, workers, in_flight, embed_threads)
+    env = server_env(data_dir, port, workers, in_flight, embed_processes)
     key = create_key(env)
     server = start_server(env, base_url, data_dir.parent / "server.log")
     try:
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as http:
             dataset_id = envelope(http.post("/api/v1/datasets", json={"name": "scifact"}))["id"]
             warm_up(http, dataset_id)
-            started, cpu_before = time.perf_counter(), cpu_seconds(server.pid)
+            started, cpu_before = time.perf_counter(), tree_cpu_seconds(server.pid)
             upload_and_queue(http, dataset_id, paths, upload_batch)
             uploaded = time.perf_counter()
             docs = wait_for_parsing(http, dataset_id, len(paths), interval=0.5)
-            finished, cpu_after = time.perf_counter(), cpu_seconds(server.pid)
+            finished, cpu_after = time.perf_counter(), tree_cpu_seconds(server.pid)
             peak = peak_rss_mib(server.pid)
             texts = chunk_texts(http, dataset_id, docs)
             stored = envelope(http.get("/api/v1/datasets", params={"id": dataset_id}))[0]["chunk_count"]
@@ -248,33 +259,40 @@ def sequential_embedding_seconds(model: BuiltinEmbedding, texts: list[str]) -> t
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 
-def batched_embedding_seconds(model: BuiltinEmbedding, texts: list[str], threads: int) -> tuple[float, float]:
+def batched_embedding_seconds(texts: list[str], processes: int) -> tuple[float, float]:
     """Wall and CPU seconds of the server's own way to embed ``texts``, without the server: its
-    ``EmbeddingBatcher`` with the model threads of ``RAGLINE_EMBED_THREADS``, every 64-text
-    request waiting at once (the most a batcher can be fed)."""
-    async def embed_all() -> None:
-        batcher = EmbeddingBatcher(max_batch=EMBED_BATCH, threads=threads)
+    ``EmbeddingBatcher`` over the builtin model in ``processes`` embedding processes
+    (``RAGLINE_EMBED_PROCESSES``; 0: on model threads of this process, one per core), every
+    64-text request waiting at once (the most a batcher can be fed). CPU counts the children."""
+    async def embed_all() -> tuple[float, float]:
+        children = EmbeddingProcesses(processes) if processes else None
+        model = ProcessEmbedding(BUILTIN, children) if children else BuiltinEmbedding()
+        batcher = EmbeddingBatcher(max_batch=EMBED_BATCH, threads=processes or default_model_threads())
         try:
-            await asyncio.gather(*(batcher.encode("bench", model, [text]) for text in texts[:threads]))  # warm
-            started[:] = [time.perf_counter(), time.process_time()]
+            pids = await children.warm_up(BUILTIN) if children else []
+            await asyncio.gather(*(batcher.encode("bench", model, [text]) for text in texts[:8]))
+            started, cpu_started = time.perf_counter(), time.process_time() + sum(map(cpu_seconds, pids))
             await asyncio.gather(*(batcher.encode("bench", model, texts[start:start + EMBED_BATCH])
                                    for start in range(0, len(texts), EMBED_BATCH)))
+            cpu = time.process_time() + sum(map(cpu_seconds, pids)) - cpu_started
+            return time.perf_counter() - started, cpu
         finally:
             await batcher.close()
+            if children:
+                children.close()
 
-    started: list[float] = []
-    asyncio.run(embed_all())
-    return time.perf_counter() - started[0], time.process_time() - started[1]
+    return asyncio.run(embed_all())
 
 
-def pure_embedding_seconds(texts: list[str], threads: int) -> dict[str, tuple[float, float]]:
+def pure_embedding_seconds(texts: list[str], processes: int) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds of pure embedding ``texts``, after a warm-up, two ways: the server's
     (the baseline of the ratio) and the naive sequential one (for reference). The CPU figures
     are the steadier ones on a machine shared with others."""
     model = BuiltinEmbedding()
     model.encode(texts[:EMBED_BATCH])
-    return {"sequential": sequential_embedding_seconds(model, texts),  # first: the batcher's threads set torch's default
-            "server": batched_embedding_seconds(model, texts, threads)}
+    # sequential first: model threads in this process would set torch's default to one thread
+    return {"sequential": sequential_embedding_seconds(model, texts),
+            "server": batched_embedding_seconds(texts, processes)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N documents only (default: all 5,183)")
     parser.add_argument("--workers", type=int, default=2, help="RAGLINE_INGEST_WORKERS of the server")
     parser.add_argument("--upload-batch", type=int, default=100, help="files per upload request")
-    parser.add_argument("--embed-threads", type=int, default=0,
-                        help="RAGLINE_EMBED_THREADS of the server and its baseline (default 0: one per core)")
+    parser.add_argument("--embed-processes", type=int, default=-1,
+                        help="RAGLINE_EMBED_PROCESSES of the server and its baseline (-1: one per core; 0: threads)")
     parser.add_argument("--in-flight", type=int, default=None,
                         help="RAGLINE_INGEST_DOCUMENTS_IN_FLIGHT of the server (default: the server's default)")
     args = parser.parse_args(argv)
@@ -293,16 +311,16 @@ def main(argv: list[str] | None = None) -> int:
         corpus_dir.mkdir()
         paths = write_corpus(corpus_dir, args.limit)
         load_before = os.getloadavg()[0]
-        run = run_ingestion(paths, data_dir, args.workers, args.upload_batch, args.in_flight, args.embed_threads)
+        run = run_ingestion(paths, data_dir, args.workers, args.upload_batch, args.in_flight, args.embed_processes)
     load_between = os.getloadavg()[0]
-    threads = args.embed_threads or default_model_threads()
-    pure = pure_embedding_seconds(run.chunk_texts, threads)
+    processes = args.embed_processes if args.embed_processes >= 0 else (os.cpu_count() or 1)
+    pure = pure_embedding_seconds(run.chunk_texts, processes)
     (embed_seconds, embed_cpu), (sequential_seconds, sequential_cpu) = pure["server"], pure["sequential"]
     load_after = os.getloadavg()[0]
 
     in_flight = "default" if args.in_flight is None else args.in_flight
     print(f"\nSciFact ingestion through the HTTP API (workers={args.workers}, documents in flight={in_flight}, "
-          f"model threads={threads}, upload batch={args.upload_batch})")
+          f"embedding processes={processes}, upload batch={args.upload_batch})")
     print(f"| {'measure':<34} | {'value':>12} |")
     print(f"|{'-' * 36}|{'-' * 14}|")
     rows = [

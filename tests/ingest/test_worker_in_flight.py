@@ -75,7 +75,7 @@ async def test_one_worker_keeps_enough_small_documents_in_flight_to_fill_model_c
     queue(ready, tenant_id, kb_id, doc_ids)
     # The first call waits until 16 more documents queue behind it, as they would behind a slow model.
     model = Recording(hold=lambda call: call == 1 and _until_at_least(ready, doc_ids, 17))
-    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=16, embed_threads=1,
+    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=16, embed_parallelism=1,
                             embedder=lambda _t, _n: model, checkin_interval=0)  # progress shows the stage
 
     await _run_until_done(executor, ready, doc_ids)
@@ -97,7 +97,7 @@ async def test_no_document_is_started_while_two_batches_of_chunks_wait_for_the_m
         seen.append((executor._flow.unembedded, len(executor._jobs)))
 
     model = Recording(hold=observe)
-    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=4, embed_threads=1,
+    executor = TaskExecutor(ready, concurrency=1, poll_interval=0.02, embed_batch_size=4, embed_parallelism=1,
                             embedder=lambda _t, _n: model)
 
     await _run_until_done(executor, ready, doc_ids)
@@ -120,7 +120,7 @@ async def test_a_local_model_runs_on_the_batchers_few_threads_however_many_docum
     model = Recording(hold=lambda _call: time.sleep(0.01))
     # The default embedder: the tenant's LLMBundle, whose sync model would run in any pool thread.
     monkeypatch.setattr(ready.registry, "model", lambda _name, _kind="chat": model)
-    executor = TaskExecutor(ready, concurrency=4, poll_interval=0.02, embed_batch_size=4, embed_threads=2)
+    executor = TaskExecutor(ready, concurrency=4, poll_interval=0.02, embed_batch_size=4, embed_parallelism=2)
 
     await _run_until_done(executor, ready, doc_ids)
 
