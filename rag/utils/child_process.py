@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STARTUP_TIMEOUT = 120.0  # seconds every child of a pool gets to start (imports, a model's weights)
 
 
 def settle_in_child(niceness: int) -> None:
@@ -41,6 +42,12 @@ def settle_in_child(niceness: int) -> None:
     except (AttributeError, OSError):
         pass
     threading.Thread(target=_exit_with_parent, name="ragline-child-orphan-watch", daemon=True).start()
+
+
+def _announce_then(announced: Any, initializer: Callable[..., None], initargs: tuple) -> None:
+    """Initializer of a ``ChildPool`` child: tell the pool this child's pid, then set up."""
+    announced.put(os.getpid())
+    initializer(*initargs)
 
 
 def _exit_with_parent() -> None:
@@ -66,21 +73,35 @@ class ChildPool:
         self._initializer = initializer
         self._initargs = initargs
         self._executor: ProcessPoolExecutor | None = None
+        self._announced: Any = None  # the current children's pids, each sent once as it starts
+        self._pids: list[int] = []
 
     def executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # spawn, not fork: the serving process has threads (and their locks) a fork would copy
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=self._initializer, initargs=self._initargs)
+            context = multiprocessing.get_context("spawn")
+            self._announced, self._pids = context.SimpleQueue(), []
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_announce_then,
+                                                 initargs=(self._announced, self._initializer, self._initargs))
         return self._executor
 
     async def warm_up(self) -> list[int]:
         """Start every child now (a spawned child takes a second or more) instead of on the
-        first calls; returns the children's pids."""
+        first calls; returns the children's pids.
+
+        The pids come from the children as they start: the answers of the calls that start them
+        would not do, since a child that is up first may answer several of them.
+        """
         loop = asyncio.get_running_loop()
         pool = self.executor()
-        pids = await asyncio.gather(*(loop.run_in_executor(pool, os.getpid) for _ in range(self.processes)))
-        return sorted(set(pids))
+        await asyncio.gather(*(loop.run_in_executor(pool, os.getpid) for _ in range(self.processes)))
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while True:
+                while not self._announced.empty():  # a poll of the pipe: never blocks
+                    self._pids.append(self._announced.get())
+                if len(self._pids) >= self.processes:
+                    return sorted(self._pids)
+                await asyncio.sleep(0.02)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a child (``fn`` and the arguments must pickle)."""
@@ -97,6 +118,7 @@ class ChildPool:
         """Forget ``broken`` unless a concurrent call has replaced it already."""
         if self._executor is broken:
             self._executor = None
+            self._announced.close()
         broken.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
@@ -104,3 +126,4 @@ class ChildPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+            self._announced.close()

@@ -269,13 +269,13 @@ def batched_embedding_seconds(texts: list[str], processes: int) -> tuple[float, 
         model = ProcessEmbedding(BUILTIN, children) if children else BuiltinEmbedding()
         batcher = EmbeddingBatcher(max_batch=EMBED_BATCH, threads=processes or default_model_threads())
         try:
-            pids = await children.warm_up(BUILTIN) if children else []
+            if children:
+                await children.warm_up(BUILTIN)
             await asyncio.gather(*(batcher.encode("bench", model, [text]) for text in texts[:8]))
-            started, cpu_started = time.perf_counter(), time.process_time() + sum(map(cpu_seconds, pids))
+            started, cpu_started = time.perf_counter(), tree_cpu_seconds(os.getpid())
             await asyncio.gather(*(batcher.encode("bench", model, texts[start:start + EMBED_BATCH])
                                    for start in range(0, len(texts), EMBED_BATCH)))
-            cpu = time.process_time() + sum(map(cpu_seconds, pids)) - cpu_started
-            return time.perf_counter() - started, cpu
+            return time.perf_counter() - started, tree_cpu_seconds(os.getpid()) - cpu_started
         finally:
             await batcher.close()
             if children:
