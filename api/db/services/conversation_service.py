@@ -57,6 +57,18 @@ def messages_of(conversation_id: str) -> list[Message]:
     return list(Message.select().where(Message.conversation_id == conversation_id).order_by(Message.seq))
 
 
+def turns_of(conversation_id: str) -> list[dict[str, str]]:
+    """The conversation's turns as a model reads them: role and text only.
+
+    Not ``messages_of``: every stored answer carries its references (the cited chunks' text,
+    several KB of JSON), and decoding them for each new question was the largest share of the
+    database threads' CPU under chat load.
+    """
+    query = (Message.select(Message.role, Message.content).where(Message.conversation_id == conversation_id)
+             .order_by(Message.seq))
+    return list(query.dicts())
+
+
 def append_message(conversation: Conversation, role: str, content: str, *, reference: Any = None,
                    status: str = STATUS_COMPLETE, error: str | None = None, message_id: str | None = None) -> Message:
     """Store one turn at the end of the conversation (its own transaction).
@@ -157,8 +169,7 @@ def start_turn(conversation_id: str, question: str) -> Turn:
     """Store the user's message (before any model is called) and load the history with it."""
     conversation = Conversation.get_by_id(conversation_id)
     append_message(conversation, "user", question)
-    history = [{"role": m.role, "content": m.content} for m in messages_of(conversation_id)]
-    return Turn(conversation=conversation, message_id=new_id(), history=history)
+    return Turn(conversation=conversation, message_id=new_id(), history=turns_of(conversation_id))
 
 
 def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str | None) -> None:
