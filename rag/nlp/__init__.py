@@ -7,6 +7,7 @@ have to agree with how questions are split in ``rag.nlp.query``: one function fo
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Letters/digits runs; CJK ideographs and kana stand alone because they carry no spaces.
@@ -26,8 +27,10 @@ def tokenize(text: str) -> str:
 _SUFFIXES = ("ations", "ation", "ings", "ing", "edly", "ies", "ied", "ly", "es", "ed", "s")
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(token: str) -> str:
-    """A light suffix-stripping stem, enough to see that "cells" answers "cell" in highlights."""
+    """A light suffix-stripping stem, enough to see that "cells" answers "cell" in highlights.
+    Remembered: a language has few words, and citations stem every word of every chunk."""
     for suffix in _SUFFIXES:
         if token.endswith(suffix) and len(token) - len(suffix) >= 3:
             return token[: -len(suffix)]

@@ -6,6 +6,7 @@ the question's embedding model through ``SyncLLMWrapper``, so nothing here touch
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ CHUNK_FIELDS = [
     "id", "content_with_weight", "doc_id", "docnm_kwd", "kb_id", "important_kwd", "question_kwd",
     "position_int", "page_num_int", "img_id",
 ]
+STEMMED_TEXTS = 4096  # chunk texts whose stems ``insert_citations`` remembers
 RERANK_LIMIT = 64  # candidates a rerank model scores: enough for any sane page, cheap enough
 
 
@@ -213,13 +215,15 @@ def _split_prose(text: str) -> list[str]:
     return pieces
 
 
-def _content_stems(text: str) -> set[str]:
-    return {stem(t) for t in tokens(text) if t not in STOPWORDS}
+@functools.lru_cache(maxsize=STEMMED_TEXTS)
+def _content_stems(text: str) -> frozenset[str]:
+    """Stems of the text's content words; remembered, since the chunks that answer one
+    question answer many (stemming a chunk's every word was most of ``insert_citations``)."""
+    return frozenset(stem(t) for t in tokens(text) if t not in STOPWORDS)
 
 
-def term_overlap(sentence: str, chunk_stems: set[str]) -> float:
-    """Share of the sentence's content words that occur in the chunk, in [0, 1]."""
-    words = _content_stems(sentence)
+def _overlap(words: frozenset[str], chunk_stems: frozenset[str]) -> float:
+    """Share of the sentence's content words (``words``) that occur in the chunk, in [0, 1]."""
     return len(words & chunk_stems) / len(words) if words else 0.0
 
 
@@ -265,7 +269,8 @@ def insert_citations(
 def _support_matrix(sentences, chunks, embd_mdl, chunk_vectors, term_weight, vector_weight) -> np.ndarray:
     """Support of each chunk (columns) for each sentence (rows)."""
     chunk_stems = [_content_stems(str(c.get("content_with_weight") or c.get("content") or "")) for c in chunks]
-    overlap = np.array([[term_overlap(s, cs) for cs in chunk_stems] for s in sentences], dtype=float)
+    sentence_stems = [_content_stems(s) for s in sentences]
+    overlap = np.array([[_overlap(ss, cs) for cs in chunk_stems] for ss in sentence_stems], dtype=float)
     if embd_mdl is None or chunk_vectors is None or len(chunk_vectors) != len(chunks):
         return overlap
     sentence_vecs, _ = embd_mdl.encode(sentences)
