@@ -76,11 +76,16 @@ class SSEChatStream:
 
     async def _pieces(self) -> AsyncIterator[StreamPiece]:
         try:
-            async for line in self.response.aiter_lines():
+            lines = self.response.aiter_lines()
+            async for line in lines:
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, "event:" names
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    # Read the body's end too (as the openai SDK does): a response closed with
+                    # bytes unread takes its connection along, and each answer would open one.
+                    async for _ in lines:
+                        pass
                     return
                 chunk = json.loads(data)
                 if "error" in chunk:

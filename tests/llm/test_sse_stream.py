@@ -37,6 +37,21 @@ async def read_all(stream) -> tuple[str, str, dict | None, str | None]:
     return text, reasoning, usage, finish
 
 
+async def test_answers_read_to_their_end_reuse_one_connection(stub_llm: StubLLMServer) -> None:
+    """After ``[DONE]`` the body's end is read too, so the connection goes back to the pool
+    instead of being closed with unread bytes (a new TCP connection per answer)."""
+    stub_llm.configure(reply="one two three")
+    router = router_to(stub_llm, "openai/stub-chat")
+    try:
+        for _ in range(3):
+            text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
+            assert text == "one two three"
+    finally:
+        await router.aclose_streams()
+    peers = {request.peer for request in stub_llm.chat_requests}
+    assert len(stub_llm.chat_requests) == 3 and len(peers) == 1
+
+
 async def test_openai_deployments_stream_without_litellm(stub_llm: StubLLMServer, monkeypatch) -> None:
     """The point of the transport: LiteLLM's completion (and its per-chunk wrapper) is not
     involved in an OpenAI-compatible stream at all."""
