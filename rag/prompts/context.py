@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rag.utils.token_utils import num_tokens, prompt_tokens, truncate
+from rag.utils.token_utils import num_tokens, prompt_tokens, token_bound, truncate
 
 KNOWLEDGE_SEPARATOR = "\n\n"
 # A chunk cut to fewer content tokens than this is dropped instead: such a fragment costs
@@ -66,12 +66,6 @@ def _truncated_block(header: str, content: str, budget: int) -> str | None:
             return block
         room -= 1
     return None
-
-
-def token_bound(text: str) -> int:
-    """At least ``num_tokens(text)``, without encoding: a byte-level BPE token covers one byte or
-    more, so no text has more tokens than UTF-8 bytes. Constant time for ASCII text."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def messages_bound(messages: Sequence[Mapping[str, Any]]) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+from collections import OrderedDict
 
 import tiktoken
 
@@ -41,9 +43,43 @@ _INDEPENDENT_PIECE = re.compile(r"(?<=\n)(?=\S)")
 CACHED_PIECES = 8192
 
 
-@functools.lru_cache(maxsize=CACHED_PIECES)
-def _piece_tokens(piece: str, encoding: str) -> int:
-    return len(encoder(encoding).encode(piece, disallowed_special=()))
+class PieceCounts:
+    """Token counts of the pieces prompts are made of, the ``size`` most recently used kept.
+
+    Shared by threads (prompts are counted in worker threads and bounded on the loop), hence
+    the lock; a lookup is a dict operation under it.
+    """
+
+    def __init__(self, size: int = CACHED_PIECES) -> None:
+        self.size = size
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def known(self, piece: str, encoding: str) -> int | None:
+        key = (piece, encoding)
+        with self._lock:
+            count = self._counts.get(key)
+            if count is not None:
+                self._counts.move_to_end(key)
+            return count
+
+    def count(self, piece: str, encoding: str) -> int:
+        known = self.known(piece, encoding)
+        if known is not None:
+            return known
+        count = len(encoder(encoding).encode(piece, disallowed_special=()))
+        with self._lock:
+            self._counts[(piece, encoding)] = count
+            if len(self._counts) > self.size:
+                self._counts.popitem(last=False)
+        return count
+
+
+PIECE_COUNTS = PieceCounts()
+
+
+def _pieces(text: str) -> list[str]:
+    return [piece for piece in _INDEPENDENT_PIECE.split(text) if piece]
 
 
 def prompt_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
@@ -55,6 +91,23 @@ def prompt_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
     what was counted before costs a hash lookup. For text seen once (ingestion) use
     ``num_tokens``: the cache would only churn.
     """
+    return sum(PIECE_COUNTS.count(piece, encoding) for piece in _pieces(text)) if text else 0
+
+
+def byte_bound(text: str) -> int:
+    """At least ``num_tokens(text)``: a byte-level BPE token covers one byte or more, so no
+    text has more tokens than UTF-8 bytes. Constant time for ASCII text."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def token_bound(text: str, encoding: str = DEFAULT_ENCODING) -> int:
+    """At least ``num_tokens(text)``, without encoding anything: the exact count of each piece
+    ``prompt_tokens`` counted before, the byte count of the others. For a prompt built from
+    chunks that answered earlier questions it is exact, so it fits or refuses as counting would."""
     if not text:
         return 0
-    return sum(_piece_tokens(piece, encoding) for piece in _INDEPENDENT_PIECE.split(text) if piece)
+    total = 0
+    for piece in _pieces(text):
+        known = PIECE_COUNTS.known(piece, encoding)
+        total += known if known is not None else byte_bound(piece)
+    return total

@@ -3,6 +3,7 @@ with tiktoken counts (off the loop) otherwise, and the same prompt either way.""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from api.db.services.chat_assistant_service import DEFAULT_PROMPT_CONFIG
@@ -39,13 +40,36 @@ def test_a_prompt_far_below_the_window_is_the_counted_one_with_an_upper_bound() 
     assert fast[0] >= used == sum(num_tokens(m["content"]) + 4 for m in [{"content": system}, *history])
 
 
+def fresh_chunks() -> list[dict]:
+    """Chunks no earlier test counted (token counts of counted pieces are remembered)."""
+    nonce = uuid.uuid4().hex
+    return [{**chunk, "content_with_weight": f"{chunk['content_with_weight']} Run {nonce}."} for chunk in CHUNKS]
+
+
 def test_near_the_window_or_the_answer_room_only_counting_decides() -> None:
-    _, system, history = counted(Window(100_000))
-    exact_bytes = sum(len(m["content"].encode()) + 4 for m in [{"content": system}, *history])
-    tight = Window(exact_bytes + 10)  # the bound exceeds 95% of this window
-    assert DialogService._uncounted_prompt(tight, DEFAULT_PROMPT_CONFIG, CHUNKS, HISTORY, REQUEST, 0) is None
+    chunks = fresh_chunks()
+    bound, _, _ = DialogService._uncounted_prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, chunks, HISTORY,
+                                                  REQUEST, 0)  # the new chunks bounded by their bytes
+    tight = Window(bound + 10)  # the bound exceeds 95% of this window
+    assert DialogService._uncounted_prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0) is None
     roomy = Window(100_000)
-    assert DialogService._uncounted_prompt(roomy, DEFAULT_PROMPT_CONFIG, CHUNKS, HISTORY, REQUEST,
-                                           100_000 - exact_bytes + 1) is None
-    used, _, _ = counted(tight)  # counted, it still fits whole
-    assert used < exact_bytes
+    assert DialogService._uncounted_prompt(roomy, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST,
+                                           100_000 - bound + 1) is None
+    used, _, _ = DialogService._prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST)
+    assert used < bound  # counted, it still fits whole
+
+
+def test_once_its_pieces_were_counted_a_prompt_is_bounded_exactly_without_counting() -> None:
+    """The chunks that answer one question answer the next: the second time the bound is the
+    count itself, so a prompt near the window is built on the loop too."""
+    chunks = fresh_chunks()
+    bound, _, _ = DialogService._uncounted_prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, chunks, HISTORY,
+                                                  REQUEST, 0)
+    tight = Window(bound + 10)
+    assert DialogService._uncounted_prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0) is None
+    used, system, history = DialogService._prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST)
+
+    again = DialogService._uncounted_prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0)
+    assert again is not None and again[1:] == (system, history)
+    history_bytes = sum(len(m["content"].encode()) + 4 for m in history)
+    assert used <= again[0] <= used + history_bytes  # exact but for the turns, never counted alone
