@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from quart import current_app
 
 from api.db.database import MetaDB
+from api.db.services.chat_directory import ChatDirectory
 from api.db.services.llm_service import LLMBundle
 from api.db.services.usage_service import UsageService
 from api.errors import data_error
@@ -76,6 +77,10 @@ class Components:
     question_batcher: EmbeddingBatcher = field(default_factory=EmbeddingBatcher)
     search_processes: SearchProcesses | None = None
     embedding_processes: EmbeddingProcesses | None = None
+    chats: ChatDirectory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chats = ChatDirectory(self.db)
 
     async def run_compute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in the compute pool (CPU-bound work: searches)."""

@@ -36,15 +36,6 @@ def answer_data(event: ChatEvent, session_id: str) -> dict[str, Any]:
             "id": event.message_id, "session_id": session_id}
 
 
-def _owned_chat_and_session(tenant_id: str, chat_id: str, session_id: str | None) -> Dialog:
-    """The chat, checked together with the session in one trip to the worker pool (every
-    hop is a wait in its queue when the server is busy)."""
-    dialog = chat_assistant_service.get_owned(tenant_id, chat_id)
-    if session_id:
-        conversation_service.get_session(tenant_id, chat_id, session_id)
-    return dialog
-
-
 async def _session_for(dialog: Dialog, session_id: str | None, user_id: str | None,
                        question: str) -> tuple[str, str | None]:
     """The session to answer in (already checked when given), creating one (with the chat's
@@ -65,7 +56,7 @@ async def completion_response(chat_id: str, question: str, session_id: str | Non
     A required variable without a value is refused (101) before anything is stored.
     """
     variables = variables or {}
-    dialog = await components().db.run(_owned_chat_and_session, g.tenant_id, chat_id, session_id)
+    dialog = await components().chats.owned_chat_and_session(g.tenant_id, chat_id, session_id)
     missing = chat_assistant_service.missing_variables(dialog, variables)
     if missing and question.strip():
         raise argument_error(f"Missing value for the prompt variable(s): {', '.join(missing)}.")

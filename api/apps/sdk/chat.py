@@ -90,7 +90,7 @@ def _check_model(model_name: str | None) -> None:
 
 async def owned_chat(chat_id: str) -> Dialog:
     """The caller's chat assistant ``chat_id`` (102 when it is missing or another tenant's)."""
-    return await components().db.run(chat_assistant_service.get_owned, g.tenant_id, chat_id)
+    return await components().chats.owned_chat(g.tenant_id, chat_id)
 
 
 @bp.post("")
@@ -119,11 +119,14 @@ async def update_chat(chat_id: str) -> Response:
     parts = components()
     chat = await parts.db.run(chat_assistant_service.update, g.tenant_id, chat_id, changes,
                               parts.default_chat_model)
+    parts.chats.forget_chats(g.tenant_id, [chat_id])
     return ok(chat)
 
 
 @bp.delete("")
 async def delete_chats() -> Response:
     body = await json_body(ChatIds)
-    await components().db.run(chat_assistant_service.delete_many, g.tenant_id, body.ids)
+    parts = components()
+    await parts.db.run(chat_assistant_service.delete_many, g.tenant_id, body.ids)
+    parts.chats.forget_chats(g.tenant_id, body.ids)
     return ok(True)

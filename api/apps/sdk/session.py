@@ -81,7 +81,9 @@ async def rename_session(chat_id: str, session_id: str) -> Response:
 async def delete_sessions(chat_id: str) -> Response:
     body = await json_body(SessionIds)
     await owned_chat(chat_id)
-    await components().db.run(conversation_service.delete_sessions, g.tenant_id, chat_id, body.ids)
+    parts = components()
+    await parts.db.run(conversation_service.delete_sessions, g.tenant_id, chat_id, body.ids)
+    parts.chats.forget_sessions(g.tenant_id, chat_id, body.ids)
     return ok(True)
 
 

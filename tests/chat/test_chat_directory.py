@@ -1,0 +1,98 @@
+"""ChatDirectory: completions check the chat and the session without a database trip each time,
+and never answer from a chat or session this process changed or deleted."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.db.migrate import upgrade
+from api.db.services import chat_assistant_service, chat_directory, conversation_service, tenant_service
+from api.db.services.chat_directory import ChatDirectory
+from api.errors import ApiError
+from tests.chat.helpers import api, create_chat, session_messages, stream_completion
+
+
+@pytest.fixture
+def seeded(parts):
+    """Two tenants; the first with a chat and a session of it."""
+    upgrade(parts.db)
+
+    def seed():
+        acme = tenant_service.get_or_create_tenant("acme").id
+        other = tenant_service.get_or_create_tenant("other").id
+        chat = chat_assistant_service.create(acme, {"name": "helper"}, "stub-chat@OpenAI-API-Compatible")
+        session = conversation_service.create_session(acme, chat["id"], "s", None, "")
+        return acme, other, chat["id"], session["id"]
+
+    return parts, *parts.db.call(seed)
+
+
+@pytest.fixture
+def trips(monkeypatch) -> list[tuple]:
+    """The directory's database trips, recorded."""
+    made: list[tuple] = []
+    real = chat_directory._owned_chat_and_session
+
+    def counting(*args):
+        made.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(chat_directory, "_owned_chat_and_session", counting)
+    return made
+
+
+async def test_a_checked_chat_and_session_are_remembered(seeded, trips) -> None:
+    parts, acme, _, chat_id, session_id = seeded
+    directory = ChatDirectory(parts.db)
+    for _ in range(3):
+        dialog = await directory.owned_chat_and_session(acme, chat_id, session_id)
+        assert dialog.id == chat_id
+    assert len(trips) == 1
+    assert (await directory.owned_chat(acme, chat_id)).id == chat_id and len(trips) == 1
+
+
+async def test_another_tenant_or_an_unknown_session_is_refused_though_the_chat_is_remembered(seeded, trips) -> None:
+    parts, acme, other, chat_id, session_id = seeded
+    directory = ChatDirectory(parts.db)
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    with pytest.raises(ApiError, match="don't own the chat"):
+        await directory.owned_chat_and_session(other, chat_id, None)
+    with pytest.raises(ApiError, match="doesn't exist"):
+        await directory.owned_chat_and_session(acme, chat_id, "0" * 32)
+    with pytest.raises(ApiError, match="doesn't exist"):  # a refusal is not remembered as an answer
+        await directory.owned_chat_and_session(acme, chat_id, "0" * 32)
+
+
+async def test_forgetting_and_expiry_go_back_to_the_database(seeded, trips) -> None:
+    parts, acme, _, chat_id, session_id = seeded
+    directory = ChatDirectory(parts.db)
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    directory.forget_sessions(acme, chat_id, [session_id])
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    directory.forget_chats(acme, None)
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    assert len(trips) == 3
+
+    never = ChatDirectory(parts.db, seconds=0)
+    await never.owned_chat_and_session(acme, chat_id, session_id)
+    await never.owned_chat_and_session(acme, chat_id, session_id)
+    assert len(trips) == 5
+
+
+def test_an_update_or_a_deleted_session_takes_effect_on_the_next_question(live_server, stub_llm) -> None:
+    key = live_server.key("acme")
+    chat = create_chat(live_server, key, name="helper")
+    session = api(live_server, key, "POST", f"/api/v1/chats/{chat['id']}/sessions", {"name": "s"})["data"]
+    stream_completion(live_server, key, chat["id"], {"question": "hello", "session_id": session["id"]})
+
+    changed = api(live_server, key, "PUT", f"/api/v1/chats/{chat['id']}", {"prompt": {"prompt": "Reply as a pirate."}})
+    assert changed["code"] == 0
+    stream_completion(live_server, key, chat["id"], {"question": "again", "session_id": session["id"]})
+    assert "pirate" in stub_llm.chat_requests[-1].body["messages"][0]["content"]
+    assert len(session_messages(live_server, session["id"])) == 5  # the opener, two questions, two answers
+
+    deleted = api(live_server, key, "DELETE", f"/api/v1/chats/{chat['id']}/sessions", {"ids": [session["id"]]})
+    assert deleted["code"] == 0
+    refused = api(live_server, key, "POST", f"/api/v1/chats/{chat['id']}/completions",
+                  {"question": "still there?", "session_id": session["id"], "stream": False})
+    assert refused["code"] == 102 and "doesn't exist" in refused["message"]
