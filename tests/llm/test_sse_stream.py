@@ -128,6 +128,15 @@ def test_options_are_mapped_as_litellm_maps_them() -> None:
     assert wire_options("o3-mini", {"max_tokens": 9}) == {"max_completion_tokens": 9}
     with pytest.raises(litellm.UnsupportedParamsError):
         wire_options("o3-mini", {"temperature": 0.2})
+    with pytest.raises(litellm.UnsupportedParamsError):  # a refusal is not remembered as an answer
+        wire_options("o3-mini", {"temperature": 0.2})
+
+
+def test_remembered_mappings_are_fresh_dicts_and_unhashable_options_still_map() -> None:
+    first = wire_options("gpt-4o-mini", {"temperature": 0.3, "max_tokens": 5})
+    first["temperature"] = 99
+    assert wire_options("gpt-4o-mini", {"max_tokens": 5, "temperature": 0.3}) == {"max_tokens": 5, "temperature": 0.3}
+    assert wire_options("gpt-4o-mini", {"stop": ["\n\n"], "max_tokens": 5}) == {"stop": ["\n\n"], "max_tokens": 5}
 
 
 def test_only_the_openai_route_is_read_directly() -> None:
