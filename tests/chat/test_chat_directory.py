@@ -73,7 +73,7 @@ async def test_forgetting_and_expiry_go_back_to_the_database(seeded, trips) -> N
     await directory.owned_chat_and_session(acme, chat_id, session_id)
     assert len(trips) == 3
 
-    never = ChatDirectory(parts.db, seconds=0)
+    never = ChatDirectory(parts.db, chat_seconds=0, session_seconds=0)
     await never.owned_chat_and_session(acme, chat_id, session_id)
     await never.owned_chat_and_session(acme, chat_id, session_id)
     assert len(trips) == 5

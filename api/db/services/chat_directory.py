@@ -7,7 +7,10 @@ token. Chats change rarely and a session's owner never, so the answers are remem
 
 - a change made through this process (a chat updated or deleted, sessions deleted) forgets
   the entries it touches at once, so this process never answers from a stale chat;
-- another process sharing the database sees such a change within ``CACHE_SECONDS``.
+- another process sharing the database sees a changed chat within ``CHAT_SECONDS``; a
+  session's owner never changes, so sessions are remembered for ``SESSION_SECONDS`` (a
+  session deleted by another process meanwhile fails its next answer when its question is
+  stored, with an error event instead of the 102 envelope).
 
 Remembered chats are shared by concurrent answers and must be treated as read-only.
 """
@@ -21,7 +24,10 @@ from api.db.database import MetaDB
 from api.db.models import Dialog
 from api.db.services import chat_assistant_service, conversation_service
 
-CACHE_SECONDS = 5.0
+CHAT_SECONDS = 5.0
+# Longer than a session's pause between questions under load (5-6 s in chat_load), which a
+# 5-second memory missed nearly every time.
+SESSION_SECONDS = 120.0
 CACHE_MAX_ENTRIES = 10_000
 
 
@@ -50,12 +56,13 @@ class _Expiring:
 
 
 class ChatDirectory:
-    """The caller's chats and sessions, checked once per ``CACHE_SECONDS`` per process."""
+    """The caller's chats and sessions, each checked once per ``chat_seconds`` / ``session_seconds``."""
 
-    def __init__(self, db: MetaDB, seconds: float = CACHE_SECONDS, max_entries: int = CACHE_MAX_ENTRIES) -> None:
+    def __init__(self, db: MetaDB, chat_seconds: float = CHAT_SECONDS, session_seconds: float = SESSION_SECONDS,
+                 max_entries: int = CACHE_MAX_ENTRIES) -> None:
         self.db = db
-        self._chats = _Expiring(seconds, max_entries)  # (tenant, chat) -> Dialog
-        self._sessions = _Expiring(seconds, max_entries)  # (tenant, chat, session) -> True
+        self._chats = _Expiring(chat_seconds, max_entries)  # (tenant, chat) -> Dialog
+        self._sessions = _Expiring(session_seconds, max_entries)  # (tenant, chat, session) -> True
 
     async def owned_chat(self, tenant_id: str, chat_id: str) -> Dialog:
         """The tenant's chat ``chat_id``; the data error (102) when it is missing or another's."""
