@@ -44,7 +44,7 @@ from rag.prompts import (
 
 if TYPE_CHECKING:
     from api.components import Components
-    from api.db.services.llm_service import ChatStream, LLMBundle
+    from api.db.services.llm_service import LLMBundle
 
 COALESCE_TOKENS = 16
 COALESCE_SECONDS = 0.05
@@ -140,12 +140,11 @@ def showable(answer: str, n_chunks: int) -> str:
     return ready
 
 
-async def _read_stream(stream: ChatStream, deltas: asyncio.Queue[str | Exception | None]) -> None:
-    """Copy the model's deltas into ``deltas``; then ``None`` at the end, or the exception."""
+async def _read_rest(deltas_in: AsyncIterator[str], deltas: asyncio.Queue[str | Exception | None]) -> None:
+    """Copy the model's remaining deltas into ``deltas``; then ``None`` at the end, or the exception."""
     try:
-        async with stream:
-            async for delta in stream:
-                deltas.put_nowait(delta)
+        async for delta in deltas_in:
+            deltas.put_nowait(delta)
     except Exception as error:  # handed to the consumer, which turns it into the final event
         deltas.put_nowait(error)
         return
@@ -281,48 +280,74 @@ class DialogService:
                       state: ChatState, n_chunks: int) -> AsyncIterator[ChatEvent]:
         """Events as the model writes: the first with the first token, later ones coalesced.
 
-        The model's stream is read by a task of its own into a queue, so text waiting to be
-        coalesced goes out after ``COALESCE_SECONDS`` even while the model pauses; leaving this
-        generator (done, failed, or the client gone) cancels that task, which closes the stream.
+        Until the first event the model's stream is read here: nothing waits to be coalesced
+        yet, and under load the task start and queue hand-off saved are two event-loop turns of
+        the time to first token. Then a task of its own reads it into a queue, so text waiting
+        to be coalesced goes out after ``COALESCE_SECONDS`` even while the model pauses. Leaving
+        this generator (done, failed, or the client gone) cancels that task and closes the stream.
         """
         started = time.perf_counter()
         stream = llm.chat_streamly(system, history, gen_conf)
-        deltas: asyncio.Queue[str | Exception | None] = asyncio.Queue()
-        reader = asyncio.create_task(_read_stream(stream, deltas))
-        shown, pending, last_emit = "", 0, 0.0
+        reader: asyncio.Task | None = None
         try:
-            while True:
-                wait = max(last_emit + COALESCE_SECONDS - time.perf_counter(), 0.0) if pending else None
+            shown = ""
+            while not shown:
                 try:
-                    async with asyncio.timeout(wait):  # no task per delta, unlike wait_for on 3.11
-                        delta = await deltas.get()
-                except TimeoutError:
-                    delta = ""  # time to show what is pending
-                if delta is None:
+                    delta = await anext(stream)
+                except StopAsyncIteration:
                     break
-                if isinstance(delta, LLMServiceError):
-                    yield ChatEvent(state.answer, final=True, error=delta, result=stream.result)
+                except LLMServiceError as error:
+                    yield ChatEvent(state.answer, final=True, error=error, result=stream.result)
                     return
-                if isinstance(delta, Exception):
-                    raise delta
-                if delta:
-                    state.answer += delta
-                    pending += 1
-                    if shown and pending < COALESCE_TOKENS and time.perf_counter() - last_emit < COALESCE_SECONDS:
-                        continue
-                ready = showable(state.answer, n_chunks)
-                pending = 0
-                if ready == shown:
-                    continue
-                last_emit = time.perf_counter()
-                if not shown:
-                    state.timings["first_token_ms"] = round((last_emit - started) * 1000, 3)
-                shown = ready
-                yield ChatEvent(shown)
+                state.answer += delta
+                shown = showable(state.answer, n_chunks)
+            if not shown:
+                yield ChatEvent(state.answer, final=True, result=stream.result)
+                return
+            state.timings["first_token_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            yield ChatEvent(shown)
+            deltas: asyncio.Queue[str | Exception | None] = asyncio.Queue()
+            reader = asyncio.create_task(_read_rest(stream, deltas))
+            async for event in self._coalesced(deltas, state, shown, n_chunks, stream.result):
+                yield event
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        yield ChatEvent(state.answer, final=True, result=stream.result)
+            if reader is not None:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+            await stream.aclose()
+
+    @staticmethod
+    async def _coalesced(deltas: asyncio.Queue[str | Exception | None], state: ChatState, shown: str, n_chunks: int,
+                         result: ChatResult) -> AsyncIterator[ChatEvent]:
+        """The events after the first: ``COALESCE_TOKENS`` deltas or ``COALESCE_SECONDS`` each,
+        then the final one."""
+        pending, last_emit = 0, time.perf_counter()
+        while True:
+            wait = max(last_emit + COALESCE_SECONDS - time.perf_counter(), 0.0) if pending else None
+            try:
+                async with asyncio.timeout(wait):  # no task per delta, unlike wait_for on 3.11
+                    delta = await deltas.get()
+            except TimeoutError:
+                delta = ""  # time to show what is pending
+            if delta is None:
+                break
+            if isinstance(delta, LLMServiceError):
+                yield ChatEvent(state.answer, final=True, error=delta, result=result)
+                return
+            if isinstance(delta, Exception):
+                raise delta
+            if delta:
+                state.answer += delta
+                pending += 1
+                if pending < COALESCE_TOKENS and time.perf_counter() - last_emit < COALESCE_SECONDS:
+                    continue
+            ready = showable(state.answer, n_chunks)
+            pending = 0
+            if ready == shown:
+                continue
+            last_emit, shown = time.perf_counter(), ready
+            yield ChatEvent(shown)
+        yield ChatEvent(state.answer, final=True, result=result)
 
     async def _whole(self, llm: LLMBundle, system: str, history: list[dict[str, str]], gen_conf: dict[str, Any],
                      state: ChatState, n_chunks: int) -> AsyncIterator[ChatEvent]:
