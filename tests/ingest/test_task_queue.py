@@ -7,6 +7,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+import peewee
+import psycopg2.errors
+import pymysql.err
 import pytest
 
 from api.db.database import MetaDB
@@ -40,13 +43,17 @@ def _age(db: MetaDB, task_id: str, ms: int) -> None:
 def test_each_task_is_claimed_by_exactly_one_of_many_concurrent_workers(queue_db: MetaDB) -> None:
     tasks = queue_db.call(task_service.enqueue_parse, "t1", "kb1", [f"doc{n}" for n in range(30)])
     claims: list[tuple[str, str]] = []
+    failures: list[BaseException] = []
     start = threading.Barrier(6)
 
     def worker(name: str) -> None:
         start.wait()
-        while (task := queue_db.call(task_service.claim, name, ["parse"], 60_000)) is not None:
-            claims.append((task.id, name))
-            time.sleep(0.01)  # "work" on it, so the others get their turn
+        try:
+            while (task := queue_db.call(task_service.claim, name, ["parse"], 60_000)) is not None:
+                claims.append((task.id, name))
+                time.sleep(0.01)  # "work" on it, so the others get their turn
+        except BaseException as error:  # a claim that raises (a deadlock, say) is a failed claim
+            failures.append(error)
 
     threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(6)]
     for thread in threads:
@@ -54,6 +61,7 @@ def test_each_task_is_claimed_by_exactly_one_of_many_concurrent_workers(queue_db
     for thread in threads:
         thread.join(60)
 
+    assert failures == []
     assert sorted(task_id for task_id, _ in claims) == sorted(t.id for t in tasks)
     rows = queue_db.call(lambda: {t.id: t for t in Task.select()})
     for task_id, name in claims:
@@ -61,6 +69,46 @@ def test_each_task_is_claimed_by_exactly_one_of_many_concurrent_workers(queue_db
         assert rows[task_id].claimed_by == name
         assert rows[task_id].attempts == 1
     assert len({name for _, name in claims}) > 1  # the work really was shared
+
+
+def test_a_claim_chosen_as_a_deadlock_victim_asks_again(queue_db: MetaDB, db_backend: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    if db_backend == "sqlite":
+        pytest.skip("SQLite has one writer at a time: its claims cannot deadlock")
+    [task] = queue_db.call(task_service.enqueue_parse, "t1", "kb1", ["doc1"])
+    driver_error = pymysql.err.OperationalError(1213, "Deadlock found") if db_backend == "mysql" \
+        else psycopg2.errors.DeadlockDetected("deadlock detected")
+    real_claim = task_service._claim_skip_locked_once
+    attempts: list[int] = []
+
+    def victim_once(*args):
+        attempts.append(1)
+        if len(attempts) == 1:
+            # What peewee raises: its OperationalError around the driver's.
+            raise peewee.OperationalError(driver_error, *driver_error.args)
+        return real_claim(*args)
+
+    monkeypatch.setattr(task_service, "_claim_skip_locked_once", victim_once)
+    claimed = queue_db.call(task_service.claim, "w1", ["parse"], 60_000)
+
+    assert claimed.id == task.id and claimed.attempts == 1
+    assert len(attempts) == 2
+
+
+def test_a_claim_that_fails_otherwise_is_not_retried(queue_db: MetaDB, db_backend: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if db_backend == "sqlite":
+        pytest.skip("the retry is for MySQL and PostgreSQL")
+    attempts: list[int] = []
+
+    def broken(*args):
+        attempts.append(1)
+        raise peewee.OperationalError(RuntimeError("server has gone away"), 2006, "server has gone away")
+
+    monkeypatch.setattr(task_service, "_claim_skip_locked_once", broken)
+    with pytest.raises(peewee.OperationalError):
+        queue_db.call(task_service.claim, "w1", ["parse"], 60_000)
+    assert len(attempts) == 1
 
 
 def test_an_expired_lease_is_claimed_again_and_fences_out_the_old_holder(queue_db: MetaDB) -> None:
