@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import litellm
 from litellm import Router
 
@@ -38,6 +38,7 @@ from rag.llm.errors import retry_after_seconds
 from rag.llm.sse_stream import StreamPiece, open_chat_stream, speaks_openai
 
 STREAM_CONNECTIONS = 1000  # answers streaming at once from one process, per event loop
+SSE_LINE_BYTES = 1 << 20  # the longest SSE line a provider may send (aiohttp's default is 64 KB)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class BudgetedRouter(Router):
         super().__init__(*args, **kwargs)
         self.direct_streaming = direct_streaming
         self._model_info_cache: dict[tuple[Any, ...], dict] = {}
-        self._stream_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._stream_clients: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
     async def astream_chat(self, model: str, messages: list[dict], options: dict[str, Any]) -> Any:
         """Open a streamed answer of ``model`` (a model group); an async iterable of
@@ -95,22 +96,23 @@ class BudgetedRouter(Router):
         self._update_kwargs_with_deployment(deployment=deployment, kwargs=kwargs)
         return await open_chat_stream(self._stream_client(), deployment["litellm_params"], messages, options)
 
-    def _stream_client(self) -> httpx.AsyncClient:
+    def _stream_client(self) -> aiohttp.ClientSession:
         """The HTTP client of the running loop (a connection belongs to the loop that opened it)."""
         loop = asyncio.get_running_loop()
         client = self._stream_clients.get(loop)
         if client is None:
             for stale in [other for other in self._stream_clients if other.is_closed()]:
                 del self._stream_clients[stale]
-            limits = httpx.Limits(max_connections=STREAM_CONNECTIONS, max_keepalive_connections=STREAM_CONNECTIONS)
-            client = self._stream_clients[loop] = httpx.AsyncClient(limits=limits)
+            connector = aiohttp.TCPConnector(limit=STREAM_CONNECTIONS, limit_per_host=STREAM_CONNECTIONS)
+            client = self._stream_clients[loop] = aiohttp.ClientSession(connector=connector,
+                                                                        read_bufsize=SSE_LINE_BYTES)
         return client
 
     async def aclose_streams(self) -> None:
         """Close the running loop's stream client (others belong to loops that are gone)."""
         client = self._stream_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     def get_router_model_info(self, deployment: Any, received_model_name: str, id: str | None = None) -> Any:
         deployment_id = id or ((deployment.get("model_info") or {}).get("id") if deployment is not None else None)

@@ -2,9 +2,12 @@
 
 Why this exists: LiteLLM's stream wrapper builds an openai-SDK pydantic object and then a
 LiteLLM ``ModelResponseStream`` for every chunk, about 0.5 ms of CPU per chunk here, against
-about 0.03 ms for reading the SSE line with httpx and ``json.loads`` (``python -m
+about 0.03 ms for reading the SSE line and ``json.loads`` (``python -m
 tests.bench.stream_overhead``). That work runs on the event loop; 200 answers streaming at
-50 tokens/s would need several cores for it alone. So for deployments LiteLLM itself would
+50 tokens/s would need several cores for it alone. The transport is aiohttp (its parser is
+C): a short RAG answer (a 15 KB prompt, 18 tokens) cost the loop 1.1 ms of CPU through it
+against 2.5 ms through httpx, whose pure-Python HTTP layers were the largest share of the
+loop's time under chat_load after the database. So for deployments LiteLLM itself would
 send to an OpenAI-compatible endpoint (``openai/...``), the Router still chooses the
 deployment, retries, falls back and enforces rpm (``BudgetedRouter.astream_chat``), and only
 the transport of the answer is this module's. Every other provider streams through LiteLLM.
@@ -23,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 import litellm
 from litellm.utils import get_optional_params
@@ -67,7 +71,7 @@ class SSEChatStream:
     whatever its call returned.
     """
 
-    def __init__(self, response: httpx.Response, model: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, model: str) -> None:
         self.response = response
         self.model = model
         self._hidden_params: dict[str, Any] = {}
@@ -77,30 +81,29 @@ class SSEChatStream:
 
     async def _pieces(self) -> AsyncIterator[StreamPiece]:
         try:
-            lines = self.response.aiter_lines()
-            async for line in lines:
+            async for raw in self.response.content:  # one line at a time
+                line = raw.decode("utf-8").strip()
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, "event:" names
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    # Read the body's end too (as the openai SDK does): a response closed with
-                    # bytes unread takes its connection along, and each answer would open one.
-                    async for _ in lines:
-                        pass
+                    # Read the body's end too (as the openai SDK does): a response released
+                    # with bytes unread takes its connection along, and each answer would open one.
+                    await self.response.read()
                     return
                 chunk = json.loads(data)
                 if "error" in chunk:
                     raise litellm.APIError(status_code=500, message=_error_text(chunk["error"]),
                                            llm_provider="openai", model=self.model)
                 yield piece_of(chunk)
-        except httpx.TimeoutException as error:
+        except TimeoutError as error:  # aiohttp's read timeouts are TimeoutErrors too
             raise litellm.Timeout(f"The stream stalled: {error!r}", model=self.model, llm_provider="openai") from error
-        except httpx.TransportError as error:
+        except aiohttp.ClientError as error:
             raise litellm.APIConnectionError(f"The stream was cut: {error!r}", llm_provider="openai",
                                              model=self.model) from error
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        self.response.release()
 
 
 def wire_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -129,11 +132,13 @@ def _map_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
     return {**mapped, **extra}
 
 
-async def open_chat_stream(client: httpx.AsyncClient, litellm_params: dict[str, Any], messages: list[dict],
+async def open_chat_stream(client: aiohttp.ClientSession, litellm_params: dict[str, Any], messages: list[dict],
                            options: dict[str, Any]) -> SSEChatStream:
     """POST the request and wait for the response head; a refusal raises the typed error.
 
-    ``options`` are the request's generation options (temperature, max_tokens ...).
+    ``options`` are the request's generation options (temperature, max_tokens ...). The
+    timeout bounds the connection and every wait for more of the body, not the whole answer
+    (the caller's budget does that).
     """
     model = str(litellm_params["model"]).removeprefix(OPENAI_PREFIX)
     options = wire_options(model, options)
@@ -145,21 +150,24 @@ async def open_chat_stream(client: httpx.AsyncClient, litellm_params: dict[str, 
         headers["Authorization"] = f"Bearer {api_key}"
     body = {**options, "model": model, "messages": messages, "stream": True,
             "stream_options": {"include_usage": True}}
-    timeout = httpx.Timeout(litellm_params.get("stream_timeout") or litellm_params.get("timeout") or 600.0)
-    request = client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
+    seconds = float(litellm_params.get("stream_timeout") or litellm_params.get("timeout") or 600.0)
+    timeout = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
     try:
-        response = await client.send(request, stream=True)
-    except httpx.TimeoutException as error:
+        response = await client.post(url, json=body, headers=headers, timeout=timeout)
+    except TimeoutError as error:
         raise litellm.Timeout(f"No answer in time: {error!r}", model=model, llm_provider="openai") from error
-    except httpx.TransportError as error:
+    except aiohttp.ClientError as error:
         raise litellm.APIConnectionError(f"Could not reach {url}: {error!r}", llm_provider="openai",
                                          model=model) from error
-    if response.status_code != 200:
+    if response.status != 200:
         try:
-            await response.aread()
+            refusal = httpx.Response(response.status, headers=dict(response.headers), content=await response.read(),
+                                     request=httpx.Request("POST", url))
+        except (TimeoutError, aiohttp.ClientError):
+            refusal = httpx.Response(response.status, headers=dict(response.headers), request=httpx.Request("POST", url))
         finally:
-            await response.aclose()
-        raise status_error(response, model)
+            response.release()
+        raise status_error(refusal, model)
     return SSEChatStream(response, model)
 
 
@@ -176,8 +184,8 @@ STATUS_ERRORS: dict[int, type[Exception]] = {
 
 
 def status_error(response: httpx.Response, model: str) -> Exception:
-    """The LiteLLM exception LiteLLM itself raises for this status (the response rides along, so
-    the Router can honour ``Retry-After``)."""
+    """The LiteLLM exception LiteLLM itself raises for this status (the response rides along, as
+    the ``httpx.Response`` LiteLLM's exceptions carry, so the Router can honour ``Retry-After``)."""
     message = _error_text(_json_or_text(response))
     error_type = STATUS_ERRORS.get(response.status_code)
     if error_type is litellm.Timeout:
