@@ -52,6 +52,23 @@ async def test_answers_read_to_their_end_reuse_one_connection(stub_llm: StubLLMS
     assert len(stub_llm.chat_requests) == 3 and len(peers) == 1
 
 
+async def test_a_direct_refusal_carries_its_status_and_retry_after(stub_llm: StubLLMServer) -> None:
+    """A 429 read off the wire by the direct transport becomes LiteLLM's RateLimitError with
+    the response's Retry-After, as LiteLLM's own transport would raise it (the Router and
+    ``retry_after_seconds`` read it there)."""
+    stub_llm.configure(rate_limit_429=1, retry_after=7)
+    router = router_to(stub_llm, "openai/stub-chat")
+    try:
+        with pytest.raises(litellm.RateLimitError) as raised:
+            await router.astream_chat("m", MESSAGES, {})
+        assert retry_after_seconds(raised.value) == 7
+        assert raised.value.status_code == 429
+        text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))  # the next one is answered
+        assert text
+    finally:
+        await router.aclose_streams()
+
+
 async def test_openai_deployments_stream_without_litellm(stub_llm: StubLLMServer, monkeypatch) -> None:
     """The point of the transport: LiteLLM's completion (and its per-chunk wrapper) is not
     involved in an OpenAI-compatible stream at all."""
