@@ -91,6 +91,8 @@ async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str, request
                                "data": {"answer": event.answer, "reference": []}})
                 else:
                     yield sse({"code": 0, "message": "", "data": answer_data(event, session_id)})
+    except ApiError as error:  # refused before anything was asked (the session is gone): its own code
+        yield sse({"code": error.code, "message": error.message, "data": {"answer": answer, "reference": []}})
     except Exception as error:  # noqa: BLE001 - any failure becomes the error event, never a hung stream
         log.exception("completion failed", extra={"fields": {"request_id": request_id}})
         yield sse({"code": 500, "message": f"{type(error).__name__}: {error}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.db.migrate import upgrade
+from api.db.models import Conversation, Message
 from api.db.services import chat_assistant_service, chat_directory, conversation_service, tenant_service
 from api.db.services.chat_directory import ChatDirectory
 from api.errors import ApiError
@@ -96,3 +97,25 @@ def test_an_update_or_a_deleted_session_takes_effect_on_the_next_question(live_s
     refused = api(live_server, key, "POST", f"/api/v1/chats/{chat['id']}/completions",
                   {"question": "still there?", "session_id": session["id"], "stream": False})
     assert refused["code"] == 102 and "doesn't exist" in refused["message"]
+
+
+def test_a_session_deleted_by_another_process_is_refused_though_still_remembered(live_server, stub_llm) -> None:
+    """Another server process deleting a session does not tell this one's directory; the answer
+    is then refused where the question is stored, in the API's envelope, and nothing is stored."""
+    key = live_server.key("acme")
+    chat = create_chat(live_server, key, name="helper")
+    session = api(live_server, key, "POST", f"/api/v1/chats/{chat['id']}/sessions", {"name": "s"})["data"]
+    stream_completion(live_server, key, chat["id"], {"question": "hello", "session_id": session["id"]})
+    live_server.parts.db.call(lambda: (Message.delete().where(Message.conversation_id == session["id"]).execute(),
+                                       Conversation.delete().where(Conversation.id == session["id"]).execute()))
+    asked = len(stub_llm.chat_requests)
+
+    refused = api(live_server, key, "POST", f"/api/v1/chats/{chat['id']}/completions",
+                  {"question": "still there?", "session_id": session["id"], "stream": False})
+    events, _ = stream_completion(live_server, key, chat["id"], {"question": "and now?", "session_id": session["id"]})
+
+    assert refused["code"] == 102 and "doesn't exist" in refused["message"]
+    assert events[0].payload["code"] == 102 and "doesn't exist" in events[0].payload["message"]
+    assert events[-1].payload["data"] is True
+    assert len(stub_llm.chat_requests) == asked
+    assert session_messages(live_server, session["id"]) == []

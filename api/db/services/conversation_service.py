@@ -166,8 +166,14 @@ class Turn:
 
 
 def start_turn(conversation_id: str, question: str) -> Turn:
-    """Store the user's message (before any model is called) and load the history with it."""
-    conversation = Conversation.get_by_id(conversation_id)
+    """Store the user's message (before any model is called) and load the history with it.
+
+    The session was checked when the request came in, but the check may be remembered
+    (``ChatDirectory``) and another server process may have deleted the session since.
+    """
+    conversation = Conversation.get_or_none(Conversation.id == conversation_id)
+    if conversation is None:
+        raise data_error(f"The session {conversation_id} doesn't exist in this chat.")
     append_message(conversation, "user", question)
     return Turn(conversation=conversation, message_id=new_id(), history=turns_of(conversation_id))
 
