@@ -119,3 +119,26 @@ def test_a_session_deleted_by_another_process_is_refused_though_still_remembered
     assert events[-1].payload["data"] is True
     assert len(stub_llm.chat_requests) == asked
     assert session_messages(live_server, session["id"]) == []
+
+
+async def test_a_lookup_in_flight_while_its_chat_is_forgotten_does_not_remember_what_it_read(
+        seeded, trips, monkeypatch) -> None:
+    """The chat is read, then updated and forgotten before the read's answer arrives: that
+    answer predates the update, so the next question must read the chat again."""
+    parts, acme, _, chat_id, session_id = seeded
+    directory = ChatDirectory(parts.db)
+    real_run = parts.db.run
+
+    async def forgotten_meanwhile(fn, *args, **kwargs):
+        result = await real_run(fn, *args, **kwargs)
+        directory.forget_chats(acme, [chat_id])  # the update lands while the read was in flight
+        return result
+
+    monkeypatch.setattr(parts.db, "run", forgotten_meanwhile)
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    await directory.owned_chat(acme, chat_id)
+    monkeypatch.setattr(parts.db, "run", real_run)
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+
+    assert len(trips) == 2  # the two in-flight lookups remembered nothing; the third did

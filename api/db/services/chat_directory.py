@@ -9,8 +9,9 @@ token. Chats change rarely and a session's owner never, so the answers are remem
   the entries it touches at once, so this process never answers from a stale chat;
 - another process sharing the database sees a changed chat within ``CHAT_SECONDS``; a
   session's owner never changes, so sessions are remembered for ``SESSION_SECONDS`` (a
-  session deleted by another process meanwhile fails its next answer when its question is
-  stored, with an error event instead of the 102 envelope).
+  session deleted by another process meanwhile is refused, 102, when its question is stored);
+- a lookup that was in flight while entries were forgotten does not store what it read, which
+  may predate the change.
 
 Remembered chats are shared by concurrent answers and must be treated as read-only.
 """
@@ -38,6 +39,7 @@ class _Expiring:
         self.seconds = seconds
         self.max_entries = max_entries
         self._entries: dict[Hashable, tuple[object, float]] = {}
+        self.generation = 0  # counts forgets: a lookup begun before one must not store its answer
 
     def get(self, key: Hashable) -> object | None:
         entry = self._entries.get(key)
@@ -45,13 +47,17 @@ class _Expiring:
             return None
         return entry[0]
 
-    def put(self, key: Hashable, value: object) -> None:
+    def put(self, key: Hashable, value: object, generation: int) -> None:
+        """Remember ``value`` unless entries were forgotten since ``generation`` was read."""
+        if generation != self.generation:
+            return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[key] = (value, time.monotonic() + self.seconds)
 
     def forget(self, keep: Callable[[Hashable], bool]) -> None:
         """Drop every entry whose key ``keep(key)`` refuses."""
+        self.generation += 1
         self._entries = {key: entry for key, entry in self._entries.items() if keep(key)}
 
 
@@ -68,8 +74,9 @@ class ChatDirectory:
         """The tenant's chat ``chat_id``; the data error (102) when it is missing or another's."""
         dialog = self._chats.get((tenant_id, chat_id))
         if dialog is None:
+            generation = self._chats.generation
             dialog = await self.db.run(chat_assistant_service.get_owned, tenant_id, chat_id)
-            self._chats.put((tenant_id, chat_id), dialog)
+            self._chats.put((tenant_id, chat_id), dialog, generation)
         return dialog
 
     async def owned_chat_and_session(self, tenant_id: str, chat_id: str, session_id: str | None) -> Dialog:
@@ -78,10 +85,11 @@ class ChatDirectory:
         dialog = self._chats.get((tenant_id, chat_id))
         if dialog is not None and (not session_id or self._sessions.get((tenant_id, chat_id, session_id))):
             return dialog
+        generations = self._chats.generation, self._sessions.generation
         dialog = await self.db.run(_owned_chat_and_session, tenant_id, chat_id, session_id)
-        self._chats.put((tenant_id, chat_id), dialog)
+        self._chats.put((tenant_id, chat_id), dialog, generations[0])
         if session_id:
-            self._sessions.put((tenant_id, chat_id, session_id), True)
+            self._sessions.put((tenant_id, chat_id, session_id), True, generations[1])
         return dialog
 
     def forget_chats(self, tenant_id: str, chat_ids: Iterable[str] | None) -> None:
