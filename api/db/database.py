@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+from pymysql.constants import CLIENT
 
 from api.db.models import ALL_MODELS
 
@@ -119,7 +120,10 @@ def connect_database(url: str, max_connections: int = 32) -> Database:
                                         lock_type="IMMEDIATE")
     pool = {"max_connections": max_connections, "stale_timeout": 300, "timeout": 30}
     if scheme == "mysql":
-        return PooledMySQLDatabase(_database_name(url), charset="utf8mb4", **pool, **_server_params(url))
+        # FOUND_ROWS: an UPDATE's count is the rows it matched, as on SQLite and PostgreSQL, not
+        # the rows whose values changed; the fenced writes read "0" as "no longer ours / gone".
+        return PooledMySQLDatabase(_database_name(url), charset="utf8mb4", client_flag=CLIENT.FOUND_ROWS, **pool,
+                                   **_server_params(url))
     if scheme in ("postgres", "postgresql"):
         return PooledPostgresqlDatabase(_database_name(url), **pool, **_server_params(url))
     raise ValueError(f"unsupported database URL scheme {scheme!r}")

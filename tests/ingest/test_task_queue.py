@@ -14,7 +14,7 @@ import pytest
 
 from api.db.database import MetaDB
 from api.db.migrate import upgrade
-from api.db.models import Document, Task, now_ms
+from api.db.models import Document, Knowledgebase, Task, now_ms
 from api.db.services import task_service
 from api.db.services.task_service import Standing
 
@@ -109,6 +109,26 @@ def test_a_claim_that_fails_otherwise_is_not_retried(queue_db: MetaDB, db_backen
     with pytest.raises(peewee.OperationalError):
         queue_db.call(task_service.claim, "w1", ["parse"], 60_000)
     assert len(attempts) == 1
+
+
+def test_a_reparse_that_changes_no_count_still_settles(queue_db: MetaDB) -> None:
+    """Re-parsing an unchanged document writes the counts it already has. MySQL reports such an
+    UPDATE as 0 changed rows unless the connection asks for matched rows; a settle that read
+    that as "the dataset is gone" rolled back and left the task running, to be parsed again."""
+    queue_db.call(lambda: Knowledgebase.create(id="kb1", tenant_id="t1", name="kb", name_key="kb", embd_id="m",
+                                               chunk_num=3, token_num=30))
+    queue_db.call(lambda: Document.create(id="doc1", tenant_id="t1", kb_id="kb1", name="a.txt", chunk_num=3,
+                                          token_num=30))
+    [task] = queue_db.call(task_service.enqueue_parse, "t1", "kb1", ["doc1"])
+    assert queue_db.call(task_service.claim, "w1", ["parse"], 60_000).id == task.id
+    doc = queue_db.call(Document.get_by_id, "doc1")
+
+    outcome = task_service.Outcome(chunk_num=3, token_num=30, duration=0.1, message="Done: 3 chunks")
+    assert queue_db.call(task_service.finish_parse, task.id, "w1", "doc1", outcome) is Standing.OK
+
+    assert queue_db.call(Task.get_by_id, task.id).status == task_service.DONE
+    assert queue_db.call(Document.get_by_id, doc.id).run == task_service.DOC_DONE
+    assert queue_db.call(Knowledgebase.get_by_id, "kb1").chunk_num == 3
 
 
 def test_an_expired_lease_is_claimed_again_and_fences_out_the_old_holder(queue_db: MetaDB) -> None:
