@@ -82,7 +82,11 @@ async def list_conversations() -> Response:
 @bp.post("/rm")
 async def remove_conversations() -> Response:
     body = await json_body(RemoveConversations)
-    await components().db.run(gateway_service.remove_conversations, g.tenant_id, body.conversation_ids)
+    parts = components()
+    try:
+        await parts.db.run(gateway_service.remove_conversations, g.tenant_id, body.conversation_ids)
+    finally:  # chat sessions are conversations too: their remembered ownership goes with them
+        parts.chats.forget_sessions(g.tenant_id, None, body.conversation_ids)
     return ok(True)
 
 

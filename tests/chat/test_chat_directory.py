@@ -142,3 +142,16 @@ async def test_a_lookup_in_flight_while_its_chat_is_forgotten_does_not_remember_
     await directory.owned_chat_and_session(acme, chat_id, session_id)
 
     assert len(trips) == 2  # the two in-flight lookups remembered nothing; the third did
+
+
+async def test_sessions_removed_without_their_chat_named_are_forgotten_in_every_chat(seeded, trips) -> None:
+    """/v1/conversation/rm names conversations only; their remembered ownership goes all the same."""
+    parts, acme, _, chat_id, session_id = seeded
+    directory = ChatDirectory(parts.db)
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    directory.forget_sessions("another-tenant", None, [session_id])
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    assert len(trips) == 1  # another tenant's removal touches nothing of acme's
+    directory.forget_sessions(acme, None, [session_id])
+    await directory.owned_chat_and_session(acme, chat_id, session_id)
+    assert len(trips) == 2

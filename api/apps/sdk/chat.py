@@ -117,9 +117,11 @@ async def update_chat(chat_id: str) -> Response:
     changes = (await json_body(ChatFields)).given()
     _check_model((changes.get("llm") or {}).get("model_name"))
     parts = components()
-    chat = await parts.db.run(chat_assistant_service.update, g.tenant_id, chat_id, changes,
-                              parts.default_chat_model)
-    parts.chats.forget_chats(g.tenant_id, [chat_id])
+    try:
+        chat = await parts.db.run(chat_assistant_service.update, g.tenant_id, chat_id, changes,
+                                  parts.default_chat_model)
+    finally:  # also when the client left: the write may have committed in its thread all the same
+        parts.chats.forget_chats(g.tenant_id, [chat_id])
     return ok(chat)
 
 
@@ -127,6 +129,8 @@ async def update_chat(chat_id: str) -> Response:
 async def delete_chats() -> Response:
     body = await json_body(ChatIds)
     parts = components()
-    await parts.db.run(chat_assistant_service.delete_many, g.tenant_id, body.ids)
-    parts.chats.forget_chats(g.tenant_id, body.ids)
+    try:
+        await parts.db.run(chat_assistant_service.delete_many, g.tenant_id, body.ids)
+    finally:  # also when the client left: the write may have committed in its thread all the same
+        parts.chats.forget_chats(g.tenant_id, body.ids)
     return ok(True)

@@ -82,8 +82,10 @@ async def delete_sessions(chat_id: str) -> Response:
     body = await json_body(SessionIds)
     await owned_chat(chat_id)
     parts = components()
-    await parts.db.run(conversation_service.delete_sessions, g.tenant_id, chat_id, body.ids)
-    parts.chats.forget_sessions(g.tenant_id, chat_id, body.ids)
+    try:
+        await parts.db.run(conversation_service.delete_sessions, g.tenant_id, chat_id, body.ids)
+    finally:  # also when the client left: the write may have committed in its thread all the same
+        parts.chats.forget_sessions(g.tenant_id, chat_id, body.ids)
     return ok(True)
 
 

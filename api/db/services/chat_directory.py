@@ -98,10 +98,17 @@ class ChatDirectory:
         self._chats.forget(lambda key: key[0] != tenant_id or (gone is not None and key[1] not in gone))
         self._sessions.forget(lambda key: key[0] != tenant_id or (gone is not None and key[1] not in gone))
 
-    def forget_sessions(self, tenant_id: str, chat_id: str, session_ids: Iterable[str] | None) -> None:
-        """After sessions of a chat were deleted (``None``: all of them)."""
+    def forget_sessions(self, tenant_id: str, chat_id: str | None, session_ids: Iterable[str] | None) -> None:
+        """After sessions of a chat (``chat_id`` None: of any chat) were deleted (``session_ids``
+        None: all of them)."""
         gone = None if session_ids is None else set(session_ids)
-        self._sessions.forget(lambda key: key[:2] != (tenant_id, chat_id) or (gone is not None and key[2] not in gone))
+
+        def keep(key: Hashable) -> bool:
+            tenant, chat, session = key
+            return (tenant != tenant_id or (chat_id is not None and chat != chat_id)
+                    or (gone is not None and session not in gone))
+
+        self._sessions.forget(keep)
 
 
 def _owned_chat_and_session(tenant_id: str, chat_id: str, session_id: str | None) -> Dialog:
