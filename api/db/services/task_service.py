@@ -177,7 +177,7 @@ def _claim_skip_locked(worker_id: str, kinds: list[str], lease_ms: int, limit: i
         except OperationalError as error:
             if attempt == CLAIM_ATTEMPTS or not _is_deadlock(error):
                 raise
-    return []  # not reached: the last attempt returns or raises
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _is_deadlock(error: OperationalError) -> bool:
@@ -193,9 +193,8 @@ def _is_deadlock(error: OperationalError) -> bool:
 
 def _claim_skip_locked_once(worker_id: str, kinds: list[str], lease_ms: int, limit: int) -> list[Task]:
     database = _database()
-    if isinstance(database, MySQLDatabase):
-        database.execute_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")  # the next transaction only
-    with database.atomic():
+    isolation = {"isolation_level": "READ COMMITTED"} if isinstance(database, MySQLDatabase) else {}
+    with database.atomic(**isolation):  # peewee sets it right before its BEGIN
         ids = _oldest_claimable(kinds, lease_ms, limit, lock="FOR UPDATE SKIP LOCKED")
         if not ids:
             return []
