@@ -104,7 +104,8 @@ class BudgetedRouter(Router):
             for stale in [other for other in self._stream_clients if other.is_closed()]:
                 del self._stream_clients[stale]
             connector = aiohttp.TCPConnector(limit=STREAM_CONNECTIONS, limit_per_host=STREAM_CONNECTIONS)
-            client = self._stream_clients[loop] = aiohttp.ClientSession(connector=connector,
+            # trust_env: HTTP(S)_PROXY / NO_PROXY apply, as they do to httpx and LiteLLM's other calls
+            client = self._stream_clients[loop] = aiohttp.ClientSession(connector=connector, trust_env=True,
                                                                         read_bufsize=SSE_LINE_BYTES)
         return client
 

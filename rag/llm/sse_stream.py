@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import httpx
 import litellm
+from aiohttp.http_exceptions import HttpProcessingError
 from litellm.utils import get_optional_params
 
 OPENAI_PREFIX = "openai/"
@@ -100,6 +101,9 @@ class SSEChatStream:
             raise litellm.Timeout(f"The stream stalled: {error!r}", model=self.model, llm_provider="openai") from error
         except aiohttp.ClientError as error:
             raise litellm.APIConnectionError(f"The stream was cut: {error!r}", llm_provider="openai",
+                                             model=self.model) from error
+        except HttpProcessingError as error:  # a line longer than the reader takes (LineTooLong)
+            raise litellm.APIConnectionError(f"The stream could not be read: {error!r}", llm_provider="openai",
                                              model=self.model) from error
 
     async def aclose(self) -> None:

@@ -10,7 +10,7 @@ import litellm
 import pytest
 
 from rag.llm.errors import RateLimitError, retry_after_seconds, translate_exception
-from rag.llm.router import LiteLLMPieces, build_router
+from rag.llm.router import SSE_LINE_BYTES, LiteLLMPieces, build_router
 from rag.llm.sse_stream import SSEChatStream, piece_of, speaks_openai, status_error, wire_options
 from tests.fixtures.stub_llm import StubLLMServer
 
@@ -65,6 +65,16 @@ async def test_a_direct_refusal_carries_its_status_and_retry_after(stub_llm: Stu
         assert raised.value.status_code == 429
         text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))  # the next one is answered
         assert text
+    finally:
+        await router.aclose_streams()
+
+
+async def test_a_line_too_long_to_read_is_a_typed_connection_error(stub_llm: StubLLMServer) -> None:
+    stub_llm.configure(reply="x" * (3 * SSE_LINE_BYTES))  # one word: one SSE line of 3 MiB
+    router = router_to(stub_llm, "openai/stub-chat")
+    try:
+        with pytest.raises(litellm.APIConnectionError, match="could not be read"):
+            await read_all(await router.astream_chat("m", MESSAGES, {}))
     finally:
         await router.aclose_streams()
 
