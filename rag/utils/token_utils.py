@@ -6,6 +6,7 @@ and prompt fitting, and the encoding is immutable so sharing it across threads i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -46,8 +47,10 @@ CACHED_PIECES = 8192
 class PieceCounts:
     """Token counts of the pieces prompts are made of, the ``size`` most recently used kept.
 
-    Shared by threads (prompts are counted in worker threads and bounded on the loop), hence
-    the lock; a lookup is a dict operation under it.
+    Shared by threads (prompts are counted in worker threads and bounded on the loop). Writers
+    take the lock; a lookup does not, because bounding a prompt looks up every line of it on the
+    event loop: its ``get`` and ``move_to_end`` are single operations under the GIL, and a key
+    evicted between the two is simply not moved.
     """
 
     def __init__(self, size: int = CACHED_PIECES) -> None:
@@ -57,11 +60,11 @@ class PieceCounts:
 
     def known(self, piece: str, encoding: str) -> int | None:
         key = (piece, encoding)
-        with self._lock:
-            count = self._counts.get(key)
-            if count is not None:
+        count = self._counts.get(key)
+        if count is not None:
+            with contextlib.suppress(KeyError):  # evicted by a writer meanwhile
                 self._counts.move_to_end(key)
-            return count
+        return count
 
     def count(self, piece: str, encoding: str) -> int:
         known = self.known(piece, encoding)
