@@ -16,6 +16,7 @@ dressed up as content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -308,8 +309,9 @@ class DialogService:
             yield ChatEvent(shown)
             deltas: asyncio.Queue[str | Exception | None] = asyncio.Queue()
             reader = asyncio.create_task(_read_rest(stream, deltas))
-            async for event in self._coalesced(deltas, state, shown, n_chunks, stream.result):
-                yield event
+            async with contextlib.aclosing(self._coalesced(deltas, state, shown, n_chunks, stream.result)) as events:
+                async for event in events:
+                    yield event
         finally:
             if reader is not None:
                 reader.cancel()
