@@ -18,6 +18,8 @@ sends texts and receives the vectors (a 64-text call moves about 100 KB each way
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,8 @@ import numpy as np
 from rag.utils.child_process import ChildPool, settle_in_child
 
 EMBEDDING_NICENESS = 10  # how much lower than the serving process's priority the children's is
+WARM_UP_SECONDS = 120.0  # at most, for every child to have loaded the model
+WARM_UP_RETRY_SECONDS = 0.05
 
 # -- inside a child -------------------------------------------------------------------------------
 
@@ -52,8 +56,9 @@ def _child_encode(model_name: str, texts: list[str]) -> tuple[np.ndarray, int]:
     return _child_model(model_name).encode(texts)
 
 
-def _child_warm_up(model_name: str) -> None:
+def _child_warm_up(model_name: str) -> int:
     _child_model(model_name)
+    return os.getpid()
 
 
 def _child_torch_threads() -> int:
@@ -81,11 +86,23 @@ class EmbeddingProcesses:
         return await self._children.run(_child_encode, model_name, list(texts))
 
     async def warm_up(self, model_name: str) -> list[int]:
-        """Start every child and load ``model_name`` in each; returns the children's pids."""
+        """Start every child and load ``model_name`` in each; returns the pids of the children
+        that loaded it (all of them, unless one took longer than ``WARM_UP_SECONDS``).
+
+        Nothing sends a call to a given child: a child that loaded first may take the next
+        call too while a sibling is still importing torch. So calls are sent, side by side,
+        until every child has answered one (a loaded child answers at once).
+        """
         pids = await self._children.warm_up()
-        # side by side: while one child loads (seconds), the next load goes to another child
-        await asyncio.gather(*(self._children.run(_child_warm_up, model_name) for _ in range(self.processes)))
-        return pids
+        loaded: set[int] = set()
+        deadline = time.monotonic() + WARM_UP_SECONDS
+        while not set(pids) <= loaded and time.monotonic() < deadline:
+            missing = len(set(pids) - loaded)
+            loaded.update(await asyncio.gather(*(self._children.run(_child_warm_up, model_name)
+                                                 for _ in range(missing))))
+            if not set(pids) <= loaded:
+                await asyncio.sleep(WARM_UP_RETRY_SECONDS)  # let the slower child come to the queue
+        return sorted(loaded & set(pids))
 
     async def torch_threads(self) -> int:
         """torch's intra-op threads in a child (1)."""

@@ -65,6 +65,7 @@ async def test_the_batcher_keeps_a_call_per_child_in_flight(children) -> None:
     """Two children, two calls at once: every request gets its own rows back."""
     pool = EmbeddingProcesses(2)
     try:
+        assert len(await pool.warm_up(BUILTIN)) == 2  # each child loaded the model, not one twice
         model = ProcessEmbedding(BUILTIN, pool)
         assert model.parallel_calls == 2
         batcher = EmbeddingBatcher(max_batch=2, threads=model.parallel_calls)
