@@ -93,16 +93,15 @@ class EmbeddingProcesses:
         call too while a sibling is still importing torch. So calls are sent, side by side,
         until every child has answered one (a loaded child answers at once).
         """
-        pids = await self._children.warm_up()
-        loaded: set[int] = set()
+        children = set(await self._children.warm_up())
+        unloaded = set(children)
         deadline = time.monotonic() + WARM_UP_SECONDS
-        while not set(pids) <= loaded and time.monotonic() < deadline:
-            missing = len(set(pids) - loaded)
-            loaded.update(await asyncio.gather(*(self._children.run(_child_warm_up, model_name)
-                                                 for _ in range(missing))))
-            if not set(pids) <= loaded:
+        while unloaded and time.monotonic() < deadline:
+            unloaded.difference_update(
+                await asyncio.gather(*(self._children.run(_child_warm_up, model_name) for _ in unloaded)))
+            if unloaded:
                 await asyncio.sleep(WARM_UP_RETRY_SECONDS)  # let the slower child come to the queue
-        return sorted(loaded & set(pids))
+        return sorted(children - unloaded)
 
     async def torch_threads(self) -> int:
         """torch's intra-op threads in a child (1)."""

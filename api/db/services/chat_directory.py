@@ -95,8 +95,12 @@ class ChatDirectory:
     def forget_chats(self, tenant_id: str, chat_ids: Iterable[str] | None) -> None:
         """After chats were changed or deleted (``None``: all of the tenant's), with their sessions."""
         gone = None if chat_ids is None else set(chat_ids)
-        self._chats.forget(lambda key: key[0] != tenant_id or (gone is not None and key[1] not in gone))
-        self._sessions.forget(lambda key: key[0] != tenant_id or (gone is not None and key[1] not in gone))
+
+        def keep(key: Hashable) -> bool:  # (tenant, chat) and (tenant, chat, session) alike
+            return key[0] != tenant_id or (gone is not None and key[1] not in gone)
+
+        self._chats.forget(keep)
+        self._sessions.forget(keep)
 
     def forget_sessions(self, tenant_id: str, chat_id: str | None, session_ids: Iterable[str] | None) -> None:
         """After sessions of a chat (``chat_id`` None: of any chat) were deleted (``session_ids``
