@@ -28,7 +28,7 @@ from rag.utils.doc_store_conn import (
 RANKING_FIELDS = ["id", "doc_id", "docnm_kwd", "kb_id"]
 CHUNK_FIELDS = [
     "id", "content_with_weight", "doc_id", "docnm_kwd", "kb_id", "important_kwd", "question_kwd",
-    "position_int", "page_num_int", "img_id",
+    "position_int", "page_num_int", "img_id", "token_num_int",
 ]
 STEMMED_TEXTS = 4096  # chunk texts whose stems ``insert_citations`` remembers
 RERANK_LIMIT = 64  # candidates a rerank model scores: enough for any sane page, cheap enough
@@ -173,6 +173,7 @@ class Dealer:
                 "vector_similarity": round(float(row.get("vector_similarity", 0.0)), 6),
                 "term_similarity": round(float(row.get("term_similarity", 0.0)), 6),
                 "positions": full.get("position_int") or [],
+                "token_count": full.get("token_num_int"),  # None for chunks indexed before it was stored
             }
             if terms is not None:
                 chunk["highlight"] = highlight_text(chunk["content_with_weight"], terms)

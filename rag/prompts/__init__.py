@@ -24,6 +24,8 @@ from rag.prompts.citations import (
     strip_invalid_citations,
 )
 from rag.prompts.context import (
+    blocks_bound,
+    counted_contents,
     join_knowledge,
     kb_prompt,
     knowledge_blocks,
@@ -47,11 +49,13 @@ __all__ = [
     "PromptVariableError",
     "UnknownToneError",
     "VariablesNotInPromptError",
+    "blocks_bound",
     "build_system_prompt",
     "chat_text",
     "check_prompt_variables",
     "citation_ids",
     "citation_prompt",
+    "counted_contents",
     "full_question",
     "join_knowledge",
     "kb_prompt",

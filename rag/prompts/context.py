@@ -68,15 +68,34 @@ def _truncated_block(header: str, content: str, budget: int) -> str | None:
     return None
 
 
-def messages_bound(messages: Sequence[Mapping[str, Any]]) -> int:
-    """At least what ``message_fit_in`` would count for ``messages``, without encoding them."""
-    return sum(token_bound(str(m.get("content") or "")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+def messages_bound(messages: Sequence[Mapping[str, Any]], counted: Sequence[tuple[str, int]] = ()) -> int:
+    """At least what ``message_fit_in`` would count for ``messages``, without encoding them;
+    ``counted`` as for ``token_bound`` (the chunks' stored counts, for the system prompt)."""
+    return sum(token_bound(str(m.get("content") or ""), counted=counted) + MESSAGE_OVERHEAD_TOKENS
+               for m in messages)
 
 
 def knowledge_blocks(chunks: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every chunk as its numbered knowledge block, uncut."""
     return [_block_header(index, chunk) + _first(chunk, "content_with_weight", "content")
             for index, chunk in enumerate(chunks)]
+
+
+def _counted_content(chunk: Mapping[str, Any]) -> list[tuple[str, int]]:
+    count = chunk.get("token_count")
+    return [(_first(chunk, "content_with_weight", "content"), int(count))] if count is not None else []
+
+
+def counted_contents(chunks: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """(text, token count) of the chunks whose count was stored when they were indexed
+    (``token_count``), in order: what ``token_bound`` needs to bound a prompt of them closely."""
+    return [pair for chunk in chunks for pair in _counted_content(chunk)]
+
+
+def blocks_bound(chunks: Sequence[Mapping[str, Any]]) -> int:
+    """At least the tokens of ``knowledge_blocks(chunks)``, without encoding the chunks."""
+    return sum(token_bound(block, counted=_counted_content(chunk))
+               for block, chunk in zip(knowledge_blocks(chunks), chunks, strict=True))
 
 
 def kb_prompt(chunks: Sequence[Mapping[str, Any]], max_tokens: int) -> list[str]:
@@ -90,11 +109,12 @@ def kb_prompt(chunks: Sequence[Mapping[str, Any]], max_tokens: int) -> list[str]
     (``docnm_kwd``/``document_name``), ``url`` and ``meta_fields`` when present, and the text
     (``content_with_weight``/``content``); scores, ids and vectors are not shown to the model.
 
-    Blocks whose ``token_bound`` already fits are not encoded at all: with today's context
-    windows that is nearly every answer, and counting was most of a prompt's cost.
+    Blocks whose bound (``blocks_bound``: the chunks' stored counts, the headers' remembered
+    ones) already fits are not encoded at all: with today's context windows that is nearly
+    every answer, and counting was most of a prompt's cost.
     """
     whole = knowledge_blocks(chunks)
-    if sum(token_bound(block) for block in whole) <= max_tokens:
+    if blocks_bound(chunks) <= max_tokens:
         return whole
     blocks: list[str] = []
     used = 0

@@ -544,7 +544,7 @@ def _chunk_unique(doc_id: str, sections: list, parser_config: dict) -> list[Chun
 def _rows(job: _ParseJob, chunks: list[ChunkText], vectors: np.ndarray) -> list[dict]:
     return [
         make_chunk_row(job.doc_id, job.kb.id, job.doc.name, piece.content, vector,
-                       positions=[[piece.page, 0, 0, 0, 0]] if piece.page else ())
+                       positions=[[piece.page, 0, 0, 0, 0]] if piece.page else (), token_count=piece.token_count)
         for piece, vector in zip(chunks, vectors, strict=True)
     ]
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from rag.nlp import tokenize
+from rag.utils.token_utils import num_tokens
 
 INDEX_PREFIX = "ragline_"
 
@@ -264,11 +265,15 @@ def make_chunk_row(
     question_kwd: Sequence[str] = (),
     positions: Sequence[Any] = (),
     create_timestamp: float | None = None,
+    token_count: int | None = None,
 ) -> dict[str, Any]:
     """A chunk dict in the suffix convention, ready for ``insert`` on any backend.
 
     Ingestion, the chunk API and the benchmark all build rows here so the fields a search reads
     (tokenised text, keyword lists, the vector field named after its dimension) never drift.
+    ``token_num_int`` is the content's tiktoken count (``token_count`` when the caller counted
+    already): a chat fits retrieved chunks into its prompt from it instead of encoding them on
+    every question.
     """
     stamp = time.time() if create_timestamp is None else create_timestamp
     return {
@@ -279,6 +284,7 @@ def make_chunk_row(
         "title_tks": tokenize(docnm_kwd.rsplit(".", 1)[0]),
         "content_with_weight": content,
         "content_ltks": tokenize(content),
+        "token_num_int": num_tokens(content) if token_count is None else token_count,
         "important_kwd": list(important_kwd),
         "important_tks": tokenize(" ".join(important_kwd)),
         "question_kwd": list(question_kwd),

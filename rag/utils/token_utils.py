@@ -11,6 +11,7 @@ import functools
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import tiktoken
 
@@ -103,14 +104,57 @@ def byte_bound(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def token_bound(text: str, encoding: str = DEFAULT_ENCODING) -> int:
-    """At least ``num_tokens(text)``, without encoding anything: the exact count of each piece
-    ``prompt_tokens`` counted before, the byte count of the others. For a prompt built from
-    chunks that answered earlier questions it is exact, so it fits or refuses as counting would."""
+# Unknown pieces up to this long are counted (and remembered) rather than bounded by their
+# bytes: the template lines and chunk headers around the knowledge, a few microseconds each,
+# once. At most ``BOUND_COUNTING_CHARS`` of a text are counted so: bounds run on the event loop,
+# and a long question of many short lines must not turn into a long encoding there.
+COUNTED_PIECE_CHARS = 1024
+BOUND_COUNTING_CHARS = 4096
+
+
+class _CountingAllowance:
+    def __init__(self, chars: int) -> None:
+        self.chars = chars
+
+    def bound(self, piece: str, encoding: str) -> int:
+        known = PIECE_COUNTS.known(piece, encoding)
+        if known is not None:
+            return known
+        if len(piece) <= min(COUNTED_PIECE_CHARS, self.chars):
+            self.chars -= len(piece)
+            return PIECE_COUNTS.count(piece, encoding)
+        return byte_bound(piece)
+
+
+def _pieces_bound(text: str, encoding: str, allowance: _CountingAllowance) -> int:
+    return sum(allowance.bound(piece, encoding) for piece in _pieces(text))
+
+
+# What joining a counted text to its neighbours can add to the sum of the parts' counts, per
+# side: BPE re-splits only the pre-tokens that meet at the join, which in practice merges
+# them (fewer tokens) and at worst re-encodes a pre-token or two differently.
+SPAN_JOIN_SLACK = 2
+
+
+def token_bound(text: str, encoding: str = DEFAULT_ENCODING, counted: Sequence[tuple[str, int]] = ()) -> int:
+    """At least ``num_tokens(text)``, without encoding any long text: the exact count of each
+    piece counted before (here or by ``prompt_tokens``) or short enough to count now, the byte
+    count of the others. For a prompt built from chunks that answered earlier questions it is
+    exact, so it fits or refuses as counting would.
+
+    ``counted`` are texts inside ``text``, in the order they occur, whose token counts are known
+    already (a chunk's count, stored when it was indexed): each costs its count plus
+    ``SPAN_JOIN_SLACK`` per side instead of its pieces' bounds, so a prompt of chunks never seen
+    before is bounded closely too. A text not found from where the previous one ended is ignored.
+    """
     if not text:
         return 0
-    total = 0
-    for piece in _pieces(text):
-        known = PIECE_COUNTS.known(piece, encoding)
-        total += known if known is not None else byte_bound(piece)
-    return total
+    allowance = _CountingAllowance(BOUND_COUNTING_CHARS)
+    total, start = 0, 0
+    for span, count in counted:
+        at = text.find(span, start) if span else -1
+        if at < 0:
+            continue
+        total += _pieces_bound(text[start:at], encoding, allowance) + count + 2 * SPAN_JOIN_SLACK
+        start = at + len(span)
+    return total + _pieces_bound(text[start:], encoding, allowance)

@@ -85,6 +85,25 @@ async def test_counters_follow_add_update_and_delete(client, auth) -> None:
     assert await counters(client, auth, dataset_id, doc_id) == (0, 0, 0, 0)
 
 
+async def test_the_stored_token_count_follows_the_content(client, auth, parts) -> None:
+    """Chats bound their prompts by the count stored with each chunk: an edit must renew it."""
+    from api.db.models import Knowledgebase
+    from rag.utils.doc_store_conn import index_name
+    from rag.utils.token_utils import num_tokens
+
+    dataset_id, doc_id = await new_document(client, auth, "token counts")
+    chunk = (await add(client, auth, dataset_id, doc_id, "Owls hunt at night."))["data"]["chunk"]
+    tenant_id = parts.db.call(lambda: Knowledgebase.get_by_id(dataset_id).tenant_id)
+
+    def stored() -> int:
+        return parts.doc_store.get(chunk["id"], index_name(tenant_id), [dataset_id])["token_num_int"]
+
+    assert stored() == num_tokens("Owls hunt at night.")
+    longer = "Owls hunt at night over meadows, barns and silent woodland clearings."
+    await client.put(f"{chunks_url(dataset_id, doc_id)}/{chunk['id']}", headers=auth, json={"content": longer})
+    assert stored() == num_tokens(longer)
+
+
 async def test_unavailable_chunk_is_hidden_from_retrieval(client, auth) -> None:
     dataset_id, doc_id = await new_document(client, auth)
     chunk = await add(client, auth, dataset_id, doc_id, "The pangolin is covered in keratin scales.")

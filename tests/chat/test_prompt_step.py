@@ -41,9 +41,35 @@ def test_a_prompt_far_below_the_window_is_the_counted_one_with_an_upper_bound() 
 
 
 def fresh_chunks() -> list[dict]:
-    """Chunks no earlier test counted (token counts of counted pieces are remembered)."""
+    """Chunks no earlier test counted (token counts of counted pieces are remembered), each
+    longer than the pieces a bound counts by itself (``COUNTED_PIECE_CHARS``)."""
     nonce = uuid.uuid4().hex
-    return [{**chunk, "content_with_weight": f"{chunk['content_with_weight']} Run {nonce}."} for chunk in CHUNKS]
+    return [{**chunk, "content_with_weight": f"{chunk['content_with_weight']} Run {nonce}. " * 25}
+            for chunk in CHUNKS]
+
+
+def test_stored_token_counts_bound_chunks_never_seen_closely_without_encoding_them(monkeypatch) -> None:
+    """Chunks carry the count stored when they were indexed: a prompt of chunks no question
+    retrieved before is bounded within 1% of its count, so it is built on the loop
+    even near the window."""
+    from rag.utils import token_utils
+
+    chunks = fresh_chunks()
+    stored = [{**chunk, "token_count": num_tokens(chunk["content_with_weight"])} for chunk in chunks]
+    used, system, history = DialogService._prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, stored, HISTORY, REQUEST)
+    monkeypatch.setattr(token_utils, "PIECE_COUNTS", token_utils.PieceCounts())  # nothing of the chunks known
+    counted(Window(100_000))  # the template lines and chunk headers are, as on a running server
+
+    def refuse_chunks(piece: str, encoding: str) -> int:
+        assert "Run" not in piece, f"encoded a chunk: {piece[:40]}"
+        return len(token_utils.encoder(encoding).encode(piece, disallowed_special=()))
+
+    monkeypatch.setattr(token_utils.PIECE_COUNTS, "count", refuse_chunks)
+    window = Window(int(used / 0.6) + 100)  # knowledge may take 60% of it
+    assert DialogService._uncounted_prompt(window, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0) is None
+    fast = DialogService._uncounted_prompt(window, DEFAULT_PROMPT_CONFIG, stored, HISTORY, REQUEST, 0)
+    assert fast is not None and fast[1:] == (system, history)
+    assert used <= fast[0] <= used * 1.01  # a join's pieces are bounded apart: a few tokens over
 
 
 def test_near_the_window_or_the_answer_room_only_counting_decides() -> None:

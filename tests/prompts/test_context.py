@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 
 import pytest
 
@@ -211,6 +212,45 @@ def test_prompt_tokens_reuses_the_counts_of_pieces_seen_before(monkeypatch) -> N
 @pytest.mark.parametrize("text", [*PIECE_EDGES, "plain ascii words", "ünïcödé ✓ 中文"])
 def test_token_bound_is_never_below_the_count(text: str) -> None:
     assert token_bound(text) >= num_tokens(text)
+
+
+@pytest.mark.parametrize("left", ["", "ID: 0\n└── Content:\n", "tail.", "x ", "line\n\n"])
+@pytest.mark.parametrize("right", ["", "\n\nID: 1\n", ".\n\n", " next", "\n"])
+@pytest.mark.parametrize("inner", PIECE_EDGES)
+def test_a_bound_with_counted_spans_is_never_below_the_count(left: str, inner: str, right: str) -> None:
+    text = left + inner + right
+    assert token_bound(text, counted=[(inner, num_tokens(inner))]) >= num_tokens(text)
+
+
+def test_a_counted_span_is_bounded_by_its_count_not_by_its_bytes(monkeypatch) -> None:
+    from rag.utils import token_utils
+
+    long_chunk = words(400, "fresh")  # one long piece: unknown pieces that long are bounded by bytes
+    text = f"Knowledge:\n{long_chunk}\n\nAnswer."
+    exact = num_tokens(text)
+    assert token_bound(text) > exact + 1000
+    count = num_tokens(long_chunk)
+    monkeypatch.setattr(token_utils, "encoder", lambda *_: pytest.fail("encoded the counted chunk"))
+    assert exact <= token_bound(text, counted=[(long_chunk, count)]) <= exact + 2 * token_utils.SPAN_JOIN_SLACK
+
+
+def test_a_bound_encodes_at_most_its_allowance_of_new_short_pieces(monkeypatch) -> None:
+    """Bounds run on the event loop: a question of thousands of short lines is not encoded there."""
+    from rag.utils import token_utils
+
+    encoded: list[int] = []
+    real = token_utils.encoder()
+
+    class Recording:
+        def encode(self, text: str, **options: object) -> list[int]:
+            encoded.append(len(text))
+            return real.encode(text, **options)
+
+    question = "".join(f"line {i} of a {uuid.uuid4().hex} question\n" for i in range(3000))
+    exact = num_tokens(question)
+    monkeypatch.setattr(token_utils, "encoder", lambda *_: Recording())
+    assert token_bound(question) >= exact
+    assert 0 < sum(encoded) <= token_utils.BOUND_COUNTING_CHARS
 
 
 def test_knowledge_within_its_bound_is_returned_whole_without_encoding(monkeypatch) -> None:

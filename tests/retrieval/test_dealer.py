@@ -115,6 +115,19 @@ def test_chunk_shape_and_highlight(dealer):
     assert "highlight" not in retrieve(dealer, "Aspirin drug", FixedEncoder({}))["chunks"][0]
 
 
+def test_chunks_carry_the_token_count_stored_when_they_were_indexed(dealer, tmp_path):
+    """The prompt step bounds knowledge by these counts instead of encoding every chunk."""
+    from rag.utils.token_utils import num_tokens
+
+    for chunk in retrieve(dealer, "Aspirin heart", FixedEncoder({}))["chunks"]:
+        assert chunk["token_count"] == num_tokens(chunk["content_with_weight"]) > 0
+    older = make_chunk_row("d9", KB, "d9.txt", "Aspirin from an index made before counts were stored", basis(1))
+    del older["token_num_int"]
+    store = SqliteConnection(tmp_path / "older")
+    assert store.insert([older], index_name(TENANT), KB) == []
+    assert retrieve(Dealer(store), "Aspirin", FixedEncoder({}))["chunks"][0]["token_count"] is None
+
+
 def test_rerank_model_replaces_the_vector_part(dealer):
     class Reranker:
         def similarity(self, query, texts):

@@ -76,7 +76,7 @@ def add(tenant_id: str, kb_id: str, doc_id: str, doc_store: DocStoreConnection, 
     if errors:
         raise data_error(f"The chunk could not be stored: {errors[0]}")
     if is_new:
-        _count(doc, chunks=1, tokens=num_tokens(content))
+        _count(doc, chunks=1, tokens=row["token_num_int"])
     return to_api(row)
 
 
@@ -98,7 +98,8 @@ def update(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: Do
     row = get_owned_chunk(tenant_id, kb_id, doc_id, chunk_id, doc_store)
     new_value: dict[str, Any] = {}
     if "content" in changes:
-        new_value.update(content_with_weight=changes["content"], content_ltks=tokenize(changes["content"]))
+        new_value.update(content_with_weight=changes["content"], content_ltks=tokenize(changes["content"]),
+                         token_num_int=num_tokens(changes["content"]))
         new_value[next(k for k in row if k.startswith("q_") and k.endswith("_vec"))] = vector.tolist()
     if "important_keywords" in changes:
         new_value.update(important_kwd=changes["important_keywords"],
@@ -110,7 +111,10 @@ def update(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: Do
     if new_value:
         doc_store.update({"id": chunk_id}, new_value, index_name(tenant_id), kb_id)
     if "content" in changes:
-        token_change = num_tokens(changes["content"]) - num_tokens(row.get("content_with_weight", ""))
+        old_tokens = row.get("token_num_int")  # absent from chunks indexed before it was stored
+        if old_tokens is None:
+            old_tokens = num_tokens(row.get("content_with_weight", ""))
+        token_change = new_value["token_num_int"] - old_tokens
         _count(Document.get_by_id(doc_id), chunks=0, tokens=token_change)
     return to_api({**row, **new_value})
 

@@ -29,7 +29,9 @@ from rag.llm.errors import LLMServiceError
 from rag.llm.types import ChatResult
 from rag.nlp.search import insert_citations
 from rag.prompts import (
+    blocks_bound,
     build_system_prompt,
+    counted_contents,
     full_question,
     join_knowledge,
     kb_prompt,
@@ -40,7 +42,6 @@ from rag.prompts import (
     repair_citations,
     split_partial_citation,
     strip_invalid_citations,
-    token_bound,
 )
 
 if TYPE_CHECKING:
@@ -254,15 +255,15 @@ class DialogService:
 
         Counting a prompt of six 512-token chunks took about 3 ms of CPU per answer (the
         knowledge, then the system prompt holding it again); the bounds take microseconds,
-        so this runs on the loop. They are exact for every piece counted before (the chunks
-        that answered earlier questions), so even near a small window (8k) most answers skip
-        the worker thread, whose queue under load cost more than the counting itself.
+        so this runs on the loop. A chunk is bounded by the token count stored when it was
+        indexed (``token_count``; within a few tokens of exact), else by its pieces' counts
+        if an earlier prompt counted them, else by its bytes; so even near a small window (8k)
+        answers skip the worker thread, whose queue under load cost more than the counting.
         """
-        knowledge = knowledge_blocks(chunks)
-        if sum(token_bound(block) for block in knowledge) > int(llm.max_length * KNOWLEDGE_SHARE):
+        if blocks_bound(chunks) > int(llm.max_length * KNOWLEDGE_SHARE):
             return None
-        system = cls._system(llm, config, knowledge, request)
-        bound = messages_bound([{"role": "system", "content": system}, *history])
+        system = cls._system(llm, config, knowledge_blocks(chunks), request)
+        bound = messages_bound([{"role": "system", "content": system}, *history], counted_contents(chunks))
         if bound > min(int(llm.max_length * CONTEXT_SHARE), llm.max_length - answer_tokens):
             return None
         return bound, system, history
