@@ -19,6 +19,8 @@ treat LiteLLM's own.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -29,8 +31,10 @@ from typing import Any
 import aiohttp
 import httpx
 import litellm
+from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
 from aiohttp.http_exceptions import HttpProcessingError
 from litellm.utils import get_optional_params
+from yarl import URL
 
 OPENAI_PREFIX = "openai/"
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
@@ -136,8 +140,48 @@ def _map_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
     return {**mapped, **extra}
 
 
+@dataclass(frozen=True)
+class Route:
+    """How to reach one origin, as the environment says (``HTTP(S)_PROXY``, ``NO_PROXY``, netrc)."""
+
+    proxy: URL | None = None
+    proxy_auth: aiohttp.BasicAuth | None = None
+    auth: aiohttp.BasicAuth | None = None  # the origin's own netrc entry
+
+
+def _route_from_env(url: URL) -> Route:
+    """What aiohttp's ``trust_env`` looks up on every request (reading files: call off the loop)."""
+    proxy, proxy_auth = None, None
+    with contextlib.suppress(LookupError):
+        proxy, proxy_auth = get_env_proxy_for_url(url)
+    auth = None
+    with contextlib.suppress(LookupError):
+        auth = basicauth_from_netrc(netrc_from_env(), url.host)
+    return Route(proxy, proxy_auth, auth)
+
+
+class EnvRoutes:
+    """The environment's route to each origin, looked up once.
+
+    aiohttp's ``trust_env`` looks the netrc file and the proxy variables up in the default thread
+    pool on every request: two thread hops in each answer's time to first token, and under chat
+    load they queued behind the database calls that share that pool. A running server's
+    environment does not change, so one lookup per origin does.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[URL, Route] = {}
+
+    async def route(self, url: str) -> Route:
+        target = URL(url)
+        origin = target.origin()
+        if origin not in self._known:
+            self._known[origin] = await asyncio.to_thread(_route_from_env, target)
+        return self._known[origin]
+
+
 async def open_chat_stream(client: aiohttp.ClientSession, litellm_params: dict[str, Any], messages: list[dict],
-                           options: dict[str, Any]) -> SSEChatStream:
+                           options: dict[str, Any], routes: EnvRoutes | None = None) -> SSEChatStream:
     """POST the request and wait for the response head; a refusal raises the typed error.
 
     ``options`` are the request's generation options (temperature, max_tokens ...). The
@@ -156,8 +200,11 @@ async def open_chat_stream(client: aiohttp.ClientSession, litellm_params: dict[s
             "stream_options": {"include_usage": True}}
     seconds = float(litellm_params.get("stream_timeout") or litellm_params.get("timeout") or 600.0)
     timeout = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
+    route = await routes.route(url) if routes is not None else Route()
     try:
-        response = await client.post(url, json=body, headers=headers, timeout=timeout)
+        response = await client.post(url, json=body, headers=headers, timeout=timeout, proxy=route.proxy,
+                                     proxy_auth=route.proxy_auth,
+                                     auth=None if "Authorization" in headers else route.auth)
     except TimeoutError as error:
         raise litellm.Timeout(f"No answer in time: {error!r}", model=model, llm_provider="openai") from error
     except aiohttp.ClientError as error:

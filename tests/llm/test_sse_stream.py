@@ -170,3 +170,81 @@ def test_only_the_openai_route_is_read_directly() -> None:
     assert speaks_openai({"model": "openai/gpt-4o-mini"})
     assert not speaks_openai({"model": "ollama_chat/llama3"})
     assert not speaks_openai({"model": "anthropic/claude-3-5-haiku"})
+
+
+async def test_the_environments_proxy_carries_direct_streams_and_is_looked_up_once(
+        stub_llm: StubLLMServer, monkeypatch) -> None:
+    """HTTP_PROXY applies to the direct transport as it does to LiteLLM's httpx. It is read once
+    per origin: aiohttp's ``trust_env`` reads it (and netrc) in the default thread pool on every
+    request, two thread hops in each answer's time to first token."""
+    from rag.llm import sse_stream
+
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, stub_llm.url)  # the stub answers the proxied request itself
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    lookups = []
+    real_lookup = sse_stream._route_from_env
+    monkeypatch.setattr(sse_stream, "_route_from_env", lambda url: lookups.append(url) or real_lookup(url))
+    stub_llm.configure(reply="through the proxy")
+    router = build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={})
+    router.set_model_list([{"model_name": "m", "litellm_params": {
+        "model": "openai/stub-chat", "api_base": "http://llm.invalid/v1", "api_key": "k"}}])
+    try:
+        for _ in range(2):
+            text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
+            assert text == "through the proxy"
+    finally:
+        await router.aclose_streams()
+    assert len(stub_llm.chat_requests) == 2 and len(lookups) == 1
+
+
+def test_no_proxy_and_netrc_shape_the_route(monkeypatch, tmp_path) -> None:
+    from yarl import URL
+
+    from rag.llm.sse_stream import _route_from_env
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine llm.example login user password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, "http://proxy.example:3128")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "direct.example")
+    proxied = _route_from_env(URL("https://llm.example/v1/chat/completions"))
+    assert proxied.proxy == URL("http://proxy.example:3128") and proxied.auth.login == "user"
+    direct = _route_from_env(URL("https://direct.example/v1/chat/completions"))
+    assert direct.proxy is None and direct.auth is None
+
+
+async def test_the_only_deployment_of_a_shuffled_group_is_called_without_the_routers_selection(
+        stub_llm: StubLLMServer, monkeypatch) -> None:
+    """Nothing to choose: the Router's selection (0.5 ms of the loop per answer) is skipped; with
+    two deployments, or rpm limits (usage-based routing), it runs."""
+    stub_llm.configure(reply="picked")
+    selections = []
+
+    def counting(router):
+        real = router.async_get_available_deployment
+
+        async def select(**kwargs):
+            selections.append(kwargs["model"])
+            return await real(**kwargs)
+        monkeypatch.setattr(router, "async_get_available_deployment", select)
+        return router
+
+    single = counting(router_to(stub_llm, "openai/stub-chat"))
+    limited = counting(build_router(timeout=5, max_retries=0, rate_limited=True, fallbacks={}))
+    limited.set_model_list([{"model_name": "m", "litellm_params": {
+        "model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": "k", "rpm": 100}}])
+    pair = counting(build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={}))
+    pair.set_model_list([{"model_name": "m", "litellm_params": {
+        "model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": key}} for key in ("a", "b")])
+    for router, selected in ((single, 0), (limited, 1), (pair, 1)):
+        selections.clear()
+        try:
+            text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
+        finally:
+            await router.aclose_streams()
+        assert text == "picked" and len(selections) == selected
