@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rag.utils.token_utils import num_tokens, prompt_tokens, token_bound, truncate
+from rag.utils.token_utils import CountingAllowance, num_tokens, prompt_tokens, token_bound, truncate
 
 KNOWLEDGE_SEPARATOR = "\n\n"
 # A chunk cut to fewer content tokens than this is dropped instead: such a fragment costs
@@ -68,11 +68,13 @@ def _truncated_block(header: str, content: str, budget: int) -> str | None:
     return None
 
 
-def messages_bound(messages: Sequence[Mapping[str, Any]], counted: Sequence[tuple[str, int]] = ()) -> int:
-    """At least what ``message_fit_in`` would count for ``messages``, without encoding them;
-    ``counted`` as for ``token_bound`` (the chunks' stored counts, for the system prompt)."""
-    return sum(token_bound(str(m.get("content") or ""), counted=counted) + MESSAGE_OVERHEAD_TOKENS
-               for m in messages)
+def messages_bound(messages: Sequence[Mapping[str, Any]], counted: Sequence[tuple[str, int]] = (),
+                   allowance: CountingAllowance | None = None) -> int:
+    """At least what ``message_fit_in`` would count for ``messages``, without encoding long
+    texts; ``counted`` and ``allowance`` as for ``token_bound`` (one allowance for them all)."""
+    allowance = allowance if allowance is not None else CountingAllowance()
+    return sum(token_bound(str(m.get("content") or ""), counted=counted, allowance=allowance)
+               + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
 def knowledge_blocks(chunks: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -82,8 +84,9 @@ def knowledge_blocks(chunks: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _counted_content(chunk: Mapping[str, Any]) -> list[tuple[str, int]]:
-    count = chunk.get("token_count")
-    return [(_first(chunk, "content_with_weight", "content"), int(count))] if count is not None else []
+    """The stored count belongs to the indexed text, ``content_with_weight``."""
+    count, content = chunk.get("token_count"), chunk.get("content_with_weight")
+    return [(str(content), int(count))] if count is not None and content else []
 
 
 def counted_contents(chunks: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
@@ -92,9 +95,11 @@ def counted_contents(chunks: Sequence[Mapping[str, Any]]) -> list[tuple[str, int
     return [pair for chunk in chunks for pair in _counted_content(chunk)]
 
 
-def blocks_bound(chunks: Sequence[Mapping[str, Any]]) -> int:
-    """At least the tokens of ``knowledge_blocks(chunks)``, without encoding the chunks."""
-    return sum(token_bound(block, counted=_counted_content(chunk))
+def blocks_bound(chunks: Sequence[Mapping[str, Any]], allowance: CountingAllowance | None = None) -> int:
+    """At least the tokens of ``knowledge_blocks(chunks)``, without encoding the chunks;
+    ``allowance`` as for ``token_bound`` (one for all the blocks)."""
+    allowance = allowance if allowance is not None else CountingAllowance()
+    return sum(token_bound(block, counted=_counted_content(chunk), allowance=allowance)
                for block, chunk in zip(knowledge_blocks(chunks), chunks, strict=True))
 
 

@@ -48,10 +48,11 @@ CACHED_PIECES = 8192
 class PieceCounts:
     """Token counts of the pieces prompts are made of, the ``size`` most recently used kept.
 
-    Shared by threads (prompts are counted in worker threads and bounded on the loop). Writers
-    take the lock; a lookup does not, because bounding a prompt looks up every line of it on the
-    event loop: its ``get`` and ``move_to_end`` are single operations under the GIL, and a key
-    evicted between the two is simply not moved.
+    Shared by threads (prompts are counted in worker threads, and bounded on the loop, which
+    also counts a few short pieces). Writers take the lock, held for one insertion; a lookup
+    does not, because bounding a prompt looks up every line of it on the event loop: its
+    ``get`` and ``move_to_end`` are single operations under the GIL, and a key evicted between
+    the two is simply not moved.
     """
 
     def __init__(self, size: int = CACHED_PIECES) -> None:
@@ -104,16 +105,19 @@ def byte_bound(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-# Unknown pieces up to this long are counted (and remembered) rather than bounded by their
-# bytes: the template lines and chunk headers around the knowledge, a few microseconds each,
-# once. At most ``BOUND_COUNTING_CHARS`` of a text are counted so: bounds run on the event loop,
-# and a long question of many short lines must not turn into a long encoding there.
+# Unknown pieces up to this long may be counted (and remembered) by a bound rather than bounded
+# by their bytes: the template lines and chunk headers around the knowledge, a few microseconds
+# each, once. At most ``BOUND_COUNTING_CHARS`` of a prompt are counted so: bounds run on the
+# event loop, and a long question of many short lines must not turn into a long encoding there.
 COUNTED_PIECE_CHARS = 1024
 BOUND_COUNTING_CHARS = 4096
 
 
-class _CountingAllowance:
-    def __init__(self, chars: int) -> None:
+class CountingAllowance:
+    """How many characters of short unknown pieces bounds may still encode; share one across
+    the bounds of one prompt. ``CountingAllowance(0)`` bounds by lookups and bytes alone."""
+
+    def __init__(self, chars: int = BOUND_COUNTING_CHARS) -> None:
         self.chars = chars
 
     def bound(self, piece: str, encoding: str) -> int:
@@ -126,7 +130,7 @@ class _CountingAllowance:
         return byte_bound(piece)
 
 
-def _pieces_bound(text: str, encoding: str, allowance: _CountingAllowance) -> int:
+def _pieces_bound(text: str, encoding: str, allowance: CountingAllowance) -> int:
     return sum(allowance.bound(piece, encoding) for piece in _pieces(text))
 
 
@@ -136,22 +140,25 @@ def _pieces_bound(text: str, encoding: str, allowance: _CountingAllowance) -> in
 SPAN_JOIN_SLACK = 2
 
 
-def token_bound(text: str, encoding: str = DEFAULT_ENCODING, counted: Sequence[tuple[str, int]] = ()) -> int:
+def token_bound(text: str, encoding: str = DEFAULT_ENCODING, counted: Sequence[tuple[str, int]] = (),
+                allowance: CountingAllowance | None = None) -> int:
     """At least ``num_tokens(text)``, without encoding any long text: the exact count of each
-    piece counted before (here or by ``prompt_tokens``) or short enough to count now, the byte
-    count of the others. For a prompt built from chunks that answered earlier questions it is
-    exact, so it fits or refuses as counting would.
+    piece counted before (here or by ``prompt_tokens``) or short enough for the ``allowance``
+    (a fresh ``CountingAllowance()`` when none is given), the byte count of the others. For a
+    prompt of chunks whose pieces an earlier prompt counted it is exact.
 
-    ``counted`` are texts inside ``text``, in the order they occur, whose token counts are known
-    already (a chunk's count, stored when it was indexed): each costs its count plus
+    ``counted`` are texts inside ``text``, in the order they occur, whose cl100k token counts
+    are known already (a chunk's count, stored when it was indexed): each costs its count plus
     ``SPAN_JOIN_SLACK`` per side instead of its pieces' bounds, so a prompt of chunks never seen
-    before is bounded closely too. A text not found from where the previous one ended is ignored.
+    before is bounded within a few tokens too. A text not found from where the previous one
+    ended is ignored; an earlier occurrence of the same text is bounded in its place, which is
+    as good. Other encodings ignore ``counted``.
     """
     if not text:
         return 0
-    allowance = _CountingAllowance(BOUND_COUNTING_CHARS)
+    allowance = allowance if allowance is not None else CountingAllowance()
     total, start = 0, 0
-    for span, count in counted:
+    for span, count in counted if encoding == DEFAULT_ENCODING else ():
         at = text.find(span, start) if span else -1
         if at < 0:
             continue

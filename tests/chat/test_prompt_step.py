@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import pytest
+
 from api.db.services.chat_assistant_service import DEFAULT_PROMPT_CONFIG
 from api.db.services.dialog_service import ChatRequest, DialogService
 from rag.utils.token_utils import num_tokens
@@ -99,3 +101,17 @@ def test_once_its_pieces_were_counted_a_prompt_is_bounded_exactly_without_counti
     assert again is not None and again[1:] == (system, history)
     history_bytes = sum(len(m["content"].encode()) + 4 for m in history)
     assert used <= again[0] <= used + history_bytes  # exact but for the turns, never counted alone
+
+
+def test_a_prompt_that_fits_by_lookups_and_bytes_encodes_nothing(monkeypatch) -> None:
+    """Chunks of an index without stored counts, made of short lines (a table, say), are not
+    encoded on the loop when their bytes already fit: short pieces are counted only to
+    tighten a bound that does not fit otherwise."""
+    from rag.utils import token_utils
+
+    counted(Window(100_000))  # the template lines, headers and turns are remembered, as on a server
+    nonce = uuid.uuid4().hex
+    table = [{**chunk, "content_with_weight": "\n".join(f"| row {i} | {nonce} | cell |" for i in range(40))}
+             for chunk in CHUNKS]
+    monkeypatch.setattr(token_utils, "encoder", lambda *_: pytest.fail("encoded on the loop"))
+    assert DialogService._uncounted_prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, table, HISTORY, REQUEST, 0)

@@ -222,6 +222,25 @@ def test_a_bound_with_counted_spans_is_never_below_the_count(left: str, inner: s
     assert token_bound(text, counted=[(inner, num_tokens(inner))]) >= num_tokens(text)
 
 
+@pytest.mark.parametrize("inner", ["Yes", "Content", "ID: 0"])
+def test_a_counted_text_found_earlier_than_where_it_stands_still_bounds(inner: str) -> None:
+    """The search for a counted text may stop at an earlier occurrence (in a title, mid-word)."""
+    text = f"ID: 0\n├── Title: {inner}sterday.pdf\n└── Content:\n{inner}\n\nID: 1\n"
+    assert token_bound(text, counted=[(inner, num_tokens(inner))]) >= num_tokens(text)
+
+
+def test_a_bound_shares_its_allowance_across_the_texts_of_a_prompt(monkeypatch) -> None:
+    from rag.prompts.context import blocks_bound, messages_bound
+    from rag.utils import token_utils
+
+    nonce = uuid.uuid4().hex
+    chunks = [chunk("\n".join(f"row {i} {nonce}" for i in range(100))) for _ in range(6)]
+    allowance = token_utils.CountingAllowance(1000)
+    blocks_bound(chunks, allowance)
+    messages_bound([{"content": f"question {nonce}\nsecond line"}], allowance=allowance)
+    assert 0 <= allowance.chars < 1000 - 900  # spent by the first block's lines, not renewed per text
+
+
 def test_a_counted_span_is_bounded_by_its_count_not_by_its_bytes(monkeypatch) -> None:
     from rag.utils import token_utils
 

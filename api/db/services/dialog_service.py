@@ -43,6 +43,7 @@ from rag.prompts import (
     split_partial_citation,
     strip_invalid_citations,
 )
+from rag.utils.token_utils import CountingAllowance
 
 if TYPE_CHECKING:
     from api.components import Components
@@ -259,14 +260,19 @@ class DialogService:
         indexed (``token_count``; within a few tokens of exact), else by its pieces' counts
         if an earlier prompt counted them, else by its bytes; so even near a small window (8k)
         answers skip the worker thread, whose queue under load cost more than the counting.
+        Only when lookups and bytes alone do not fit are a few KB of short unknown pieces
+        (template lines, a new question) counted here to tighten the bound.
         """
-        if blocks_bound(chunks) > int(llm.max_length * KNOWLEDGE_SHARE):
-            return None
         system = cls._system(llm, config, knowledge_blocks(chunks), request)
-        bound = messages_bound([{"role": "system", "content": system}, *history], counted_contents(chunks))
-        if bound > min(int(llm.max_length * CONTEXT_SHARE), llm.max_length - answer_tokens):
-            return None
-        return bound, system, history
+        messages = [{"role": "system", "content": system}, *history]
+        counted = counted_contents(chunks)
+        for allowance in (CountingAllowance(0), CountingAllowance()):  # lookups alone first
+            if blocks_bound(chunks, allowance) > int(llm.max_length * KNOWLEDGE_SHARE):
+                continue
+            bound = messages_bound(messages, counted, allowance)
+            if bound <= min(int(llm.max_length * CONTEXT_SHARE), llm.max_length - answer_tokens):
+                return bound, system, history
+        return None
 
     @classmethod
     def _prompt(cls, llm: LLMBundle, config: dict[str, Any], chunks: list[dict[str, Any]],
