@@ -101,9 +101,11 @@ class BudgetedRouter(Router):
     async def _deployment(self, model: str, deployments: list[dict], messages: list[dict],
                           kwargs: dict[str, Any]) -> dict:
         """The deployment of ``model`` to call. A group of one deployment under the shuffle
-        strategy (no rpm limits; cooldowns are off) has no choice to make, and the Router's
-        general selection cost the loop about 0.5 ms per answer under chat load."""
-        if len(deployments) == 1 and self.routing_strategy == "simple-shuffle":
+        strategy (no rpm limits) with cooldowns, pre-call checks, tag filtering and routing
+        groups off, as ``build_router`` makes it, has no choice to make; the Router's general
+        selection cost the loop about 0.5 ms per answer under chat load."""
+        if (len(deployments) == 1 and self.routing_strategy == "simple-shuffle" and self.disable_cooldowns
+                and not self.enable_pre_call_checks and not self.enable_tag_filtering and not self.routing_groups):
             return deployments[0]
         return await self.async_get_available_deployment(model=model, messages=messages, request_kwargs=kwargs)
 

@@ -8,8 +8,8 @@ tests.bench.stream_overhead``). That work runs on the event loop; 200 answers st
 C): a short RAG answer (a 15 KB prompt, 18 tokens) cost the loop 1.1 ms of CPU through it
 against 2.5 ms through httpx, whose pure-Python HTTP layers were the largest share of the
 loop's time under chat_load after the database. So for deployments LiteLLM itself would
-send to an OpenAI-compatible endpoint (``openai/...``), the Router still chooses the
-deployment, retries, falls back and enforces rpm (``BudgetedRouter.astream_chat``), and only
+send to an OpenAI-compatible endpoint (``openai/...``), the Router still retries, falls
+back, enforces rpm and chooses among a group's deployments (``BudgetedRouter.astream_chat``), and only
 the transport of the answer is this module's. Every other provider streams through LiteLLM.
 
 Failures are raised as LiteLLM's exception types (which subclass the openai SDK's), so the
@@ -166,7 +166,9 @@ class EnvRoutes:
     aiohttp's ``trust_env`` looks the netrc file and the proxy variables up in the default thread
     pool on every request: two thread hops in each answer's time to first token, and under chat
     load they queued behind the database calls that share that pool. A running server's
-    environment does not change, so one lookup per origin does.
+    environment does not change, so one lookup per origin does: a proxy variable or netrc entry
+    added later applies after a restart. A redirect keeps the first origin's proxy (providers'
+    chat endpoints do not redirect).
     """
 
     def __init__(self) -> None:
@@ -181,8 +183,9 @@ class EnvRoutes:
 
 
 async def open_chat_stream(client: aiohttp.ClientSession, litellm_params: dict[str, Any], messages: list[dict],
-                           options: dict[str, Any], routes: EnvRoutes | None = None) -> SSEChatStream:
-    """POST the request and wait for the response head; a refusal raises the typed error.
+                           options: dict[str, Any], routes: EnvRoutes) -> SSEChatStream:
+    """POST the request (through the environment's proxy for it, ``routes``) and wait for the
+    response head; a refusal raises the typed error.
 
     ``options`` are the request's generation options (temperature, max_tokens ...). The
     timeout bounds the connection and every wait for more of the body, not the whole answer
@@ -200,11 +203,12 @@ async def open_chat_stream(client: aiohttp.ClientSession, litellm_params: dict[s
             "stream_options": {"include_usage": True}}
     seconds = float(litellm_params.get("stream_timeout") or litellm_params.get("timeout") or 600.0)
     timeout = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
-    route = await routes.route(url) if routes is not None else Route()
+    route = await routes.route(url)
+    # netrc only where nothing else authenticates (aiohttp refuses to combine them)
+    netrc_auth = None if "Authorization" in headers or URL(url).user is not None else route.auth
     try:
         response = await client.post(url, json=body, headers=headers, timeout=timeout, proxy=route.proxy,
-                                     proxy_auth=route.proxy_auth,
-                                     auth=None if "Authorization" in headers else route.auth)
+                                     proxy_auth=route.proxy_auth, auth=netrc_auth)
     except TimeoutError as error:
         raise litellm.Timeout(f"No answer in time: {error!r}", model=model, llm_provider="openai") from error
     except aiohttp.ClientError as error:

@@ -5,6 +5,8 @@ once per transport (``stream_transport`` in conftest)."""
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import litellm
 import pytest
@@ -248,3 +250,27 @@ async def test_the_only_deployment_of_a_shuffled_group_is_called_without_the_rou
         finally:
             await router.aclose_streams()
         assert text == "picked" and len(selections) == selected
+
+
+@pytest.mark.parametrize("api_key", [None, "k"])
+async def test_netrc_authenticates_only_a_deployment_without_a_key(stub_llm: StubLLMServer, monkeypatch, tmp_path,
+                                                                   api_key: str | None) -> None:
+    """As with aiohttp's ``trust_env``, a netrc entry for the provider's host is sent when no key
+    is; with a key, only the key (aiohttp would refuse the two together)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login user password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("OPENAI_API_KEY", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    stub_llm.configure(reply="authenticated")
+    router = build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={})
+    params = {"model": "openai/stub-chat", "api_base": stub_llm.api_base, **({"api_key": api_key} if api_key else {})}
+    router.set_model_list([{"model_name": "m", "litellm_params": params}])
+    try:
+        text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
+    finally:
+        await router.aclose_streams()
+    sent = stub_llm.chat_requests[-1].headers["authorization"]
+    assert text == "authenticated"
+    assert sent == ("Bearer k" if api_key else "Basic " + base64.b64encode(b"user:secret").decode())
