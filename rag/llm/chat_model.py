@@ -173,9 +173,12 @@ class ExtractiveChat:
     metadata = {"extractive": True, "note": "Answer quoted from the retrieved documents; no LLM is configured."}
 
     def answer_sentences(self, system: str | None, history: list[dict]) -> list[str]:
-        prompt = "\n".join([system or "", *(str(turn.get("content") or "") for turn in history[:-1])])
+        """Chat puts the knowledge in the system prompt; only without any there are the earlier
+        turns read for it (a gateway caller's pasted blocks). Read with the system prompt, the
+        earlier answers ran on as the last block's text and were quoted again, citations and all."""
         question = next((str(t.get("content") or "") for t in reversed(history) if t.get("role") == "user"), "")
-        chunks = chunks_in_prompt(prompt)
+        chunks = chunks_in_prompt(system or "") or chunks_in_prompt(
+            "\n".join(str(turn.get("content") or "") for turn in history[:-1]))
         if not chunks:
             return [NO_DOCUMENTS]
         wanted = _terms(question)

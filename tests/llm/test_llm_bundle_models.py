@@ -129,6 +129,17 @@ async def test_extractive_model_quotes_relevant_sentences_with_citations(registr
     assert stream.result.metadata["extractive"] is True
 
 
+async def test_extractive_model_quotes_the_knowledge_not_earlier_answers(registry: ModelRegistry) -> None:
+    """In a session the earlier answers are in the history; quoting them again repeated sentences
+    and their citations ("... 1937. [ID:0] [ID:0] ...")."""
+    bundle = LLMBundle(registry, "t1", EXTRACTIVE_MODEL, MemoryUsageSink())
+    first = (await bundle.chat(KNOWLEDGE, HISTORY)).text
+    follow_up = [*HISTORY, {"role": "assistant", "content": first},
+                 {"role": "user", "content": "Was the bridge opened in 1937?"}]
+    second = (await bundle.chat(KNOWLEDGE, follow_up)).text
+    assert second == "The Golden Gate Bridge was opened in 1937. [ID:0] The bridge closes rarely. [ID:1]"
+
+
 async def test_extractive_model_is_the_default_without_a_provider() -> None:
     registry = ModelRegistry.from_config()
     bundle = LLMBundle(registry, "t1", None, None)
