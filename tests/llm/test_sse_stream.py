@@ -19,11 +19,15 @@ from tests.fixtures.stub_llm import StubLLMServer
 MESSAGES = [{"role": "user", "content": "tell me"}]
 
 
-def router_to(stub_llm: StubLLMServer, model: str, direct: bool = True):
-    router = build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={}, direct_streaming=direct)
-    router.set_model_list([{"model_name": "m", "litellm_params": {
-        "model": model, "api_base": stub_llm.api_base, "api_key": "k"}}])
+def router_of(*deployments: dict, rate_limited: bool = False, direct: bool = True):
+    """A Router whose group ``m`` has one deployment per ``litellm_params`` given."""
+    router = build_router(timeout=5, max_retries=0, rate_limited=rate_limited, fallbacks={}, direct_streaming=direct)
+    router.set_model_list([{"model_name": "m", "litellm_params": params} for params in deployments])
     return router
+
+
+def router_to(stub_llm: StubLLMServer, model: str, direct: bool = True):
+    return router_of({"model": model, "api_base": stub_llm.api_base, "api_key": "k"}, direct=direct)
 
 
 async def read_all(stream) -> tuple[str, str, dict | None, str | None]:
@@ -189,9 +193,7 @@ async def test_the_environments_proxy_carries_direct_streams_and_is_looked_up_on
     real_lookup = sse_stream._route_from_env
     monkeypatch.setattr(sse_stream, "_route_from_env", lambda url: lookups.append(url) or real_lookup(url))
     stub_llm.configure(reply="through the proxy")
-    router = build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={})
-    router.set_model_list([{"model_name": "m", "litellm_params": {
-        "model": "openai/stub-chat", "api_base": "http://llm.invalid/v1", "api_key": "k"}}])
+    router = router_of({"model": "openai/stub-chat", "api_base": "http://llm.invalid/v1", "api_key": "k"})
     try:
         for _ in range(2):
             text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
@@ -237,12 +239,10 @@ async def test_the_only_deployment_of_a_shuffled_group_is_called_without_the_rou
         return router
 
     single = counting(router_to(stub_llm, "openai/stub-chat"))
-    limited = counting(build_router(timeout=5, max_retries=0, rate_limited=True, fallbacks={}))
-    limited.set_model_list([{"model_name": "m", "litellm_params": {
-        "model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": "k", "rpm": 100}}])
-    pair = counting(build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={}))
-    pair.set_model_list([{"model_name": "m", "litellm_params": {
-        "model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": key}} for key in ("a", "b")])
+    limited = counting(router_of({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": "k",
+                                  "rpm": 100}, rate_limited=True))
+    pair = counting(router_of(*({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": key}
+                                for key in ("a", "b"))))
     for router, selected in ((single, 0), (limited, 1), (pair, 1)):
         selections.clear()
         try:
@@ -264,9 +264,8 @@ async def test_netrc_authenticates_only_a_deployment_without_a_key(stub_llm: Stu
     for name in ("OPENAI_API_KEY", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     stub_llm.configure(reply="authenticated")
-    router = build_router(timeout=5, max_retries=0, rate_limited=False, fallbacks={})
-    params = {"model": "openai/stub-chat", "api_base": stub_llm.api_base, **({"api_key": api_key} if api_key else {})}
-    router.set_model_list([{"model_name": "m", "litellm_params": params}])
+    router = router_of({"model": "openai/stub-chat", "api_base": stub_llm.api_base,
+                        **({"api_key": api_key} if api_key else {})})
     try:
         text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
     finally:
