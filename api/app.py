@@ -26,6 +26,7 @@ from api.observability import LoopLagMonitor
 from api.settings import Settings
 from api.utils.api_utils import error_body, error_status
 from api.utils.auth import PUBLIC_PATHS, presented_key
+from api.utils.compat import DIALECT_HEADER, dialect_of_body, may_signal_dialect, parse_dialect_header
 from rag.svr.task_executor import TaskExecutor
 
 log = logging.getLogger("ragline.app")
@@ -104,6 +105,7 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
             return
         key = presented_key(request.headers.get("Authorization"), request.args.get("token"))
         g.tenant_id = await parts.tenant_resolver.resolve(key)
+        g.dialect = await _client_dialect(parts)
 
     @app.before_websocket
     async def identify_socket() -> None:
@@ -130,6 +132,19 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
             }},
         )
         return response
+
+
+async def _client_dialect(parts: Components) -> str:
+    """The RAGFlow API line this request's client speaks (see ``api.utils.compat``), remembered
+    per tenant. Only bodies that can carry a signal are read (Quart caches the parsed JSON)."""
+    said = parse_dialect_header(request.headers.get(DIALECT_HEADER))
+    if said is None and may_signal_dialect(request.method, request.path):
+        body = await request.get_json(force=True, silent=True) if request.method != "PATCH" else None
+        said = dialect_of_body(request.method, request.path, body)
+    if said is not None:
+        parts.dialects.remember(g.tenant_id, said)
+        return said
+    return parts.dialects.of(g.tenant_id)
 
 
 def _install_error_handlers(app: Quart) -> None:

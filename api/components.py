@@ -25,6 +25,7 @@ from api.errors import data_error
 from api.observability import MeteredUsageSink, Metrics
 from api.settings import Settings
 from api.utils.auth import TenantResolver
+from api.utils.compat import DialectMemory
 from api.utils.llm_bridge import SyncLLMWrapper
 from rag.llm.embedding_processes import EmbeddingProcesses
 from rag.llm.errors import LLMServiceError
@@ -78,6 +79,7 @@ class Components:
     search_processes: SearchProcesses | None = None
     embedding_processes: EmbeddingProcesses | None = None
     chats: ChatDirectory = field(init=False)
+    dialects: DialectMemory = field(default_factory=DialectMemory)
 
     def __post_init__(self) -> None:
         self.chats = ChatDirectory(self.db)

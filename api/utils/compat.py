@@ -1,0 +1,102 @@
+"""Serving RAGFlow's v0.22 and v0.27 API lines from one set of routes.
+
+Most differences between the two lines are additive (new routes, new fields), and Ragline
+simply serves the union. Two are not, and this module is where they are decided:
+
+- **Delete semantics.** v0.27 clients (ragflow-sdk 0.27 always) send ``delete_all``; then
+  ``delete_all: true`` deletes everything in scope and ``ids: null``/``[]`` deletes nothing.
+  A body without ``delete_all`` keeps v0.22's meaning (``ids: null`` = everything in scope).
+- **List shapes.** ``GET /chats`` answers a bare list in v0.22 and ``{"chats", "total"}`` in
+  v0.27, and the two SDKs send byte-identical list requests. So the answer follows what the
+  same tenant's *other* requests have shown of its client: a request only a v0.27 client sends
+  (a ``PATCH``, a ``delete_all``, a v0.27-shaped chat body) marks the tenant as speaking v0.27;
+  a v0.22-shaped chat body marks it v0.22. An explicit ``X-RAGFlow-API: 0.27`` (or ``0.22``)
+  header decides for that request and is remembered too. Unknown tenants get v0.22, the shape
+  ``API.md`` documents.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Literal
+
+Dialect = Literal["0.22", "0.27"]
+DEFAULT_DIALECT: Dialect = "0.22"
+DIALECT_HEADER = "X-RAGFlow-API"
+MAX_REMEMBERED_TENANTS = 100_000
+
+# Chat-body keys that only one line's clients send.
+V027_CHAT_KEYS = frozenset({"llm_id", "llm_setting", "prompt_config", "icon", "meta_data_filter"})
+V022_CHAT_KEYS = frozenset({"llm", "prompt", "avatar"})
+
+
+def ids_to_delete(ids: list[str] | None, delete_all: bool | None) -> list[str] | None:
+    """The ids a delete request names, in the convention every delete service takes:
+    ``None`` means everything in scope, a list means exactly those (``[]``: nothing).
+
+    ``delete_all`` is ``None`` when the body did not carry it (a v0.22 client)."""
+    if delete_all is None:
+        return ids
+    if delete_all:
+        return None
+    return list(ids or [])
+
+
+def dialect_of_body(method: str, path: str, body: Any) -> Dialect | None:
+    """What a request's method and JSON body say of its client's API line, if anything."""
+    if method == "PATCH":
+        return "0.27"
+    if not isinstance(body, dict):
+        return None
+    if method == "DELETE" and "delete_all" in body:
+        return "0.27"
+    if method in ("POST", "PUT") and _is_chat_path(path):
+        keys = body.keys()
+        if V027_CHAT_KEYS & keys:
+            return "0.27"
+        if V022_CHAT_KEYS & keys:
+            return "0.22"
+    return None
+
+
+def may_signal_dialect(method: str, path: str) -> bool:
+    """Whether reading this request's body could tell its API line (cheap; no body read)."""
+    return method in ("PATCH", "DELETE") or (method in ("POST", "PUT") and _is_chat_path(path))
+
+
+def _is_chat_path(path: str) -> bool:
+    parts = path.rstrip("/").split("/")
+    return parts[:4] == ["", "api", "v1", "chats"] and len(parts) <= 5
+
+
+def parse_dialect_header(value: str | None) -> Dialect | None:
+    if not value:
+        return None
+    value = value.strip().lstrip("v")
+    if value.startswith("0.27") or value.startswith("0.26") or value.startswith("0.25"):
+        return "0.27"
+    if value.startswith("0.2"):
+        return "0.22"
+    return None
+
+
+class DialectMemory:
+    """The API line each tenant's client last showed; bounded, thread-safe, per app."""
+
+    def __init__(self, max_tenants: int = MAX_REMEMBERED_TENANTS) -> None:
+        self._seen: OrderedDict[str, Dialect] = OrderedDict()
+        self._max = max_tenants
+        self._lock = threading.Lock()
+
+    def remember(self, tenant_id: str, dialect: Dialect) -> None:
+        with self._lock:
+            self._seen[tenant_id] = dialect
+            self._seen.move_to_end(tenant_id)
+            while len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+
+    def of(self, tenant_id: str | None) -> Dialect:
+        if tenant_id is None:
+            return DEFAULT_DIALECT
+        return self._seen.get(tenant_id, DEFAULT_DIALECT)
