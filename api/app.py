@@ -26,7 +26,13 @@ from api.observability import LoopLagMonitor
 from api.settings import Settings
 from api.utils.api_utils import error_body, error_status
 from api.utils.auth import PUBLIC_PATHS, presented_key
-from api.utils.compat import DIALECT_HEADER, dialect_of_body, may_signal_dialect, parse_dialect_header
+from api.utils.compat import (
+    DIALECT_HEADER,
+    dialect_of_body,
+    may_signal_dialect,
+    parse_dialect_header,
+    unsupported_feature_message,
+)
 from rag.svr.task_executor import TaskExecutor
 
 log = logging.getLogger("ragline.app")
@@ -157,6 +163,9 @@ def _install_error_handlers(app: Quart) -> None:
     async def http_error(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500
         method, path = (request.method, request.path) if has_request_context() else ("GET", websocket.path)
+        unsupported = unsupported_feature_message(path) if status in (404, 405) else None
+        if unsupported is not None:
+            return jsonify(error_body(RetCode.NOT_FOUND, unsupported)), 200
         messages = {
             404: f"No route for {method} {path}.",
             405: f"Method {method} is not allowed on {path}.",

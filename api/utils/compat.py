@@ -100,3 +100,43 @@ class DialectMemory:
         if tenant_id is None:
             return DEFAULT_DIALECT
         return self._seen.get(tenant_id, DEFAULT_DIALECT)
+
+
+# RAGFlow features Ragline does not serve, by the first path segment under /api/v1/.
+UNSUPPORTED_FEATURES: dict[str, str] = {
+    "agents": "Agents",
+    "agents_openai": "Agent completions",
+    "agentbots": "Agent bots",
+    "chatbots": "Embedded chat bots",
+    "searchbots": "Search bots",
+    "searches": "Search apps",
+    "memories": "Memories",
+    "messages": "Memory messages",
+    "files": "File management",
+    "file": "File management",
+    "file2document": "File management",
+    "dify": "The Dify retrieval bridge",
+    "mcp": "MCP servers",
+    "langfuse": "Langfuse tracing",
+    "users": "User management",
+    "user": "User management",
+    "tenant": "Team management",
+    "tenants": "Team management",
+    "pipelines": "Ingestion pipelines",
+    "canvas": "Agent canvases",
+}
+SERVED = "datasets, documents, chunks, metadata, retrieval, chat assistants, sessions and OpenAI-compatible chat"
+
+
+def unsupported_feature_message(path: str) -> str | None:
+    """The sentence for a request to a RAGFlow feature Ragline does not serve, else ``None``.
+
+    ragflow-sdk 0.27 has methods for agents and memories; their calls should fail with a
+    message that says why, not with a bare "no route"."""
+    segments = path.strip("/").split("/")
+    if segments[:2] != ["api", "v1"] or len(segments) < 3:
+        return None
+    feature = UNSUPPORTED_FEATURES.get(segments[2])
+    if feature is None:
+        return None
+    return f"Not supported by Ragline: {feature.lower()}. It serves RAGFlow's {SERVED} APIs."

@@ -1,0 +1,95 @@
+"""Serving both RAGFlow API lines: delete semantics, the remembered client line, and the
+features Ragline does not serve."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.components import Components
+from api.utils.compat import DialectMemory, dialect_of_body, ids_to_delete, parse_dialect_header
+
+
+@pytest.mark.parametrize(
+    ("ids", "delete_all", "expected"),
+    [
+        (None, None, None),  # v0.22: null ids = everything in scope
+        (["a"], None, ["a"]),
+        ([], None, []),
+        (None, True, None),  # v0.27: delete_all wins over ids
+        (["a"], True, None),
+        (None, False, []),  # v0.27: nothing named, nothing deleted
+        ([], False, []),
+        (["a", "b"], False, ["a", "b"]),
+    ],
+)
+def test_ids_to_delete_follows_each_line(ids, delete_all, expected) -> None:
+    assert ids_to_delete(ids, delete_all) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"),
+    [
+        ("PATCH", "/api/v1/chats/abc", None, "0.27"),
+        ("DELETE", "/api/v1/datasets", {"ids": None, "delete_all": False}, "0.27"),
+        ("DELETE", "/api/v1/datasets", {"ids": ["a"]}, None),
+        ("POST", "/api/v1/chats", {"name": "x", "icon": "", "dataset_ids": []}, "0.27"),
+        ("PUT", "/api/v1/chats/abc", {"llm_setting": {"temperature": 0.1}}, "0.27"),
+        ("POST", "/api/v1/chats", {"name": "x", "avatar": "", "llm": {}, "prompt": {}}, "0.22"),
+        ("POST", "/api/v1/chats", {"name": "x", "dataset_ids": []}, None),
+        ("POST", "/api/v1/chats/abc/completions", {"prompt": "x"}, None),  # not a chat body
+        ("POST", "/api/v1/datasets", {"avatar": "x"}, None),
+    ],
+)
+def test_request_signals_of_the_client_line(method, path, body, expected) -> None:
+    assert dialect_of_body(method, path, body) == expected
+
+
+def test_header_names_the_line() -> None:
+    assert parse_dialect_header("0.27.3") == "0.27"
+    assert parse_dialect_header("v0.22.1") == "0.22"
+    assert parse_dialect_header("1.0") is None
+    assert parse_dialect_header(None) is None
+
+
+def test_memory_is_per_tenant_and_bounded() -> None:
+    memory = DialectMemory(max_tenants=2)
+    memory.remember("t1", "0.27")
+    assert memory.of("t1") == "0.27" and memory.of("t2") == "0.22" and memory.of(None) == "0.22"
+    memory.remember("t2", "0.27")
+    memory.remember("t3", "0.27")
+    assert memory.of("t1") == "0.22"  # the oldest was forgotten, not the newest
+
+
+async def test_a_tenants_line_is_remembered_from_its_requests(client, auth, make_key, parts: Components) -> None:
+    tenant = await parts.tenant_resolver.resolve(auth["Authorization"].split()[1])
+    assert parts.dialects.of(tenant) == "0.22"
+    await client.delete("/api/v1/datasets", headers=auth, json={"ids": [], "delete_all": False})
+    assert parts.dialects.of(tenant) == "0.27"
+    other = await parts.tenant_resolver.resolve(make_key("other"))
+    assert parts.dialects.of(other) == "0.22"  # another tenant's client is not assumed to match
+    await client.get("/api/v1/datasets", headers={**auth, "X-RAGFlow-API": "0.22"})
+    assert parts.dialects.of(tenant) == "0.22"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "feature"),
+    [
+        ("GET", "/api/v1/agents", "agents"),
+        ("POST", "/api/v1/agents/abc/sessions", "agents"),
+        ("POST", "/api/v1/memories", "memories"),
+        ("GET", "/api/v1/messages/search", "memory messages"),
+        ("POST", "/api/v1/agents_openai/abc/chat/completions", "agent completions"),
+    ],
+)
+async def test_unserved_ragflow_features_say_so_in_the_envelope(client, auth, method, path, feature) -> None:
+    response = await client.open(path, method=method, headers=auth, json={})
+    assert response.status_code == 200 and response.content_type.startswith("application/json")
+    body = await response.get_json()
+    assert body["code"] == 404
+    assert f"Not supported by Ragline: {feature}." in body["message"]
+
+
+async def test_an_unknown_route_elsewhere_stays_a_plain_404(client, auth) -> None:
+    response = await client.get("/api/v1/nothing-here", headers=auth)
+    assert response.status_code == 404
+    assert "not supported" not in (await response.get_json())["message"].lower()
