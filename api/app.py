@@ -24,8 +24,8 @@ from api.db.services import job_service, tenant_service
 from api.errors import ApiError, RetCode
 from api.observability import LoopLagMonitor
 from api.settings import Settings
-from api.utils.api_utils import error_body, error_status
-from api.utils.auth import PUBLIC_PATHS, presented_key
+from api.utils.api_utils import error_body, error_status, uses_plain_http
+from api.utils.auth import PUBLIC_PATHS, RAGFLOW_UNAUTHORIZED_MESSAGE, presented_key
 from api.utils.compat import (
     DIALECT_HEADER,
     dialect_of_body,
@@ -109,7 +109,9 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
         g.tenant_id = None
         if request.url_rule is None or request.path in PUBLIC_PATHS:
             return
-        key = presented_key(request.headers.get("Authorization"), request.args.get("token"))
+        key = presented_key(request.headers.get("Authorization"), None)  # ?token= is the WebSocket's only
+        if not key and not uses_plain_http(request.path):
+            raise ApiError(RetCode.UNAUTHORIZED, RAGFLOW_UNAUTHORIZED_MESSAGE)
         g.tenant_id = await parts.tenant_resolver.resolve(key)
         g.dialect = await _client_dialect(parts)
 

@@ -16,6 +16,7 @@ class RetCode(IntEnum):
     OPERATING_ERROR = 103
     PERMISSION_ERROR = 108
     AUTHENTICATION_ERROR = 109
+    UNAUTHORIZED = 401  # RAGFlow v0.27's code for a request that presents no API key
     NOT_FOUND = 404  # RAGFlow's code for a route or feature that is not there
 
 

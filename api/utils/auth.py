@@ -13,6 +13,9 @@ from api.db.services import tenant_service
 from api.errors import ApiError, RetCode
 
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/v1/system/healthz"})
+# What RAGFlow (v0.27) answers on its /api/v1 routes when no key is presented, with code 401;
+# its clients and test suites compare the message verbatim.
+RAGFLOW_UNAUTHORIZED_MESSAGE = "<Unauthorized '401: Unauthorized'>"
 CACHE_SECONDS = 30.0
 CACHE_MAX_ENTRIES = 10_000
 

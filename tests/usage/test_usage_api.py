@@ -101,7 +101,7 @@ async def test_bad_arguments_are_code_101(client, seeded, query) -> None:
 
 async def test_needs_a_key(client) -> None:
     response = await client.get("/api/v1/usage")
-    assert (await response.get_json())["code"] == 109
+    assert (await response.get_json())["code"] == 401
 
 
 def test_a_chat_completion_shows_up_in_usage(live_server, stub_llm) -> None:
