@@ -12,8 +12,10 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from quart import Quart, Response, g, has_request_context, jsonify, request, websocket
+from quart.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from api.apps import BLUEPRINTS
@@ -46,6 +48,7 @@ def create_app(settings: Settings, parts: Components | None = None) -> Quart:
     parts = parts or build_components(settings)
     app = Quart("ragline")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, RESPONSE_TIMEOUT=None)
+    app.json = GuardedJSONProvider(app)
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     app.extensions[EXTENSION_KEY] = parts
@@ -55,6 +58,18 @@ def create_app(settings: Settings, parts: Components | None = None) -> Quart:
     _install_error_handlers(app)
     _install_lifespan(app, parts)
     return app
+
+
+class GuardedJSONProvider(DefaultJSONProvider):
+    """Quart's JSON, except that a body nested deeper than Python's recursion limit is bad JSON
+    (a ``ValueError``, which every body parser already turns into a 4xx), not a RecursionError
+    that escapes as a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def build_executor(parts: Components, concurrency: int) -> TaskExecutor:

@@ -93,3 +93,19 @@ async def test_an_unknown_route_elsewhere_stays_a_plain_404(client, auth) -> Non
     response = await client.get("/api/v1/nothing-here", headers=auth)
     assert response.status_code == 404
     assert "not supported" not in (await response.get_json())["message"].lower()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/datasets", "/api/v1/chats", "/api/v1/retrieval"])
+async def test_json_nested_past_the_recursion_limit_is_an_argument_error(client, auth, path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    response = await client.post(path, headers={**auth, "Content-Type": "application/json"}, data=deep)
+    assert response.status_code == 200
+    assert (await response.get_json())["code"] == 101
+
+
+async def test_deep_json_on_a_dialect_signalling_delete_is_not_a_500(client, auth) -> None:
+    deep = '{"ids": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    response = await client.delete("/api/v1/datasets", headers={**auth, "Content-Type": "application/json"},
+                                   data=deep)
+    assert response.status_code == 200
+    assert (await response.get_json())["code"] == 101
