@@ -92,6 +92,7 @@ class Knowledgebase(BaseModel):
     similarity_threshold = FloatField(default=0.2)
     vector_similarity_weight = FloatField(default=0.3)
     pagerank = IntegerField(default=0)
+    auto_metadata_config = JSONField(null=True)  # migration 0003: RAGFlow v0.27's metadata extraction settings
 
     class Meta:
         indexes = ((("tenant_id", "name_key"), True),)
