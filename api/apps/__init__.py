@@ -12,12 +12,13 @@ from api.apps import (
     usage_app,
     ws_app,
 )
-from api.apps.sdk import chat, dataset, doc, retrieval, session
+from api.apps.sdk import chat, dataset, doc, metadata, retrieval, session
 
 BLUEPRINTS: list[Blueprint] = [
     system_app.bp,
     dataset.bp,
     doc.bp,
+    metadata.bp,
     chunk_app.bp,
     retrieval.bp,
     chat.bp,

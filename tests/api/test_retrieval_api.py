@@ -28,19 +28,25 @@ async def corpus(client, auth) -> dict[str, str]:
     return ids
 
 
+# RAGFlow's own checks: 102 with its messages (its clients and tests compare them).
+RAGFLOW_REFUSALS = [
+    ({"question": "cats"}, "`dataset_ids` is required."),
+    ({"dataset_ids": [], "question": "cats"}, "`dataset_ids` is required."),
+    ({"dataset_ids": "notalist", "question": "cats"}, "`dataset_ids` should be a list"),
+    ({"dataset_ids": ["x"]}, "`question` is required."),
+    ({"dataset_ids": ["x"], "question": "cats", "document_ids": "x"}, "`documents` should be a list"),
+    ({"dataset_ids": ["x"], "question": "cats", "highlight": "maybe"}, "`highlight` should be a boolean"),
+]
+
 INVALID_BODIES = [
-    {"question": "cats"},
-    {"dataset_ids": [], "question": "cats"},
-    {"dataset_ids": "notalist", "question": "cats"},
-    {"dataset_ids": ["x"]},
-    {"dataset_ids": ["x"], "question": "   "},
-    {"dataset_ids": ["x"], "question": "cats", "vector_similarity_weight": -0.1},
-    {"dataset_ids": ["x"], "question": "cats", "vector_similarity_weight": 1.5},
     {"dataset_ids": ["x"], "question": "cats", "similarity_threshold": 2},
     {"dataset_ids": ["x"], "question": "cats", "page": 0},
-    {"dataset_ids": ["x"], "question": "cats", "top_k": 0},
+    {"dataset_ids": ["x"], "question": "cats", "page": "a"},
     {"dataset_ids": ["x"], "question": "q" * 10_001},
+    {"dataset_ids": ["x"], "question": "cats", "metadata_condition": {"conditions": [
+        {"name": "a", "comparison_operator": "resembles", "value": "b"}]}},
 ]
+
 
 # Search-engine syntax (FTS5 and Lucene) that a question must never be able to inject.
 HOSTILE_QUESTIONS = [
@@ -54,6 +60,21 @@ async def test_invalid_requests_are_101(client, auth) -> None:
     for body in INVALID_BODIES:
         reply = await (await client.post("/api/v1/retrieval", headers=auth, json=body)).get_json()
         assert reply["code"] == 101 and reply["message"], body
+
+
+async def test_ragflow_refusals_are_102_with_its_messages(client, auth) -> None:
+    for body, message in RAGFLOW_REFUSALS:
+        reply = await (await client.post("/api/v1/retrieval", headers=auth, json=body)).get_json()
+        assert (reply["code"], reply["message"]) == (102, message), body
+
+
+async def test_top_k_must_be_positive_with_each_lines_code(client, auth) -> None:
+    body = {"dataset_ids": ["x"], "question": "cats", "top_k": 0}
+    v022 = await (await client.post("/api/v1/retrieval", headers=auth, json=body)).get_json()
+    assert (v022["code"], v022["message"]) == (100, "`top_k` must be greater than 0")
+    v027 = await (await client.post("/api/v1/retrieval", headers={**auth, "X-RAGFlow-API": "0.27"},
+                                    json=body)).get_json()
+    assert (v027["code"], v027["message"]) == (102, "`top_k` must be greater than 0")
 
 
 async def test_not_json_is_101(client, auth) -> None:

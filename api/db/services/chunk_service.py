@@ -7,13 +7,14 @@ searchable as soon as the call returns.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from api.db.models import Document, Knowledgebase
-from api.db.services.common import require_all
+from api.db.models import Document, Knowledgebase, new_id
 from api.db.services.document_service import get_owned as get_owned_document
+from api.db.services.knowledgebase_service import get_owned as get_owned_dataset
 from api.errors import data_error
 from rag.nlp import tokenize
 from rag.utils.doc_store_conn import (
@@ -25,8 +26,9 @@ from rag.utils.doc_store_conn import (
 )
 from rag.utils.token_utils import num_tokens
 
-CHUNK_FIELDS = ["id", "content_with_weight", "doc_id", "docnm_kwd", "important_kwd", "question_kwd", "kb_id",
-                "available_int", "position_int", "create_time", "create_timestamp_flt"]
+CHUNK_FIELDS = ["id", "content_with_weight", "doc_id", "docnm_kwd", "important_kwd", "question_kwd", "tag_kwd", "kb_id",
+                "img_id", "available_int", "position_int", "create_time", "create_timestamp_flt"]
+RUNTIME_FIELD = re.compile(r"(_vec$|_sm_|_tks|_ltks)")
 
 
 def to_api(row: dict[str, Any]) -> dict[str, Any]:
@@ -37,8 +39,9 @@ def to_api(row: dict[str, Any]) -> dict[str, Any]:
         "docnm_kwd": row.get("docnm_kwd"),
         "important_keywords": row.get("important_kwd") or [],
         "questions": row.get("question_kwd") or [],
+        "tag_kwd": row.get("tag_kwd") or [],
         "dataset_id": row.get("kb_id"),
-        "image_id": "",
+        "image_id": row.get("img_id") or "",
         "available": bool(row.get("available_int", 1)),
         "positions": row.get("position_int") or [],
         "create_time": row.get("create_time"),
@@ -47,16 +50,24 @@ def to_api(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_page(tenant_id: str, kb_id: str, doc_id: str, doc_store: DocStoreConnection, *, page: int,
-              page_size: int, keywords: str | None = None, chunk_id: str | None = None) -> dict[str, Any]:
+              page_size: int, keywords: str | None = None, chunk_id: str | None = None,
+              available: bool | None = None) -> dict[str, Any]:
+    """A page of the document's chunks; ``chunk_id`` one of them (102 when it is not there)."""
     from api.db.services.document_service import to_api as document_to_api
 
     doc = get_owned_document(tenant_id, kb_id, doc_id)
     index = index_name(tenant_id)
-    if not doc_store.index_exist(index, kb_id):
+    exists = doc_store.index_exist(index, kb_id)
+    if chunk_id:
+        row = doc_store.get(chunk_id, index, [kb_id]) if exists else None
+        if row is None or row.get("doc_id") != doc_id:
+            raise data_error(f"Chunk not found: {kb_id}/{chunk_id}")
+        return {"total": 1, "chunks": [to_api(row)], "doc": document_to_api(doc)}
+    if not exists:
         return {"total": 0, "chunks": [], "doc": document_to_api(doc)}
     condition: dict[str, Any] = {"doc_id": doc_id}
-    if chunk_id:
-        condition["id"] = chunk_id
+    if available is not None:
+        condition["available_int"] = int(available)
     matches = [MatchTextExpr(("content_ltks",), keywords, topn=10_000)] if keywords else []
     order = None if keywords else OrderByExpr().asc("create_timestamp_flt")
     result = doc_store.search(CHUNK_FIELDS, [], condition, matches, order, (page - 1) * page_size, page_size,
@@ -64,34 +75,58 @@ def list_page(tenant_id: str, kb_id: str, doc_id: str, doc_store: DocStoreConnec
     return {"total": result.total, "chunks": [to_api(row) for row in result.rows], "doc": document_to_api(doc)}
 
 
+def get_one(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: DocStoreConnection) -> dict[str, Any]:
+    """One chunk: the API's fields and, as RAGFlow v0.27 answers, the stored ones (no vectors
+    or token lists)."""
+    get_owned_document(tenant_id, kb_id, doc_id)
+    index = index_name(tenant_id)
+    row = doc_store.get(chunk_id, index, [kb_id]) if doc_store.index_exist(index, kb_id) else None
+    if row is None or row.get("doc_id") != doc_id:
+        raise data_error("Chunk not found!")
+    stored = {key: value for key, value in row.items() if not RUNTIME_FIELD.search(key)}
+    return {**stored, **to_api(row)}
+
+
 def add(tenant_id: str, kb_id: str, doc_id: str, doc_store: DocStoreConnection, *, content: str,
-        important_keywords: list[str], questions: list[str], vector: np.ndarray) -> dict[str, Any]:
+        vector: np.ndarray, extra: dict[str, Any], chunk_id: str | None = None) -> dict[str, Any]:
+    """Store a new chunk; ``extra`` holds its optional stored fields (``important_kwd``,
+    ``question_kwd``, ``tag_kwd``, ``img_id``...).
+
+    Each call adds a chunk of its own, as in RAGFlow (the same text twice is two chunks);
+    ``chunk_id`` is given when the caller already stored something under it (an image).
+    """
     doc = get_owned_document(tenant_id, kb_id, doc_id)
-    row = make_chunk_row(doc.id, kb_id, doc.name, content, vector.tolist(), important_kwd=important_keywords,
-                         question_kwd=questions)
+    row = make_chunk_row(doc.id, kb_id, doc.name, content, vector.tolist(),
+                         important_kwd=extra.get("important_kwd", ()), question_kwd=extra.get("question_kwd", ()))
+    row.update(extra, id=chunk_id or new_id())
     index = index_name(tenant_id)
     doc_store.create_idx(index, kb_id, len(vector))
-    is_new = doc_store.get(row["id"], index, [kb_id]) is None
     errors = doc_store.insert([row], index, kb_id)
     if errors:
         raise data_error(f"The chunk could not be stored: {errors[0]}")
-    if is_new:
-        _count(doc, chunks=1, tokens=row["token_num_int"])
+    _count(doc, chunks=1, tokens=row["token_num_int"])
     return to_api(row)
 
 
 def get_owned_chunk(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str,
                     doc_store: DocStoreConnection) -> dict[str, Any]:
+    """The chunk, checked in RAGFlow's order: dataset, chunk (gone with a deleted document),
+    document, then that the chunk is the document's."""
+    get_owned_dataset(tenant_id, kb_id)
+    index = index_name(tenant_id)
+    row = doc_store.get(chunk_id, index, [kb_id]) if doc_store.index_exist(index, kb_id) else None
+    if row is None:
+        raise data_error(f"Can't find this chunk {chunk_id}")
     get_owned_document(tenant_id, kb_id, doc_id)
-    row = doc_store.get(chunk_id, index_name(tenant_id), [kb_id])
-    if row is None or row.get("doc_id") != doc_id:
-        raise data_error(f"Can't find this chunk {chunk_id}.")
+    if row.get("doc_id") != doc_id:
+        raise data_error(f"Can't find this chunk {chunk_id}")
     return row
 
 
 def update(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: DocStoreConnection,
            changes: dict[str, Any], vector: np.ndarray | None) -> dict[str, Any]:
-    """Apply ``changes`` (content, important_keywords, questions, available) to one chunk.
+    """Apply ``changes`` (content, important_keywords, questions, available, and the stored
+    fields tag_kwd, position_int, img_id) to one chunk.
 
     ``vector`` is the new content's embedding when the content changed.
     """
@@ -108,6 +143,9 @@ def update(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: Do
         new_value.update(question_kwd=changes["questions"], question_tks=tokenize(" ".join(changes["questions"])))
     if "available" in changes:
         new_value["available_int"] = int(bool(changes["available"]))
+    for field in ("tag_kwd", "position_int", "img_id"):
+        if field in changes:
+            new_value[field] = changes[field]
     if new_value:
         doc_store.update({"id": chunk_id}, new_value, index_name(tenant_id), kb_id)
     if "content" in changes:
@@ -121,26 +159,29 @@ def update(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: Do
 
 def delete(tenant_id: str, kb_id: str, doc_id: str, chunk_ids: list[str] | None,
            doc_store: DocStoreConnection) -> int:
-    """Delete the chunks (all of the document's when ``chunk_ids`` is None); all or nothing."""
+    """Delete the named chunks that exist (all of the document's when ``chunk_ids`` is None);
+    the number deleted. Like RAGFlow, a missing id does not stop the others: the caller
+    compares the count with what it asked for."""
     doc = get_owned_document(tenant_id, kb_id, doc_id)
     index = index_name(tenant_id)
-    if not doc_store.index_exist(index, kb_id):
-        if chunk_ids:
-            raise data_error(f"Can't find the chunk(s) {', '.join(chunk_ids)}.")
+    if (chunk_ids is not None and not chunk_ids) or not doc_store.index_exist(index, kb_id):
         return 0
     condition: dict[str, Any] = {"doc_id": doc_id}
     if chunk_ids is not None:
         condition["id"] = list(dict.fromkeys(chunk_ids))
-    found = doc_store.search(["id", "content_with_weight"], [], condition, [], None, 0, 10_000, [index], [kb_id]).rows
-    require_all(chunk_ids, (row["id"] for row in found), "Can't find the chunk(s)")
-    if not found:
-        return 0
+    found = doc_store.search(["id", "content_with_weight", "token_num_int"], [], condition, [], None, 0, 10_000,
+                             [index], [kb_id]).rows
     deleted = doc_store.delete(condition, index, kb_id)
     if chunk_ids is None:  # every chunk went, also those past the rows listed above
         _count(doc, chunks=-doc.chunk_num, tokens=-doc.token_num)
-    else:
-        _count(doc, chunks=-len(found), tokens=-sum(num_tokens(r.get("content_with_weight", "")) for r in found))
+    elif deleted:
+        _count(doc, chunks=-deleted, tokens=-sum(_tokens_of(row) for row in found))
     return deleted
+
+
+def _tokens_of(row: dict[str, Any]) -> int:
+    stored = row.get("token_num_int")  # absent from chunks indexed before it was stored
+    return num_tokens(row.get("content_with_weight", "")) if stored is None else stored
 
 
 def _count(doc: Document, *, chunks: int, tokens: int) -> None:
