@@ -23,6 +23,7 @@ BLUEPRINTS: list[Blueprint] = [
     retrieval.bp,
     chat.bp,
     session.bp,
+    session.related_questions_bp,
     openai_app.bp,
     conversation_app.bp,
     llm_app.bp,

@@ -43,15 +43,17 @@ async def _session_for(dialog: Dialog, session_id: str | None, user_id: str | No
     parts = components()
     if session_id:
         return session_id, None
-    opener = chat_assistant_service.to_api(dialog)["prompt"]["opener"] or ""
+    opener = chat_assistant_service.opener(dialog)
     session = await parts.db.write(conversation_service.create_session, g.tenant_id, dialog.id,
                                  (question or "New session")[:255], user_id, opener)
     return session["id"], opener
 
 
 async def completion_response(chat_id: str, question: str, session_id: str | None, user_id: str | None,
-                              stream: bool, variables: dict[str, Any] | None = None) -> Response:
-    """Answer ``question`` in a session; ``variables`` fill the chat prompt's ``{names}``.
+                              stream: bool, variables: dict[str, Any] | None = None,
+                              metadata_condition: dict[str, Any] | None = None) -> Response:
+    """Answer ``question`` in a session; ``variables`` fill the chat prompt's ``{names}``;
+    ``metadata_condition`` restricts retrieval to the documents whose metadata match it.
 
     A required variable without a value is refused (101) before anything is stored.
     """
@@ -65,7 +67,8 @@ async def completion_response(chat_id: str, question: str, session_id: str | Non
         if opener is None:
             raise argument_error("`question` is required.")
         return _opener_response(opener, session_id, stream)
-    events = answer_events(dialog, session_id, question, stream=stream, variables=variables)
+    events = answer_events(dialog, session_id, question, stream=stream, variables=variables,
+                           metadata_condition=metadata_condition)
     return await events_response(events, session_id, stream)
 
 

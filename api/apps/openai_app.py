@@ -1,6 +1,7 @@
 """OpenAI Chat Completions answered by a chat assistant, so the official ``openai`` client works.
 
-``base_url = <server>/api/v1/chats_openai/<chat_id>``: the chat's datasets, prompt and model
+``base_url = <server>/api/v1/chats_openai/<chat_id>`` (or RAGFlow v0.27's alias
+``/api/v1/openai/<chat_id>``, the same in every respect): the chat's datasets, prompt and model
 answer; the request's ``model`` is accepted and ignored (the chat's model answers and is the
 ``model`` reported). The request's ``messages`` are the whole conversation: nothing is stored
 as a session, the client owns the history (as with OpenAI). ``system`` messages are ignored
@@ -32,18 +33,21 @@ from quart import Blueprint, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from api.apps.completions import SSE_HEADERS
-from api.apps.sdk.chat import owned_chat
+from api.apps.sdk.chat import AnyBody, owned_chat
 from api.components import components
 from api.db.services import gateway_service
-from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService
+from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService, document_metadata
+from api.db.services.metadata_service import parse_condition
 from api.errors import ApiError, RetCode, argument_error
-from api.utils.api_utils import json_body, sse_event
+from api.utils.api_utils import json_body, sse_event, validate
 from rag.llm.errors import LLMServiceError
 from rag.llm.types import ChatResult
 
 log = logging.getLogger("ragline.openai")
 
-bp = Blueprint("openai", __name__, url_prefix="/api/v1/chats_openai")
+bp = Blueprint("openai", __name__, url_prefix="/api/v1")
+# RAGFlow's path and v0.27's alias of it; both answer the same.
+PREFIXES = ("/chats_openai", "/openai")
 
 MAX_MESSAGES = 1000
 MAX_CONTENT_CHARS = 100_000
@@ -78,12 +82,23 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class ReferenceMetadata(BaseModel):
+    """``extra_body.reference_metadata``: add each cited document's metadata to its chunks
+    (``fields``: only those keys; absent: all of them)."""
+
+    model_config = ConfigDict(extra="ignore")
+    include: bool = False
+    fields: list[str] | None = None
+
+
 class CompletionRequest(BaseModel):
-    """OpenAI's request; ``reference`` arrives top-level when the client sends ``extra_body``."""
+    """OpenAI's request. RAGFlow's extras (``reference``, ``reference_metadata``,
+    ``metadata_condition``) arrive top-level from the ``openai`` client (it merges ``extra_body``
+    into the body) and inside a literal ``extra_body`` object from ``curl``; both are read."""
 
     model_config = ConfigDict(extra="ignore")
     model: str | None = Field(None, max_length=256)
-    messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
+    messages: list[ChatMessage] = Field(..., max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
@@ -93,12 +108,17 @@ class CompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     reference: bool = False
+    reference_metadata: ReferenceMetadata | None = None
+    metadata_condition: dict[str, Any] | None = None
 
     def turns(self) -> list[dict[str, str]]:
         """User and assistant turns; the last one must be the user's question."""
+        if not self.messages:
+            raise argument_error("You have to provide messages.")
         turns = [{"role": m.role, "content": m.text()} for m in self.messages if m.role in ("user", "assistant")]
         if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
-            raise argument_error("messages: the last user or assistant message must be a non-empty user message.")
+            raise argument_error("The last content of this conversation is not from user: messages must end with "
+                                 "a non-empty user message.")
         if any(len(turn["content"]) > MAX_CONTENT_CHARS for turn in turns):
             raise argument_error(f"messages: a message is longer than {MAX_CONTENT_CHARS} characters.")
         return turns
@@ -110,6 +130,25 @@ class CompletionRequest(BaseModel):
         if max_tokens is not None:
             conf["max_tokens"] = max_tokens
         return conf
+
+
+EXTRA_OBJECTS = ("reference_metadata", "metadata_condition")
+
+
+def with_extra_body(raw: dict[str, Any]) -> dict[str, Any]:
+    """The body with a literal ``extra_body`` object's keys lifted to the top level (where the
+    ``openai`` client puts them), after RAGFlow's type checks (400 naming the field)."""
+    extra = raw.get("extra_body")
+    if extra is not None and not isinstance(extra, dict):
+        raise argument_error("extra_body must be an object.")
+    merged = {**raw, **(extra or {})}
+    for key in EXTRA_OBJECTS:
+        if merged.get(key) is not None and not isinstance(merged[key], dict):
+            raise argument_error(f"{key} must be an object.")
+    fields = (merged.get("reference_metadata") or {}).get("fields")
+    if fields is not None and not isinstance(fields, list):
+        raise argument_error("reference_metadata.fields must be an array.")
+    return merged
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -138,7 +177,9 @@ async def api_error(error: ApiError) -> tuple[Response, int]:
     """Every envelope error of these routes, the auth hook's 401 included, as OpenAI's object."""
     status, error_type, code = ERROR_KINDS.get(error.code, (500, "api_error", "internal_error"))
     status = error.http_status or status
-    return jsonify(error_object(error.message, TYPE_FOR_STATUS.get(status, error_type), code)), status
+    body = error_object(error.message, TYPE_FOR_STATUS.get(status, error_type), code)
+    body.update(code=error.code, message=error.message)  # RAGFlow's envelope keys, for its own clients
+    return jsonify(body), status
 
 
 @bp.errorhandler(LLMServiceError)
@@ -175,10 +216,10 @@ class Envelope:
         self.created = int(time.time())
         self.model = model
 
-    def completion(self, event: ChatEvent, with_reference: bool) -> dict[str, Any]:
+    def completion(self, event: ChatEvent, references: list[dict[str, Any]] | None) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": event.answer}
-        if with_reference:
-            message["reference"] = gateway_service.references_of(event)
+        if references is not None:
+            message["reference"] = references
         return {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
@@ -221,15 +262,50 @@ def unsent_tail(sent: str, final: str) -> str:
 # -- routes ---------------------------------------------------------------------------------------
 
 
-@bp.post("/<chat_id>/chat/completions")
+class References:
+    """What ``reference`` answers for one request: the cited chunks, and each one's document
+    metadata when ``reference_metadata.include`` asked for it."""
+
+    def __init__(self, tenant_id: str, wanted: bool, metadata: ReferenceMetadata | None) -> None:
+        self.tenant_id = tenant_id
+        self.wanted = wanted
+        self.metadata = metadata if metadata is not None and metadata.include else None
+
+    async def of(self, event: ChatEvent) -> list[dict[str, Any]] | None:
+        if not self.wanted:
+            return None
+        chunks = gateway_service.references_of(event)
+        if self.metadata is None or not chunks:
+            return chunks
+        doc_ids = sorted({str(chunk.get("document_id")) for chunk in chunks})
+        metas = await components().db.run(document_metadata, self.tenant_id, doc_ids)
+        keep = self.metadata.fields
+        return [{**chunk, "document_metadata": {key: value for key, value in metas.get(chunk.get("document_id"), {})
+                                                .items() if keep is None or key in keep}} for chunk in chunks]
+
+
+def _routes(suffix: str, **options: Any) -> Any:
+    """Register a view under both prefixes (``/chats_openai`` and its alias ``/openai``)."""
+    def register(view: Any) -> Any:
+        for prefix in PREFIXES:
+            bp.add_url_rule(f"{prefix}{suffix}", endpoint=f"{view.__name__}{prefix.replace('/', '_')}",
+                            view_func=view, **options)
+        return view
+    return register
+
+
+@_routes("/<chat_id>/chat/completions", methods=["POST"])
 async def chat_completions(chat_id: str) -> Response:
-    body = await json_body(CompletionRequest)
+    raw = dict((await json_body(AnyBody)).model_extra or {})
+    body = validate(CompletionRequest, with_extra_body(raw))
     turns = body.turns()
+    parse_condition(body.metadata_condition)  # a bad condition is 400 before anything runs
     dialog = await owned_chat(chat_id)
     parts = components()
     message_id = uuid.uuid4().hex  # on the usage rows too, so an answer's accounting can be found by its id
     chat = ChatRequest(dialog=dialog, messages=turns, stream=body.stream, gen_conf=body.gen_conf(),
-                       message_id=message_id)
+                       message_id=message_id, metadata_condition=body.metadata_condition or None)
+    references = References(g.tenant_id, body.reference, body.reference_metadata)
     events = DialogService(parts).chat(chat, ChatState())
     first = await anext(events, None)
     if first is None:
@@ -240,14 +316,14 @@ async def chat_completions(chat_id: str) -> Response:
     envelope = Envelope(dialog.llm_id or parts.default_chat_model, message_id)
     if not body.stream:
         await events.aclose()
-        return jsonify(envelope.completion(first, body.reference))
+        return jsonify(envelope.completion(first, await references.of(first)))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    stream = stream_chunks(envelope, first, events, body.reference, include_usage, g.get("request_id"))
+    stream = stream_chunks(envelope, first, events, references, include_usage, g.get("request_id"))
     return Response(stream, content_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def stream_chunks(envelope: Envelope, first: ChatEvent, events: AsyncIterator[ChatEvent],
-                        with_reference: bool, include_usage: bool, request_id: str | None) -> AsyncIterator[str]:
+                        references: References, include_usage: bool, request_id: str | None) -> AsyncIterator[str]:
     """The SSE body; closing it (client gone) closes the dialog's generator, cancelling the LLM.
 
     It runs after the view returned, outside the request context: nothing here may touch ``g``.
@@ -259,7 +335,7 @@ async def stream_chunks(envelope: Envelope, first: ChatEvent, events: AsyncItera
             event: ChatEvent | None = first
             while event is not None:
                 if event.final:
-                    async for line in final_chunks(envelope, event, sent, with_reference, include_usage):
+                    async for line in final_chunks(envelope, event, sent, references, include_usage):
                         yield line
                     break
                 if event.answer.startswith(sent) and len(event.answer) > len(sent):
@@ -272,14 +348,14 @@ async def stream_chunks(envelope: Envelope, first: ChatEvent, events: AsyncItera
     yield "data: [DONE]\n\n"
 
 
-async def final_chunks(envelope: Envelope, event: ChatEvent, sent: str, with_reference: bool,
+async def final_chunks(envelope: Envelope, event: ChatEvent, sent: str, references: References,
                        include_usage: bool) -> AsyncIterator[str]:
     if event.error is not None:
         yield sse_event(llm_error_object(event.error))
         return
     delta: dict[str, Any] = {"content": unsent_tail(sent, event.answer)}
-    if with_reference:
-        delta["reference"] = gateway_service.references_of(event)
+    if references.wanted:
+        delta["reference"] = await references.of(event)
         if not event.answer.startswith(sent):
             delta["final_content"] = event.answer
     yield envelope.chunk(delta, finish_reason_of(event.result))
@@ -287,7 +363,7 @@ async def final_chunks(envelope: Envelope, event: ChatEvent, sent: str, with_ref
         yield envelope.chunk(None, usage=usage_of(event.result))
 
 
-@bp.get("/<chat_id>/models")
+@_routes("/<chat_id>/models", methods=["GET"])
 async def list_models(chat_id: str) -> Response:
     """The one model that answers this chat, in OpenAI's list shape."""
     dialog = await owned_chat(chat_id)

@@ -29,7 +29,7 @@ HTTP_STATUS_FOR_CODE: dict[int, int] = {
 }
 
 # Route families that are not RAGFlow's: their errors use real HTTP statuses.
-PLAIN_HTTP_PREFIXES = ("/v1/", "/api/v1/llm/", "/api/v1/chats_openai/", "/ws")
+PLAIN_HTTP_PREFIXES = ("/v1/", "/api/v1/llm/", "/api/v1/chats_openai/", "/api/v1/openai/", "/ws")
 
 
 def uses_plain_http(path: str) -> bool:

@@ -1,22 +1,45 @@
-"""/api/v1/chats: chat assistants (RAGFlow's shapes, so ragflow-sdk's Chat works unchanged)."""
+"""/api/v1/chats: chat assistants in RAGFlow's shapes, so both ragflow-sdk lines' Chat work unchanged.
+
+Bodies of either line are accepted (v0.22's nested ``llm``/``prompt``/``avatar``, v0.27's
+``llm_id``/``llm_setting``/``prompt_config``/``icon``/... or a mix) and every answer carries both.
+Where the lines truly disagree (the shape of ``GET /chats``, its paging and a few asserted
+messages) the request's API line (``g.dialect``, see ``api.utils.compat``) decides.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from quart import Blueprint, Response, g
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from quart import Blueprint, Response, g, request
 
 from api.components import components
 from api.db.models import Dialog
 from api.db.services import chat_assistant_service
-from api.utils.api_utils import ListQuery, json_body, ok, query_args
+from api.db.services.chat_assistant_service import WORDING, ChatListing, Wording
+from api.errors import ApiError, RetCode, data_error
+from api.utils.api_utils import json_body, ok, parse_bool, query_args, validate
+from api.utils.compat import ids_to_delete
 from rag.prompts import UnknownToneError, tone_instruction
 
 bp = Blueprint("chats", __name__, url_prefix="/api/v1/chats")
 
+MAX_PROMPT_CHARS = 100_000
+MAX_TEXT_CHARS = 10_000
+
+
+def _known_tone(value: str | None) -> str | None:
+    if value:
+        try:
+            tone_instruction(value)
+        except UnknownToneError as error:
+            raise ValueError(str(error)) from None
+    return value or None
+
 
 class LLMSettings(BaseModel):
+    """v0.22's ``llm`` (with ``model_name``) and v0.27's ``llm_setting`` (without)."""
+
     model_config = ConfigDict(extra="ignore")
 
     model_name: str | None = Field(None, max_length=128)
@@ -33,6 +56,8 @@ class Variable(BaseModel):
 
 
 class PromptSettings(BaseModel):
+    """v0.22's nested ``prompt``."""
+
     model_config = ConfigDict(extra="ignore")
 
     similarity_threshold: float | None = Field(None, ge=0, le=1)
@@ -41,51 +66,103 @@ class PromptSettings(BaseModel):
     top_k: int | None = Field(None, ge=1, le=10_000)
     rerank_model: str | None = Field(None, max_length=128)
     variables: list[Variable] | None = None
-    empty_response: str | None = Field(None, max_length=10_000)
-    opener: str | None = Field(None, max_length=10_000)
+    empty_response: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    opener: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     show_quote: bool | None = None
-    prompt: str | None = Field(None, max_length=100_000)
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     refine_multiturn: bool | None = None
     keyword: bool | None = None
     tone: str | None = None
 
     @field_validator("tone")
     @classmethod
-    def _known_tone(cls, value: str | None) -> str | None:
-        if value:
-            try:
-                tone_instruction(value)
-            except UnknownToneError as error:
-                raise ValueError(str(error)) from None
-        return value or None
+    def _tone(cls, value: str | None) -> str | None:
+        return _known_tone(value)
+
+
+class PromptConfig(BaseModel):
+    """v0.27's ``prompt_config``, in the stored names; keys Ragline does not use (``tts``,
+    ``reasoning``, ...) are kept so a client reads back what it wrote."""
+
+    model_config = ConfigDict(extra="allow")
+
+    system: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    prologue: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    parameters: list[Variable] | None = None
+    empty_response: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    quote: bool | None = None
+    refine_multiturn: bool | None = None
+    keyword: bool | None = None
+    tone: str | None = None
+    meta_data_filter: dict[str, Any] | None = None
+
+    @field_validator("tone")
+    @classmethod
+    def _tone(cls, value: str | None) -> str | None:
+        return _known_tone(value)
 
 
 class ChatFields(BaseModel):
+    """A chat body of either line; ``given()`` is what it set."""
+
     model_config = ConfigDict(extra="ignore")
 
     name: str | None = Field(None, min_length=1, max_length=255)
     avatar: str | None = Field(None, max_length=65_535)
+    icon: str | None = Field(None, max_length=65_535)
     description: str | None = Field(None, max_length=65_535)
     dataset_ids: list[str] | None = Field(None, max_length=256)
     llm: LLMSettings | None = None
     prompt: PromptSettings | None = None
+    llm_id: str | None = Field(None, max_length=128)
+    llm_setting: LLMSettings | None = None
+    prompt_config: PromptConfig | None = None
+    similarity_threshold: float | None = Field(None, ge=0, le=1)
+    vector_similarity_weight: float | None = Field(None, ge=0, le=1)
+    top_n: int | None = Field(None, ge=1, le=256)
+    top_k: int | None = Field(None, ge=1, le=10_000)
+    rerank_id: str | None = Field(None, max_length=128)
+    meta_data_filter: dict[str, Any] | None = None
 
     def given(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        fields = self.model_dump(exclude_none=True)
+        fields.get("llm_setting", {}).pop("model_name", None)
+        return fields
 
 
-class CreateChat(ChatFields):
-    name: str = Field(..., min_length=1, max_length=255)
+class AnyBody(BaseModel):
+    """A JSON object read as is (``model_extra``), for checks that need the raw values."""
+
+    model_config = ConfigDict(extra="allow")
 
 
-class ChatIds(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] | None
+class DeleteBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    ids: list[str] | None = None
+    delete_all: bool | None = None
 
 
-def _check_model(model_name: str | None) -> None:
-    if model_name:
-        components().check_chat_model(model_name)
+class ChatListQuery(BaseModel):
+    """``GET /chats`` parameters; absent page numbers mean v0.22's defaults or v0.27's "all"."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    page: int | None = Field(None, ge=0)
+    page_size: int | None = Field(None, ge=0, le=100_000)
+    orderby: Literal["create_time", "update_time"] = "create_time"
+    desc: Annotated[bool, BeforeValidator(parse_bool)] = True
+    id: str | None = None
+    name: str | None = None
+    keywords: str | None = Field(None, max_length=255)
+
+
+def wording() -> Wording:
+    """The messages of the request's API line."""
+    return WORDING.get(g.get("dialect") or "0.22", WORDING["0.22"])
+
+
+def speaks_027() -> bool:
+    return g.get("dialect") == "0.27"
 
 
 async def owned_chat(chat_id: str) -> Dialog:
@@ -93,44 +170,130 @@ async def owned_chat(chat_id: str) -> Dialog:
     return await components().chats.owned_chat(g.tenant_id, chat_id)
 
 
+def _check_name(raw: dict[str, Any], creating: bool) -> None:
+    """RAGFlow's name checks and messages (102), before the body is validated (101)."""
+    if not creating and raw.get("name") is None:
+        return
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        raise data_error("Chat name must be a string.")
+    if not (name or "").strip():
+        raise data_error(wording().name_required if creating else "`name` cannot be empty.")
+    raw["name"] = name.strip()
+
+
+def _check_types(raw: dict[str, Any]) -> None:
+    if raw.get("tenant_id"):
+        raise data_error("`tenant_id` must not be provided")
+    if raw.get("dataset_ids") is not None and not isinstance(raw["dataset_ids"], list):
+        raise data_error("`dataset_ids` should be a list.")
+    if raw.get("prompt_config") is not None and not isinstance(raw["prompt_config"], dict):
+        raise data_error("`prompt_config` should be an object.")
+
+
+def _check_models(raw: dict[str, Any]) -> None:
+    """A chat model the registry cannot route is refused before it is stored, named the way
+    the client named it (``llm_id`` or ``llm.model_name``)."""
+    llm = raw.get("llm") if isinstance(raw.get("llm"), dict) else {}
+    for field, model in (("llm_id", raw.get("llm_id")), ("model_name", llm.get("model_name"))):
+        if model and isinstance(model, str):
+            try:
+                components().check_chat_model(model)
+            except ApiError as error:
+                raise data_error(f"`{field}` {model} doesn't exist. {error.message}") from None
+
+
+async def chat_body(creating: bool) -> dict[str, Any]:
+    """The request's chat fields (either line's names), checked as RAGFlow checks them."""
+    raw = dict((await json_body(AnyBody)).model_extra or {})
+    _check_types(raw)
+    _check_name(raw, creating)
+    fields = validate(ChatFields, raw).given()
+    _check_models(raw)
+    return fields
+
+
 @bp.post("")
 async def create_chat() -> Response:
-    fields = (await json_body(CreateChat)).given()
-    _check_model((fields.get("llm") or {}).get("model_name"))
+    fields = await chat_body(creating=True)
     parts = components()
-    chat = await parts.db.run(chat_assistant_service.create, g.tenant_id, fields, parts.default_chat_model)
+    chat = await parts.db.run(chat_assistant_service.create, g.tenant_id, fields, parts.default_chat_model,
+                              wording())
     return ok(chat)
+
+
+def _listing(query: ChatListQuery) -> ChatListing:
+    """v0.22 pages by default (page 1 of 30; ``page_size=0`` is an empty page); v0.27 returns
+    every chat unless both ``page`` and ``page_size`` are given."""
+    owners = [o for value in request.args.getlist("owner_ids") for o in value.split(",") if o.strip()]
+    if speaks_027():
+        paged = bool(query.page and query.page_size)
+        page, page_size = (query.page or 1, query.page_size) if paged else (1, None)
+    else:
+        page, page_size = max(query.page or 1, 1), 30 if query.page_size is None else query.page_size
+    return ChatListing(page=page, page_size=page_size, orderby=query.orderby, desc=query.desc, chat_id=query.id,
+                       name=query.name, keywords=query.keywords, owner_ids=owners or None)
 
 
 @bp.get("")
 async def list_chats() -> Response:
-    query = query_args(ListQuery)
-    chats = await components().db.run(
-        chat_assistant_service.list_page, g.tenant_id, page=query.page, page_size=query.page_size,
-        orderby=query.orderby, desc=query.desc, chat_id=query.id, name=query.name,
-    )
+    query = query_args(ChatListQuery)
+    chats, total = await components().db.run(chat_assistant_service.list_page, g.tenant_id, _listing(query))
+    if speaks_027():
+        return ok({"chats": chats, "total": total})
+    if total == 0 and (query.id or query.name):
+        raise data_error(wording().no_such_chat)
     return ok(chats)
 
 
-@bp.put("/<chat_id>")
+@bp.get("/<chat_id>")
+async def get_chat(chat_id: str) -> Response:
+    return ok(await components().db.run(chat_assistant_service.get_one, g.tenant_id, chat_id))
+
+
+@bp.route("/<chat_id>", methods=["PUT", "PATCH"])
 async def update_chat(chat_id: str) -> Response:
-    changes = (await json_body(ChatFields)).given()
-    _check_model((changes.get("llm") or {}).get("model_name"))
+    """PUT (v0.22) and PATCH (v0.27) alike: the given settings merge into the stored ones."""
+    changes = await chat_body(creating=False)
     parts = components()
     try:
         chat = await parts.db.run(chat_assistant_service.update, g.tenant_id, chat_id, changes,
-                                  parts.default_chat_model)
+                                  parts.default_chat_model, wording())
     finally:  # also when the client left: the write may have committed in its thread all the same
         parts.chats.forget_chats(g.tenant_id, [chat_id])
     return ok(chat)
 
 
-@bp.delete("")
-async def delete_chats() -> Response:
-    body = await json_body(ChatIds)
+async def _delete(chat_ids: list[str] | None) -> chat_assistant_service.Deletion:
     parts = components()
     try:
-        await parts.db.run(chat_assistant_service.delete_many, g.tenant_id, body.ids)
+        return await parts.db.run(chat_assistant_service.delete_many, g.tenant_id, chat_ids, wording())
     finally:  # also when the client left: the write may have committed in its thread all the same
-        parts.chats.forget_chats(g.tenant_id, body.ids)
+        parts.chats.forget_chats(g.tenant_id, chat_ids)
+
+
+def deletion_reply(deletion: chat_assistant_service.Deletion, noun: str) -> Response:
+    """RAGFlow's answer to a bulk delete: the count, and the ids it could not delete."""
+    data: dict[str, Any] = {"success_count": len(deletion.deleted)}
+    if not deletion.errors:
+        return ok(data)
+    data["errors"] = deletion.errors
+    return ok(data, message=f"Partially deleted {len(deletion.deleted)} {noun} with {len(deletion.errors)} errors")
+
+
+@bp.delete("")
+async def delete_chats() -> Response:
+    body = await json_body(DeleteBody)
+    return deletion_reply(await _delete(ids_to_delete(body.ids, body.delete_all)), "chats")
+
+
+@bp.delete("/<chat_id>")
+async def delete_chat(chat_id: str) -> Response:
+    """v0.27's single delete; a chat that is not the caller's is 109 "No authorization." as there."""
+    try:
+        await _delete([chat_id])
+    except ApiError as error:
+        if error.code != RetCode.DATA_ERROR:
+            raise
+        raise ApiError(RetCode.AUTHENTICATION_ERROR, "No authorization.") from None
     return ok(True)

@@ -1,20 +1,30 @@
-"""Chat assistants (RAGFlow's "chats", stored as ``Dialog`` rows): create, list, update, delete.
+"""Chat assistants (RAGFlow's "chats", stored as ``Dialog`` rows): create, list, read, update, delete.
 
-The API speaks in ``keywords_similarity_weight`` (the weight of the term side) while retrieval
-takes the vector weight; the row stores the vector weight (``1 - keywords_similarity_weight``)
-and the API shape converts back, so a client reads what it wrote.
+Two API lines describe a chat. v0.22 nests the settings (``llm: {model_name, temperature, ...}``,
+``prompt: {prompt, opener, variables, keywords_similarity_weight, ...}``, ``avatar``); v0.27 uses
+the row's own names (``llm_id``, ``llm_setting``, ``prompt_config: {system, prologue, parameters,
+...}``, ``similarity_threshold``, ``vector_similarity_weight``, ``top_n``, ``rerank_id``, ``icon``,
+``meta_data_filter``). ``normalize`` turns either (or a mix) into the row's names; ``to_api``
+answers with both, so either SDK's ``Chat`` object fills.
+
+``keywords_similarity_weight`` (v0.22) is the weight of the term side while retrieval takes the
+vector weight: the row stores ``vector_similarity_weight = 1 - keywords_similarity_weight`` and
+the nested shape converts back, so a client reads what it wrote in the shape it wrote it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from peewee import fn
 
-from api.db.models import Conversation, Dialog, Message
-from api.db.services.common import http_date, ordered_page, require_all
+from api.db.models import Conversation, Dialog, Knowledgebase, Message
+from api.db.services.common import http_date
 from api.db.services.knowledgebase_service import owned_with_one_model
-from api.errors import data_error
+from api.db.services.metadata_service import parse_condition
+from api.errors import ApiError, RetCode, data_error
 from rag.prompts import PromptVariableError, check_prompt_variables
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -37,14 +47,53 @@ DEFAULT_PROMPT_CONFIG: dict[str, Any] = {
     "keyword": False,
     "tone": None,
 }
-# API name in "prompt" → key in the stored prompt_config.
+# API name in v0.22's "prompt" → key in the stored prompt_config (v0.27's names).
 PROMPT_KEYS = {"prompt": "system", "variables": "parameters", "opener": "prologue", "show_quote": "quote",
                "empty_response": "empty_response", "refine_multiturn": "refine_multiturn", "keyword": "keyword",
                "tone": "tone"}
+# Settings v0.22 nests in "prompt" and v0.27 sends at the top level, under the row's names.
+RETRIEVAL_COLUMNS = ("similarity_threshold", "vector_similarity_weight", "top_n", "top_k")
+PLAIN_COLUMNS = ("name", "description", *RETRIEVAL_COLUMNS, "meta_data_filter")
+
+
+@dataclass(frozen=True)
+class Wording:
+    """Messages whose exact words differ between RAGFlow's two lines (their API tests assert them)."""
+
+    name_required: str
+    duplicate_on_create: str
+    duplicate_on_update: str
+    not_found: str  # a chat named in a delete that is not the caller's; ``{id}`` is filled in
+    noun: str  # in "Duplicate <noun> ids: ..."
+    no_such_chat: str  # a list filtered by an id or name that matches nothing (v0.22 refuses it)
+
+
+WORDING: dict[str, Wording] = {
+    "0.22": Wording("`name` is required.", "Duplicated chat name in creating chat.",
+                    "Duplicated chat name in updating chat.", "Assistant({id}) not found.", "assistant",
+                    "The chat doesn't exist"),
+    "0.27": Wording("`name` is required", "duplicated chat name in creating chat", "Duplicated chat name.",
+                    "Chat({id}) not found.", "chat", ""),
+}
+
+
+@dataclass(frozen=True)
+class ChatListing:
+    """One page request of ``GET /chats``. ``page_size`` None means every chat (v0.27's 0)."""
+
+    page: int = 1
+    page_size: int | None = 30
+    orderby: str = "create_time"
+    desc: bool = True
+    chat_id: str | None = None
+    name: str | None = None
+    keywords: str | None = None
+    owner_ids: list[str] | None = None
 
 
 def to_api(dialog: Dialog) -> dict[str, Any]:
-    config = {**DEFAULT_PROMPT_CONFIG, **dialog.prompt_config}
+    """Both lines' chat object: v0.22's nested ``llm``/``prompt``/``avatar`` and v0.27's flat fields."""
+    config = {**DEFAULT_PROMPT_CONFIG, **(dialog.prompt_config or {})}
     prompt = {api_key: config.get(stored_key) for api_key, stored_key in PROMPT_KEYS.items()}
     prompt.update(
         similarity_threshold=dialog.similarity_threshold,
@@ -53,20 +102,97 @@ def to_api(dialog: Dialog) -> dict[str, Any]:
         top_k=dialog.top_k,
         rerank_model=dialog.rerank_id or "",
     )
+    llm_setting = {**DEFAULT_LLM_SETTING, **(dialog.llm_setting or {})}
     return {
         "id": dialog.id,
         "name": dialog.name,
         "avatar": dialog.avatar or "",
+        "icon": dialog.avatar or "",
         "description": dialog.description,
         "dataset_ids": list(dialog.kb_ids),
-        "llm": {"model_name": dialog.llm_id, **{**DEFAULT_LLM_SETTING, **dialog.llm_setting}},
+        "llm": {"model_name": dialog.llm_id, **llm_setting},
         "prompt": prompt,
+        "llm_id": dialog.llm_id,
+        "llm_setting": llm_setting,
+        "prompt_config": config,
+        "similarity_threshold": dialog.similarity_threshold,
+        "vector_similarity_weight": dialog.vector_similarity_weight,
+        "top_n": dialog.top_n,
+        "top_k": dialog.top_k,
+        "rerank_id": dialog.rerank_id or "",
+        "meta_data_filter": dialog.meta_data_filter or {},
         "tenant_id": dialog.tenant_id,
         "status": "1",
         "create_time": dialog.create_time,
         "create_date": http_date(dialog.create_time),
         "update_time": dialog.update_time,
         "update_date": http_date(dialog.update_time),
+    }
+
+
+def opener(dialog: Dialog) -> str:
+    """The chat's opening message (``prologue``), put first in every new session."""
+    return str({**DEFAULT_PROMPT_CONFIG, **(dialog.prompt_config or {})}.get("prologue") or "")
+
+
+def normalize(given: dict[str, Any]) -> dict[str, Any]:
+    """A chat body of either line (or a mix) in the row's names.
+
+    v0.27's top-level fields win over the same setting nested in v0.22's ``prompt``/``llm``.
+    """
+    flat = {key: given[key] for key in PLAIN_COLUMNS if key in given}
+    if "icon" in given or "avatar" in given:
+        flat["avatar"] = given.get("icon", given.get("avatar"))
+    if "dataset_ids" in given:
+        flat["kb_ids"] = list(dict.fromkeys(given["dataset_ids"]))
+    llm = dict(given.get("llm") or {})
+    if "model_name" in llm:
+        flat["llm_id"] = llm.pop("model_name")
+    if "llm_id" in given:
+        flat["llm_id"] = given["llm_id"]
+    setting = {**llm, **(given.get("llm_setting") or {})}
+    if setting:
+        flat["llm_setting"] = setting
+    prompt = dict(given.get("prompt") or {})
+    for column in RETRIEVAL_COLUMNS:
+        if column in prompt:
+            flat.setdefault(column, prompt[column])
+    if "keywords_similarity_weight" in prompt:
+        flat.setdefault("vector_similarity_weight", 1 - prompt["keywords_similarity_weight"])
+    if "rerank_model" in prompt:
+        flat["rerank_id"] = prompt["rerank_model"]
+    if "rerank_id" in given:
+        flat["rerank_id"] = given["rerank_id"]
+    config = {PROMPT_KEYS[key]: value for key, value in prompt.items() if key in PROMPT_KEYS}
+    config.update(given.get("prompt_config") or {})
+    if "meta_data_filter" in config:  # also accepted inside the prompt config
+        flat.setdefault("meta_data_filter", config.pop("meta_data_filter"))
+    if config:
+        flat["prompt_config"] = config
+    return flat
+
+
+def metadata_condition_of(meta_data_filter: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A chat's ``meta_data_filter`` as a retrieval ``metadata_condition`` (``{logic, conditions:
+    [{name, comparison_operator, value}]}``), or None when it restricts nothing.
+
+    RAGFlow's ``method: "manual"`` lists ``manual: [{key, op, value}]``; a ``conditions`` list (the
+    ``/retrieval`` shape, or ``{key, op, value}`` items) is taken as it is. ``"auto"`` and
+    ``"semi_auto"`` have an LLM write the filter from each question, which Ragline does not do, so
+    they, like ``"disabled"``, restrict nothing.
+    """
+    if not isinstance(meta_data_filter, dict) or not meta_data_filter:
+        return None
+    method = meta_data_filter.get("method", "manual")
+    conditions = meta_data_filter.get("conditions")
+    if conditions is None and method == "manual":
+        conditions = meta_data_filter.get("manual")
+    if method not in ("manual", None) or not isinstance(conditions, list) or not conditions:
+        return None
+    return {
+        "logic": meta_data_filter.get("logic") or "and",
+        "conditions": [{"name": c.get("name", c.get("key")), "comparison_operator": c.get("comparison_operator",
+                        c.get("op")), "value": c.get("value")} for c in conditions if isinstance(c, dict)],
     }
 
 
@@ -84,10 +210,24 @@ def get_owned(tenant_id: str, chat_id: str) -> Dialog:
     return dialog
 
 
+def get_one(tenant_id: str, chat_id: str) -> dict[str, Any]:
+    """``GET /chats/<id>``: RAGFlow v0.27 answers 109 "No authorization." for a chat not the caller's."""
+    dialog = Dialog.get_or_none((Dialog.id == chat_id) & (Dialog.tenant_id == tenant_id))
+    if dialog is None:
+        raise ApiError(RetCode.AUTHENTICATION_ERROR, "No authorization.")
+    return to_api(dialog)
+
+
 def check_datasets(tenant_id: str, kb_ids: list[str]) -> None:
     """The datasets must all be the caller's and share one embedding model (102 otherwise)."""
-    if kb_ids:
-        owned_with_one_model(tenant_id, kb_ids)
+    if not kb_ids:
+        return
+    owned = {kb.id for kb in Knowledgebase.select(Knowledgebase.id).where(
+        (Knowledgebase.tenant_id == tenant_id) & Knowledgebase.id.in_(kb_ids))}
+    for kb_id in kb_ids:
+        if kb_id not in owned:
+            raise data_error(f"You don't own the dataset {kb_id}")
+    owned_with_one_model(tenant_id, kb_ids)
 
 
 def _name_taken(tenant_id: str, name: str, except_id: str | None = None) -> bool:
@@ -97,88 +237,112 @@ def _name_taken(tenant_id: str, name: str, except_id: str | None = None) -> bool
     return query.exists()
 
 
-def _apply(dialog: Dialog, changes: dict[str, Any]) -> None:
-    """Write API-shaped ``changes`` (name, avatar, dataset_ids, llm, prompt) onto the row."""
-    for key in ("name", "avatar", "description"):
-        if key in changes:
-            setattr(dialog, key, changes[key])
-    if "dataset_ids" in changes:
-        dialog.kb_ids = list(dict.fromkeys(changes["dataset_ids"]))
-    llm = dict(changes.get("llm") or {})
-    if "model_name" in llm:
-        dialog.llm_id = llm.pop("model_name")
-    dialog.llm_setting = {**(dialog.llm_setting or {}), **llm}
-    prompt = dict(changes.get("prompt") or {})
-    for api_key, column in (("similarity_threshold", "similarity_threshold"), ("top_n", "top_n"),
-                            ("top_k", "top_k")):
-        if api_key in prompt:
-            setattr(dialog, column, prompt.pop(api_key))
-    if "keywords_similarity_weight" in prompt:
-        dialog.vector_similarity_weight = 1 - prompt.pop("keywords_similarity_weight")
-    if "rerank_model" in prompt:
-        dialog.rerank_id = prompt.pop("rerank_model") or None
-    config = dict(dialog.prompt_config or {})
-    for api_key, value in prompt.items():
-        config[PROMPT_KEYS[api_key]] = value
+def _apply(dialog: Dialog, flat: dict[str, Any]) -> None:
+    """Write ``normalize``d changes onto the row; settings merge into what is stored."""
+    for column in (*PLAIN_COLUMNS, "avatar", "kb_ids", "llm_id"):
+        if column in flat:
+            setattr(dialog, column, flat[column])
+    if "rerank_id" in flat:
+        dialog.rerank_id = flat["rerank_id"] or None
+    if "meta_data_filter" in flat:
+        parse_condition(metadata_condition_of(flat["meta_data_filter"]))  # a bad filter is refused when stored
+    dialog.llm_setting = {**(dialog.llm_setting or {}), **flat.get("llm_setting", {})}
+    config = {**(dialog.prompt_config or {}), **flat.get("prompt_config", {})}
+    merged = {**DEFAULT_PROMPT_CONFIG, **config}
     try:
-        check_prompt_variables(config.get("system") or "", config.get("parameters") or [])
+        check_prompt_variables(str(merged.get("system") or ""), merged.get("parameters") or [])
     except PromptVariableError as error:
-        raise data_error(str(error)) from None
+        unused = getattr(error, "names", None) or ["?"]
+        raise data_error(f"Parameter '{unused[0]}' is not used. {error}") from None
     dialog.prompt_config = config
 
 
-def create(tenant_id: str, fields: dict[str, Any], default_llm: str) -> dict[str, Any]:
+def create(tenant_id: str, given: dict[str, Any], default_llm: str,
+           wording: Wording = WORDING["0.22"]) -> dict[str, Any]:
+    flat = normalize(given)
     with Dialog._meta.database.atomic():
-        if _name_taken(tenant_id, fields["name"]):
-            raise data_error(f"Duplicated chat name: {fields['name']}.")
-        check_datasets(tenant_id, fields.get("dataset_ids") or [])
-        dialog = Dialog(tenant_id=tenant_id, name=fields["name"], kb_ids=[], llm_id=default_llm,
+        if _name_taken(tenant_id, flat["name"]):
+            raise data_error(wording.duplicate_on_create)
+        check_datasets(tenant_id, flat.get("kb_ids") or [])
+        dialog = Dialog(tenant_id=tenant_id, name=flat["name"], kb_ids=[], llm_id=default_llm,
                         llm_setting=dict(DEFAULT_LLM_SETTING), prompt_config=dict(DEFAULT_PROMPT_CONFIG),
                         similarity_threshold=0.2, vector_similarity_weight=0.3, top_n=6, top_k=1024)
-        _apply(dialog, fields)
+        _apply(dialog, flat)
         dialog.llm_id = dialog.llm_id or default_llm
         dialog.save(force_insert=True)
     return to_api(dialog)
 
 
-def list_page(tenant_id: str, *, page: int, page_size: int, orderby: str, desc: bool,
-              chat_id: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+def list_page(tenant_id: str, listing: ChatListing) -> tuple[list[dict[str, Any]], int]:
+    """One page of the tenant's chats and how many match in all."""
     query = Dialog.select().where(Dialog.tenant_id == tenant_id)
-    if chat_id is not None:
-        query = query.where(Dialog.id == chat_id)
-    if name is not None:
-        query = query.where(fn.LOWER(Dialog.name) == name.lower())
-    if (chat_id is not None or name is not None) and not query.exists():
-        raise data_error(f"The chat {chat_id or name} doesn't exist.")
-    return [to_api(d) for d in ordered_page(query, Dialog, orderby, desc, page, page_size)]
+    if listing.owner_ids is not None and tenant_id not in listing.owner_ids:
+        return [], 0  # a key sees only its own tenant's chats
+    if listing.chat_id is not None:
+        query = query.where(Dialog.id == listing.chat_id)
+    if listing.name is not None:
+        query = query.where(fn.LOWER(Dialog.name) == listing.name.lower())
+    elif listing.keywords:
+        query = query.where(fn.LOWER(Dialog.name).contains(listing.keywords.lower()))
+    total = query.count()
+    if listing.page_size == 0:
+        return [], total
+    column = getattr(Dialog, listing.orderby)
+    query = query.order_by(*((column.desc(), Dialog.id.desc()) if listing.desc else (column.asc(), Dialog.id.asc())))
+    if listing.page_size is not None:
+        query = query.paginate(listing.page, listing.page_size)
+    return [to_api(d) for d in query], total
 
 
-def update(tenant_id: str, chat_id: str, changes: dict[str, Any], default_llm: str) -> dict[str, Any]:
+def update(tenant_id: str, chat_id: str, given: dict[str, Any], default_llm: str,
+           wording: Wording = WORDING["0.22"]) -> dict[str, Any]:
+    flat = normalize(given)
     with Dialog._meta.database.atomic():
         dialog = get_owned(tenant_id, chat_id)
-        if "name" in changes and _name_taken(tenant_id, changes["name"], except_id=chat_id):
-            raise data_error(f"Duplicated chat name: {changes['name']}.")
-        if "dataset_ids" in changes:
-            check_datasets(tenant_id, changes["dataset_ids"] or [])
-        _apply(dialog, changes)
+        if "name" in flat and _name_taken(tenant_id, flat["name"], except_id=chat_id):
+            raise data_error(wording.duplicate_on_update)
+        if "kb_ids" in flat:
+            check_datasets(tenant_id, flat["kb_ids"] or [])
+        _apply(dialog, flat)
         dialog.llm_id = dialog.llm_id or default_llm
         dialog.save()
     return to_api(dialog)
 
 
-def delete_many(tenant_id: str, chat_ids: list[str] | None) -> int:
-    """Delete chats (every one of the tenant's when ``chat_ids`` is None) with their sessions."""
+@dataclass(frozen=True)
+class Deletion:
+    """What a bulk delete did: ids deleted, and one message per id it could not (RAGFlow's
+    ``{"success_count", "errors"}``: the valid ids are deleted even when others are not)."""
+
+    deleted: list[str]
+    errors: list[str]
+
+
+def duplicate_errors(ids: list[str], noun: str) -> list[str]:
+    repeated = [item for item, count in Counter(ids).items() if count > 1]
+    return [f"Duplicate {noun} ids: {', '.join(repeated)}"] if repeated else []
+
+
+def delete_many(tenant_id: str, chat_ids: list[str] | None, wording: Wording = WORDING["0.22"]) -> Deletion:
+    """Delete chats (every one of the tenant's when ``chat_ids`` is None) with their sessions.
+
+    Ids that are not the caller's chats are reported, the others deleted; when none can be
+    deleted and some were named, it is a 102 listing them.
+    """
     with Dialog._meta.database.atomic():
         query = Dialog.select(Dialog.id).where(Dialog.tenant_id == tenant_id)
         if chat_ids is not None:
-            query = query.where(Dialog.id.in_(chat_ids))
+            query = query.where(Dialog.id.in_(list(set(chat_ids))))
         found = [d.id for d in query]
-        require_all(chat_ids, found, "You don't own the chat(s)")
-        if not found:
-            return 0
-        sessions = [c.id for c in Conversation.select(Conversation.id).where(Conversation.dialog_id.in_(found))]
-        if sessions:
-            Message.delete().where(Message.conversation_id.in_(sessions)).execute()
-            Conversation.delete().where(Conversation.id.in_(sessions)).execute()
-        Dialog.delete().where(Dialog.id.in_(found)).execute()
-    return len(found)
+        asked, present = (list(dict.fromkeys(chat_ids)) if chat_ids is not None else found), set(found)
+        errors = [wording.not_found.format(id=chat_id) for chat_id in asked if chat_id not in present]
+        errors += duplicate_errors(chat_ids or [], wording.noun)
+        if found:
+            sessions = [c.id for c in Conversation.select(Conversation.id).where(Conversation.dialog_id.in_(found))]
+            if sessions:
+                Message.delete().where(Message.conversation_id.in_(sessions)).execute()
+                Conversation.delete().where(Conversation.id.in_(sessions)).execute()
+            Dialog.delete().where(Dialog.id.in_(found)).execute()
+    if errors and not found:
+        raise data_error("; ".join(errors))
+    return Deletion(found, errors)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from peewee import IntegrityError, fn
 
 from api.db.models import Conversation, Dialog, Message, new_id
-from api.db.services.common import http_date, ordered_page, require_all
+from api.db.services.chat_assistant_service import Deletion, duplicate_errors
+from api.db.services.common import http_date, ordered_page
 from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService
 from api.errors import data_error
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_ERROR = "complete", "interrupted", "error"
+SESSION_NOT_FOUND = "Session not found!"
 APPEND_ATTEMPTS = 5
 
 
@@ -107,18 +109,34 @@ def create_session(tenant_id: str, chat_id: str, name: str, user_id: str | None,
     return session_to_api(conversation, messages)
 
 
-def get_session(tenant_id: str, chat_id: str, session_id: str) -> Conversation:
-    conversation = Conversation.get_or_none(
+def _find_session(tenant_id: str, chat_id: str, session_id: str) -> Conversation | None:
+    return Conversation.get_or_none(
         (Conversation.id == session_id) & (Conversation.dialog_id == chat_id) & (Conversation.tenant_id == tenant_id)
     )
+
+
+def get_session(tenant_id: str, chat_id: str, session_id: str) -> Conversation:
+    """The chat's session ``session_id``; 102 in the words RAGFlow's completion tests look for."""
+    conversation = _find_session(tenant_id, chat_id, session_id)
     if conversation is None:
-        raise data_error(f"The session {session_id} doesn't exist in this chat.")
+        raise data_error(f"You don't own the session {session_id}: it doesn't exist in this chat.")
     return conversation
+
+
+def get_one_session(tenant_id: str, chat_id: str, session_id: str) -> dict[str, Any]:
+    """``GET /chats/<chat>/sessions/<session>`` with its messages."""
+    conversation = _find_session(tenant_id, chat_id, session_id)
+    if conversation is None:
+        raise data_error(SESSION_NOT_FOUND)
+    return session_to_api(conversation, messages_of(conversation.id))
 
 
 def list_sessions(tenant_id: str, chat_id: str, *, page: int, page_size: int, orderby: str, desc: bool,
                   session_id: str | None = None, name: str | None = None,
                   user_id: str | None = None) -> list[dict[str, Any]]:
+    """A page of the chat's sessions (``page_size`` 0: none, as RAGFlow answers), with messages."""
+    if page_size == 0:
+        return []
     query = Conversation.select().where((Conversation.tenant_id == tenant_id) & (Conversation.dialog_id == chat_id))
     if session_id is not None:
         query = query.where(Conversation.id == session_id)
@@ -134,26 +152,40 @@ def list_sessions(tenant_id: str, chat_id: str, *, page: int, page_size: int, or
     return [session_to_api(c, by_conversation[c.id]) for c in conversations]
 
 
-def rename_session(tenant_id: str, chat_id: str, session_id: str, name: str) -> dict[str, Any]:
-    conversation = get_session(tenant_id, chat_id, session_id)
-    conversation.name = name
-    conversation.save()
+def rename_session(tenant_id: str, chat_id: str, session_id: str, name: str | None) -> dict[str, Any]:
+    """Rename a session (``name`` None: nothing to change, the session as it is)."""
+    conversation = _find_session(tenant_id, chat_id, session_id)
+    if conversation is None:
+        raise data_error(SESSION_NOT_FOUND)
+    if name is not None:
+        conversation.name = name
+        conversation.save()
     return session_to_api(conversation, messages_of(conversation.id))
 
 
-def delete_sessions(tenant_id: str, chat_id: str, session_ids: list[str] | None) -> int:
+def delete_sessions(tenant_id: str, chat_id: str, session_ids: list[str] | None) -> Deletion:
+    """Delete the chat's sessions (all when ``session_ids`` is None) with their messages.
+
+    As RAGFlow does, ids that are not the chat's sessions are reported and the others deleted;
+    when none can be deleted and some were named, it is a 102 listing them.
+    """
     with Conversation._meta.database.atomic():
         query = Conversation.select(Conversation.id).where(
             (Conversation.tenant_id == tenant_id) & (Conversation.dialog_id == chat_id)
         )
         if session_ids is not None:
-            query = query.where(Conversation.id.in_(session_ids))
+            query = query.where(Conversation.id.in_(list(set(session_ids))))
         found = [c.id for c in query]
-        require_all(session_ids, found, "These sessions don't exist in this chat")
+        present = set(found)
+        errors = [f"The chat doesn't own the session {session_id}"
+                  for session_id in dict.fromkeys(session_ids or []) if session_id not in present]
+        errors += duplicate_errors(session_ids or [], "session")
         if found:
             Message.delete().where(Message.conversation_id.in_(found)).execute()
             Conversation.delete().where(Conversation.id.in_(found)).execute()
-    return len(found)
+    if errors and not found:
+        raise data_error("; ".join(errors))
+    return Deletion(found, errors)
 
 
 @dataclass
@@ -184,7 +216,8 @@ def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str
 
 
 async def _history_and_knowledge(parts: Components, dialog_service: DialogService, dialog: Dialog,
-                                 conversation_id: str, question: str, state: ChatState
+                                 conversation_id: str, question: str, state: ChatState,
+                                 metadata_condition: dict[str, Any] | None
                                  ) -> tuple[Turn, dict[str, Any] | None]:
     """Store the question and load the history; when retrieval needs no LLM step first, fetch
     the knowledge at the same time instead of after."""
@@ -201,7 +234,7 @@ async def _history_and_knowledge(parts: Components, dialog_service: DialogServic
     async def timed_retrieval() -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            return await dialog_service.retrieve(dialog, question)
+            return await dialog_service.retrieve(dialog, question, metadata_condition)
         finally:
             state.timings["retrieval_ms"] = round((time.perf_counter() - started) * 1000, 3)
 
@@ -229,7 +262,8 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
     model's or not, ends the events with a final one carrying the error and the partial answer.
     """
     state = ChatState()
-    turn, retrieved = await _history_and_knowledge(parts, dialog_service, dialog, conversation_id, question, state)
+    turn, retrieved = await _history_and_knowledge(parts, dialog_service, dialog, conversation_id, question, state,
+                                                   options.get("metadata_condition"))
     status, error_text = STATUS_INTERRUPTED, "the client went away"
     request = ChatRequest(dialog=dialog, messages=turn.history, stream=stream, conversation_id=conversation_id,
                           message_id=turn.message_id, retrieved=retrieved, **options)

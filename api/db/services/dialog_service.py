@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from api.db.models import Dialog
-from api.db.services.chat_assistant_service import DEFAULT_PROMPT_CONFIG
+from api.db.models import Dialog, Document
+from api.db.services.chat_assistant_service import DEFAULT_PROMPT_CONFIG, metadata_condition_of
+from api.db.services.metadata_service import is_filtering, matching_document_ids, parse_condition
 from rag.llm.errors import LLMServiceError
 from rag.llm.types import ChatResult
 from rag.nlp.search import insert_citations
@@ -96,6 +97,7 @@ class ChatRequest:
     variables: dict[str, Any] = field(default_factory=dict)
     gen_conf: dict[str, Any] = field(default_factory=dict)
     retrieved: dict[str, Any] | None = None  # knowledge fetched already (alongside the history)
+    metadata_condition: dict[str, Any] | None = None  # this request's document filter (besides the chat's)
 
 
 class StepTimer:
@@ -133,6 +135,14 @@ def reference_of(chunks: list[dict[str, Any]], doc_aggs: list[dict[str, Any]]) -
         } for c in chunks],
         "doc_aggs": doc_aggs,
     }
+
+
+def document_metadata(tenant_id: str, doc_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each of the tenant's documents' ``meta_fields`` (RAGFlow's ``document_metadata`` of a
+    reference chunk), by id."""
+    query = (Document.select(Document.id, Document.meta_fields)
+             .where((Document.tenant_id == tenant_id) & Document.id.in_(doc_ids)))
+    return {doc.id: dict(doc.meta_fields or {}) for doc in query}
 
 
 def showable(answer: str, n_chunks: int) -> str:
@@ -177,7 +187,7 @@ class DialogService:
             if retrieved is None:
                 question = await self._question(llm, config, history, timer)
                 with timer.step("retrieval"):
-                    retrieved = await self.retrieve(dialog, question)
+                    retrieved = await self.retrieve(dialog, question, request.metadata_condition)
             chunks = retrieved["chunks"]
             state.reference = reference_of(chunks, retrieved["doc_aggs"])
             if not chunks and config.get("empty_response"):
@@ -222,14 +232,17 @@ class DialogService:
         config = dialog.prompt_config or {}
         return bool(dialog.kb_ids) and not config.get("refine_multiturn") and not config.get("keyword")
 
-    async def retrieve(self, dialog: Dialog, question: str) -> dict[str, Any]:
+    async def retrieve(self, dialog: Dialog, question: str,
+                       metadata_condition: dict[str, Any] | None = None) -> dict[str, Any]:
         """The dialog's top chunks for ``question``: the question embedded first, then the Dealer
         in a search process or a compute thread (``Components.search``; a rerank model is
-        reached back on the loop through SyncLLMWrapper)."""
+        reached back on the loop through SyncLLMWrapper). Only documents matching the chat's
+        metadata filter and ``metadata_condition`` (both, when both are set) are candidates."""
         from api.db.services.knowledgebase_service import embedding_model_of
 
         embd_id = await self.parts.db.run(embedding_model_of, dialog.tenant_id, dialog.kb_ids)
-        if embd_id is None:
+        doc_ids = await self.allowed_documents(dialog, metadata_condition)
+        if embd_id is None or doc_ids == []:
             return {"total": 0, "chunks": [], "doc_aggs": []}
         embedder = await self.parts.embedded_question(dialog.tenant_id, embd_id, question)
         reranker = (self.parts.sync_view(self.parts.bundle(dialog.tenant_id, dialog.rerank_id, "rerank"))
@@ -237,8 +250,21 @@ class DialogService:
         return await self.parts.search(
             question, embedder, dialog.tenant_id, dialog.kb_ids, 1, dialog.top_n, rerank_mdl=reranker,
             similarity_threshold=dialog.similarity_threshold,
-            vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k,
+            vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k, doc_ids=doc_ids,
         )
+
+    async def allowed_documents(self, dialog: Dialog, metadata_condition: dict[str, Any] | None) -> list[str] | None:
+        """The documents retrieval may draw from: None when no metadata filter applies, else
+        those of the chat's datasets that match every filter (possibly none)."""
+        parsed = (parse_condition(metadata_condition_of(dialog.meta_data_filter)), parse_condition(metadata_condition))
+        conditions = [condition for condition in parsed if is_filtering(condition)]
+        if not conditions:
+            return None
+        allowed: set[str] | None = None
+        for condition in conditions:
+            matching = set(await self.parts.db.run(matching_document_ids, dialog.tenant_id, dialog.kb_ids, condition))
+            allowed = matching if allowed is None else allowed & matching
+        return sorted(allowed or ())
 
     @staticmethod
     def _system(llm: LLMBundle, config: dict[str, Any], knowledge: list[str], request: ChatRequest) -> str:
