@@ -1,4 +1,9 @@
-"""/api/v1/datasets/<id>/documents: upload, list, download, update, delete; (re)parse and cancel."""
+"""/api/v1/datasets/<id>/documents: upload, list, download, update, delete; (re)parse and cancel.
+
+Both API lines are served: ``PUT`` (v0.22) and ``PATCH`` (v0.27) update a document, and parsing is
+asked for on ``/chunks`` (v0.22) or ``/documents/parse`` and ``/documents/stop`` (v0.27) with the
+same body. Messages follow RAGFlow's where its test cases assert them.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +11,86 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from quart import Blueprint, Response, g, request
 
-from api.apps.sdk.dataset import ChunkMethod, ParserConfig
+from api.apps.sdk.dataset import ParserConfig
 from api.components import components
 from api.db.services import document_service
 from api.db.services.document_service import Upload
-from api.utils.api_utils import ListQuery, json_body, ok, query_args
+from api.errors import data_error
+from api.utils.api_utils import ListQuery, json_body, ok, validate
+from api.utils.compat import ids_to_delete
 
 bp = Blueprint("documents", __name__, url_prefix="/api/v1/datasets")
 
+READ_ONLY_FIELDS = ("chunk_count", "token_count", "progress")
+
 
 class DocumentQuery(ListQuery):
+    """List parameters; ``ids``, ``suffix`` and ``run`` repeat (``?ids=a&ids=b``)."""
+
     keywords: str | None = None
     create_time_from: int = Field(0, ge=0)
     create_time_to: int = Field(0, ge=0)
+    ids: list[str] | None = None
+    suffix: list[str] | None = None
+    run: list[str] | None = None
+
+
+REPEATED_PARAMS = ("ids", "suffix", "run")
+
+
+def document_query() -> DocumentQuery:
+    args: dict[str, Any] = {}
+    for key in request.args:
+        values = [value for value in request.args.getlist(key) if value != ""]
+        if values:
+            args[key] = values if key in REPEATED_PARAMS else values[-1]
+    return validate(DocumentQuery, args)
 
 
 class DocumentChanges(BaseModel):
+    """What a client may change. RAGFlow refuses the counters by name; other unknown keys are
+    argument errors. ``chunk_method`` is checked by the service, with RAGFlow's message."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=255)
-    chunk_method: ChunkMethod | None = None
+    name: str | None = Field(None, max_length=255)
+    chunk_method: str | None = None
     parser_config: ParserConfig | None = None
     meta_fields: dict[str, Any] | None = None
     enabled: bool | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in READ_ONLY_FIELDS:
+                if field in data:
+                    raise data_error(f"Can't change `{field}`.")
+            if "meta_fields" in data and not isinstance(data["meta_fields"], dict | None):
+                raise ValueError("meta_fields must be a dictionary")
+        return data
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _enabled(cls, value: Any) -> Any:
+        """RAGFlow documents ``enabled`` as 1/0; JSON booleans work too."""
+        return bool(value) if value in (0, 1) else value
+
     def given(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        changes = self.model_dump(exclude_none=True)
+        if self.parser_config is not None:
+            changes["parser_config"] = self.parser_config.given()
+        return changes
 
 
 class DocumentIds(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[str] | None
+
+    ids: list[str] | None = None
+    delete_all: bool | None = None
 
 
 class ParseRequest(BaseModel):
@@ -58,11 +109,12 @@ async def upload_documents(dataset_id: str) -> Response:
 
 @bp.get("/<dataset_id>/documents")
 async def list_documents(dataset_id: str) -> Response:
-    query = query_args(DocumentQuery)
+    query = document_query()
     docs, total = await components().db.run(
         document_service.list_page, g.tenant_id, dataset_id, page=query.page, page_size=query.page_size,
-        orderby=query.orderby, desc=query.desc, doc_id=query.id, name=query.name, keywords=query.keywords,
-        create_time_from=query.create_time_from, create_time_to=query.create_time_to,
+        orderby=query.orderby, desc=query.desc, doc_id=query.id, doc_ids=query.ids, name=query.name,
+        keywords=query.keywords, create_time_from=query.create_time_from, create_time_to=query.create_time_to,
+        suffixes=query.suffix, runs=query.run, dialect=getattr(g, "dialect", "0.22"),
     )
     return ok({"total": total, "docs": docs})
 
@@ -77,6 +129,7 @@ async def download_document(dataset_id: str, doc_id: str) -> Response:
 
 
 @bp.put("/<dataset_id>/documents/<doc_id>")
+@bp.patch("/<dataset_id>/documents/<doc_id>")
 async def update_document(dataset_id: str, doc_id: str) -> Response:
     changes = (await json_body(DocumentChanges)).given()
     parts = components()
@@ -86,14 +139,20 @@ async def update_document(dataset_id: str, doc_id: str) -> Response:
 
 @bp.delete("/<dataset_id>/documents")
 async def delete_documents(dataset_id: str) -> Response:
+    """Without ``delete_all`` (v0.22), no ids or an empty list deletes every document of the
+    dataset, as RAGFlow v0.22 does; with it (v0.27), only ``delete_all: true`` does."""
     body = await json_body(DocumentIds)
+    ids = ids_to_delete(body.ids, body.delete_all)
+    if body.delete_all is None and not ids:
+        ids = None
     parts = components()
-    await parts.db.run(document_service.delete_many, g.tenant_id, dataset_id, body.ids, parts.doc_store,
-                       parts.storage)
-    return ok(True)
+    result = await parts.db.run(document_service.delete_many, g.tenant_id, dataset_id, ids, parts.doc_store,
+                                parts.storage)
+    return ok(result)
 
 
 @bp.post("/<dataset_id>/chunks")
+@bp.post("/<dataset_id>/documents/parse")
 async def parse_documents(dataset_id: str) -> Response:
     body = await json_body(ParseRequest)
     await components().db.run(document_service.queue_parsing, g.tenant_id, dataset_id, body.document_ids)
@@ -101,6 +160,7 @@ async def parse_documents(dataset_id: str) -> Response:
 
 
 @bp.delete("/<dataset_id>/chunks")
+@bp.post("/<dataset_id>/documents/stop")
 async def cancel_parsing(dataset_id: str) -> Response:
     body = await json_body(ParseRequest)
     await components().db.run(document_service.cancel_parsing, g.tenant_id, dataset_id, body.document_ids)

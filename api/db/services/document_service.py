@@ -18,7 +18,8 @@ from api.db.models import Document, File, Knowledgebase
 from api.db.services import task_service
 from api.db.services.common import http_date, ordered_page, require_all
 from api.db.services.knowledgebase_service import get_owned as get_owned_dataset
-from api.errors import argument_error, data_error
+from api.db.services.knowledgebase_service import merge_parser_config
+from api.errors import ApiError, argument_error, data_error
 from rag.app.parsers import SUPPORTED_EXTENSIONS, file_extension
 from rag.utils.doc_store_conn import DocStoreConnection, index_name
 from rag.utils.storage import Storage, new_key, sanitize_filename
@@ -163,24 +164,59 @@ def get_owned(tenant_id: str, kb_id: str, doc_id: str) -> Document:
     return doc
 
 
+RUN_CODES = {"0": RUN_UNSTART, "1": RUN_RUNNING, "2": RUN_CANCEL, "3": RUN_DONE, "4": RUN_FAIL}
+
+
+def _not_owned_document(what: str, dialect: str) -> ApiError:
+    """RAGFlow's list answer for an unknown id or name: v0.27 words it as a sentence, v0.22
+    in lower case without the period, and each line's test cases compare it exactly."""
+    if dialect == "0.27":
+        return data_error(f"You don't own the document {what}.")
+    return data_error(f"you don't own the document {what}")
+
+
+def _run_states(runs: list[str] | None) -> list[str]:
+    """``run`` filter values as stored states; RAGFlow accepts the names and the digits 0-4."""
+    states = [RUN_CODES.get(value, value.upper()) for value in runs or []]
+    invalid = [value for value, state in zip(runs or [], states, strict=True) if state not in RUN_CODES.values()]
+    if invalid:
+        raise data_error(f"Invalid filter run status conditions: {', '.join(invalid)}")
+    return states
+
+
 def list_page(tenant_id: str, kb_id: str, *, page: int, page_size: int, orderby: str, desc: bool,
-              doc_id: str | None = None, name: str | None = None, keywords: str | None = None,
-              create_time_from: int = 0, create_time_to: int = 0) -> tuple[list[dict[str, Any]], int]:
+              doc_id: str | None = None, doc_ids: list[str] | None = None, name: str | None = None,
+              keywords: str | None = None, create_time_from: int = 0, create_time_to: int = 0,
+              suffixes: list[str] | None = None, runs: list[str] | None = None,
+              dialect: str = "0.22") -> tuple[list[dict[str, Any]], int]:
+    """A page of a dataset's documents. ``id``, ``ids`` and ``name`` must name documents of the
+    dataset (102 otherwise); the other filters may match nothing."""
     get_owned_dataset(tenant_id, kb_id)
-    query = Document.select().where((Document.kb_id == kb_id) & (Document.tenant_id == tenant_id))
-    if doc_id is not None:
-        query = query.where(Document.id == doc_id)
+    mine = Document.select().where((Document.kb_id == kb_id) & (Document.tenant_id == tenant_id))
+    wanted = ([doc_id] if doc_id is not None else []) + list(doc_ids or [])
+    if wanted:
+        found = {row.id for row in mine.where(Document.id.in_(wanted))}
+        missing = [item for item in wanted if item not in found]
+        if missing:
+            raise _not_owned_document(missing[0], dialect)
+    if name is not None and not mine.where(Document.name == name).exists():
+        raise _not_owned_document(name, dialect)
+    query = mine
+    if wanted:
+        query = query.where(Document.id.in_(wanted))
     if name is not None:
         query = query.where(Document.name == name)
     if keywords:
         query = query.where(fn.LOWER(Document.name).contains(keywords.lower()))
+    if suffixes:
+        query = query.where(fn.LOWER(Document.suffix).in_([suffix.lower().lstrip(".") for suffix in suffixes]))
+    if runs:
+        query = query.where(Document.run.in_(_run_states(runs)))
     if create_time_from:
         query = query.where(Document.create_time >= create_time_from)
     if create_time_to:
         query = query.where(Document.create_time <= create_time_to)
     total = query.count()
-    if total == 0 and (doc_id is not None or name is not None):
-        raise data_error(f"You don't own the document {doc_id or name}.")
     rows = ordered_page(query, Document, orderby, desc, page, page_size)
     return [to_api(doc) for doc in rows], total
 
@@ -190,23 +226,45 @@ def read_file(tenant_id: str, kb_id: str, doc_id: str, storage: Storage) -> tupl
     return doc.name, storage.get(doc.location)
 
 
+DOCUMENT_CHUNK_METHODS = ("naive", "manual", "qa", "table", "paper", "book", "laws", "presentation", "picture",
+                          "one", "knowledge_graph", "email", "tag", "resume", "audio")
+
+
+def _owned_for_update(tenant_id: str, kb_id: str, doc_id: str) -> tuple[Knowledgebase, Document]:
+    """The dataset and document an update names, refused in RAGFlow's words."""
+    kb = Knowledgebase.get_or_none((Knowledgebase.id == kb_id) & (Knowledgebase.tenant_id == tenant_id))
+    if kb is None:
+        raise data_error("You don't own the dataset.")
+    doc = Document.get_or_none((Document.id == doc_id) & (Document.kb_id == kb_id) & (Document.tenant_id == tenant_id))
+    if doc is None:
+        raise data_error("The dataset doesn't own the document.")
+    return kb, doc
+
+
+def _rename(doc: Document, kb_id: str, name: str) -> None:
+    new_name = sanitize_filename(name) if name else ""
+    if not new_name or file_extension(new_name) != file_extension(doc.name):
+        raise argument_error("The extension of file can't be changed")
+    if new_name != doc.name and Document.select().where(
+        (Document.kb_id == kb_id) & (Document.name == new_name) & (Document.id != doc.id)
+    ).exists():
+        raise data_error("Duplicated document name in the same dataset.")
+    doc.name = new_name
+
+
 def update(tenant_id: str, kb_id: str, doc_id: str, changes: dict[str, Any],
            doc_store: DocStoreConnection) -> dict[str, Any]:
     with Document._meta.database.atomic():
-        doc = get_owned(tenant_id, kb_id, doc_id)
+        _, doc = _owned_for_update(tenant_id, kb_id, doc_id)
         if "name" in changes:
-            new_name = sanitize_filename(changes["name"])
-            if file_extension(new_name) != file_extension(doc.name):
-                raise argument_error("The extension of file can't be changed.")
-            if new_name.lower() != doc.name.lower() and Document.select().where(
-                (Document.kb_id == kb_id) & (fn.LOWER(Document.name) == new_name.lower())
-            ).exists():
-                raise data_error(f"A document named {new_name} already exists in this dataset.")
-            doc.name = new_name
+            _rename(doc, kb_id, changes["name"])
         if "chunk_method" in changes:
-            doc.parser_id = changes["chunk_method"]
+            method = changes["chunk_method"]
+            if method not in DOCUMENT_CHUNK_METHODS:
+                raise data_error(f"`chunk_method` {method} doesn't exist")
+            doc.parser_id = method
         if "parser_config" in changes:
-            doc.parser_config = {**doc.parser_config, **changes["parser_config"]}
+            doc.parser_config = merge_parser_config(doc.parser_config or {}, changes["parser_config"])
         if "meta_fields" in changes:
             doc.meta_fields = changes["meta_fields"]
         enabled_changed = "enabled" in changes and bool(changes["enabled"]) != doc.enabled
@@ -221,28 +279,34 @@ def update(tenant_id: str, kb_id: str, doc_id: str, changes: dict[str, Any],
 
 
 def delete_many(tenant_id: str, kb_id: str, doc_ids: list[str] | None, doc_store: DocStoreConnection,
-                storage: Storage) -> int:
-    """Delete documents (every one of the dataset when ``doc_ids`` is None); all or nothing."""
+                storage: Storage) -> dict[str, Any]:
+    """Delete documents (every one of the dataset when ``doc_ids`` is None), as RAGFlow does:
+    a repeated id is reported in ``errors`` and deleted once; unknown ids are refused (102,
+    naming them) after the documents that exist are deleted."""
+    requested = list(dict.fromkeys(doc_ids)) if doc_ids is not None else None
+    duplicates = sorted({item for item in doc_ids or [] if doc_ids.count(item) > 1})
     with Document._meta.database.atomic():
         get_owned_dataset(tenant_id, kb_id)
         query = Document.select().where((Document.kb_id == kb_id) & (Document.tenant_id == tenant_id))
-        if doc_ids is not None:
-            query = query.where(Document.id.in_(doc_ids))
-        found = list(query)
-        require_all(doc_ids, (doc.id for doc in found), "You don't own the document(s)")
+        if requested is not None:
+            query = query.where(Document.id.in_(requested))
+        found = list(query) if requested != [] else []
         ids = [doc.id for doc in found]
-        if not ids:
-            return 0
-        task_service.cancel_parse(tenant_id, ids)
-        File.delete().where(File.id.in_([doc.file_id for doc in found if doc.file_id])).execute()
-        Document.delete().where(Document.id.in_(ids)).execute()
-        Knowledgebase.update(
-            doc_num=Knowledgebase.doc_num - len(found),
-            chunk_num=Knowledgebase.chunk_num - sum(doc.chunk_num for doc in found),
-            token_num=Knowledgebase.token_num - sum(doc.token_num for doc in found),
-        ).where(Knowledgebase.id == kb_id).execute()
+        if ids:
+            task_service.cancel_parse(tenant_id, ids)
+            File.delete().where(File.id.in_([doc.file_id for doc in found if doc.file_id])).execute()
+            Document.delete().where(Document.id.in_(ids)).execute()
+            Knowledgebase.update(
+                doc_num=Knowledgebase.doc_num - len(found),
+                chunk_num=Knowledgebase.chunk_num - sum(doc.chunk_num for doc in found),
+                token_num=Knowledgebase.token_num - sum(doc.token_num for doc in found),
+            ).where(Knowledgebase.id == kb_id).execute()
     remove_artifacts(tenant_id, kb_id, found, doc_store, storage)
-    return len(found)
+    missing = [item for item in requested or [] if item not in set(ids)]
+    if missing:
+        raise data_error(f"Documents not found: {missing}")
+    errors = [f"Duplicate document ids: {', '.join(duplicates)}"] if duplicates else []
+    return {"success_count": len(found), "errors": errors}
 
 
 def remove_artifacts(tenant_id: str, kb_id: str, documents: list[Document], doc_store: DocStoreConnection,
