@@ -19,7 +19,7 @@ from peewee import IntegrityError, fn
 from api.db.models import Conversation, Dialog, Message, new_id
 from api.db.services.chat_assistant_service import Deletion, duplicate_errors
 from api.db.services.common import http_date, ordered_page
-from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService
+from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService, retrieval_filters
 from api.errors import data_error
 
 if TYPE_CHECKING:
@@ -217,8 +217,7 @@ def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str
 
 async def _history_and_knowledge(parts: Components, dialog_service: DialogService, dialog: Dialog,
                                  conversation_id: str, question: str, state: ChatState,
-                                 metadata_condition: dict[str, Any] | None
-                                 ) -> tuple[Turn, dict[str, Any] | None]:
+                                 filters: dict[str, Any] | None = None) -> tuple[Turn, dict[str, Any] | None]:
     """Store the question and load the history; when retrieval needs no LLM step first, fetch
     the knowledge at the same time instead of after."""
     async def timed_history() -> Turn:
@@ -234,7 +233,7 @@ async def _history_and_knowledge(parts: Components, dialog_service: DialogServic
     async def timed_retrieval() -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            return await dialog_service.retrieve(dialog, question, metadata_condition)
+            return await dialog_service.retrieve(dialog, question, **(filters or {}))
         finally:
             state.timings["retrieval_ms"] = round((time.perf_counter() - started) * 1000, 3)
 
@@ -263,7 +262,7 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
     """
     state = ChatState()
     turn, retrieved = await _history_and_knowledge(parts, dialog_service, dialog, conversation_id, question, state,
-                                                   options.get("metadata_condition"))
+                                                   retrieval_filters(options.get("metadata_condition")))
     status, error_text = STATUS_INTERRUPTED, "the client went away"
     request = ChatRequest(dialog=dialog, messages=turn.history, stream=stream, conversation_id=conversation_id,
                           message_id=turn.message_id, retrieved=retrieved, **options)

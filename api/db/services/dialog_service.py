@@ -100,6 +100,11 @@ class ChatRequest:
     metadata_condition: dict[str, Any] | None = None  # this request's document filter (besides the chat's)
 
 
+def retrieval_filters(metadata_condition: dict[str, Any] | None) -> dict[str, Any]:
+    """``DialogService.retrieve``'s keyword arguments for a request's own document filter, if any."""
+    return {"metadata_condition": metadata_condition} if metadata_condition else {}
+
+
 class StepTimer:
     def __init__(self, timings: dict[str, float]) -> None:
         self.timings = timings
@@ -187,7 +192,7 @@ class DialogService:
             if retrieved is None:
                 question = await self._question(llm, config, history, timer)
                 with timer.step("retrieval"):
-                    retrieved = await self.retrieve(dialog, question, request.metadata_condition)
+                    retrieved = await self.retrieve(dialog, question, **retrieval_filters(request.metadata_condition))
             chunks = retrieved["chunks"]
             state.reference = reference_of(chunks, retrieved["doc_aggs"])
             if not chunks and config.get("empty_response"):
