@@ -168,7 +168,7 @@ class Dialog(BaseModel):
     top_n = IntegerField(default=6)
     top_k = IntegerField(default=1024)
     rerank_id = CharField(max_length=128, null=True)
-    meta_data_filter = JSONField(null=True)  # migration 0005: RAGFlow v0.27's document filter of a chat
+    meta_data_filter = JSONField(null=True)  # migration 0004: RAGFlow v0.27's document filter of a chat
 
 
 class Conversation(BaseModel):
