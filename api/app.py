@@ -31,6 +31,7 @@ from api.utils.auth import PUBLIC_PATHS, RAGFLOW_UNAUTHORIZED_MESSAGE, presented
 from api.utils.compat import (
     DIALECT_HEADER,
     dialect_of_body,
+    dialect_of_query,
     may_signal_dialect,
     parse_dialect_header,
     unsupported_feature_message,
@@ -164,6 +165,8 @@ async def _client_dialect(parts: Components) -> str:
     if said is None and may_signal_dialect(request.method, request.path):
         body = await request.get_json(force=True, silent=True) if request.method != "PATCH" else None
         said = dialect_of_body(request.method, request.path, body)
+    if said is None and request.args:
+        said = dialect_of_query(request.method, request.path, request.args.keys())
     if said is not None:
         parts.dialects.remember(g.tenant_id, said)
         return said

@@ -9,7 +9,8 @@ simply serves the union. Two are not, and this module is where they are decided:
 - **List shapes.** ``GET /chats`` answers a bare list in v0.22 and ``{"chats", "total"}`` in
   v0.27, and the two SDKs send byte-identical list requests. So the answer follows what the
   same tenant's *other* requests have shown of its client: a request only a v0.27 client sends
-  (a ``PATCH``, a ``delete_all``, a v0.27-shaped chat body) marks the tenant as speaking v0.27;
+  (a ``PATCH``, a ``delete_all``, a v0.27-shaped chat body, an ``ids``/``owner_ids`` list filter,
+  ``keywords`` on the chat list) marks the tenant as speaking v0.27;
   a v0.22-shaped chat body marks it v0.22. An explicit ``X-RAGFlow-API: 0.27`` (or ``0.22``)
   header decides for that request and is remembered too. Unknown tenants get v0.22, the shape
   ``API.md`` documents.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, Literal
 
 Dialect = Literal["0.22", "0.27"]
@@ -57,6 +59,19 @@ def dialect_of_body(method: str, path: str, body: Any) -> Dialect | None:
             return "0.27"
         if V022_CHAT_KEYS & keys:
             return "0.22"
+    return None
+
+
+V027_LIST_PARAMS = frozenset({"ids", "owner_ids"})  # list filters v0.22 does not have
+
+
+def dialect_of_query(method: str, path: str, params: Iterable[str]) -> Dialect | None:
+    """What a list request's query parameters say of its client's API line, if anything."""
+    if method != "GET":
+        return None
+    names = set(params)
+    if V027_LIST_PARAMS & names or ("keywords" in names and _is_chat_path(path)):
+        return "0.27"
     return None
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from api.components import Components
-from api.utils.compat import DialectMemory, dialect_of_body, ids_to_delete, parse_dialect_header
+from api.utils.compat import (
+    DialectMemory,
+    dialect_of_body,
+    dialect_of_query,
+    ids_to_delete,
+    parse_dialect_header,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +48,21 @@ def test_ids_to_delete_follows_each_line(ids, delete_all, expected) -> None:
 )
 def test_request_signals_of_the_client_line(method, path, body, expected) -> None:
     assert dialect_of_body(method, path, body) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "expected"),
+    [
+        ("/api/v1/chats", ["page", "keywords"], "0.27"),
+        ("/api/v1/chats", ["owner_ids"], "0.27"),
+        ("/api/v1/datasets", ["ids"], "0.27"),
+        ("/api/v1/datasets/abc/documents", ["keywords", "page"], None),  # v0.22 has keywords there
+        ("/api/v1/chats", ["page", "page_size", "name"], None),
+    ],
+)
+def test_list_filters_only_v027_has_signal_it(path, params, expected) -> None:
+    assert dialect_of_query("GET", path, params) == expected
+    assert dialect_of_query("POST", path, params) is None
 
 
 def test_header_names_the_line() -> None:
