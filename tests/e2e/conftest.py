@@ -12,6 +12,7 @@ and say what is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,18 @@ def sdk_python(request: pytest.FixtureRequest, sdk_pythons: dict[str, str]) -> s
     if line not in sdk_pythons:
         pytest.skip(f"ragflow-sdk {line} is not installed in {sys.executable}: run `make test`.")
     return sdk_pythons[line]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """With ``RAGLINE_E2E_RESULTS`` set, record the openai tests' outcomes beside the scenarios'."""
+    outcome = yield
+    report = outcome.get_result()
+    target = os.environ.get("RAGLINE_E2E_RESULTS")
+    if not target or report.when != "call" or not item.name.startswith("test_openai"):
+        return
+    error = "" if report.passed else str(report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash")
+                                          else report.longrepr)[:300]
+    with open(target, "a", encoding="utf-8") as out:
+        out.write(json.dumps({"openai": item.callspec.params["path"], "test": item.name, "ok": report.passed,
+                              "error": error}) + "\n")
