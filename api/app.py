@@ -165,7 +165,7 @@ async def _client_dialect(parts: Components) -> str:
     if said is None and may_signal_dialect(request.method, request.path):
         body = await request.get_json(force=True, silent=True) if request.method != "PATCH" else None
         said = dialect_of_body(request.method, request.path, body)
-    if said is None and request.args:
+    if said is None:
         said = dialect_of_query(request.method, request.path, request.args.keys())
     if said is not None:
         parts.dialects.remember(g.tenant_id, said)

@@ -66,13 +66,33 @@ V027_LIST_PARAMS = frozenset({"ids", "owner_ids"})  # list filters v0.22 does no
 
 
 def dialect_of_query(method: str, path: str, params: Iterable[str]) -> Dialect | None:
-    """What a list request's query parameters say of its client's API line, if anything."""
+    """What a request's route and query parameters say of its client's API line, if anything."""
+    if _is_v027_only_route(method, path):
+        return "0.27"
     if method != "GET":
         return None
     names = set(params)
     if V027_LIST_PARAMS & names or ("keywords" in names and _is_chat_path(path)):
         return "0.27"
     return None
+
+
+def _is_v027_only_route(method: str, path: str) -> bool:
+    """Routes v0.22 does not have: fetching one object by id, the /documents/parse|stop pair,
+    metadata management and the /openai alias."""
+    parts = path.rstrip("/").split("/")[1:]
+    if parts[:2] != ["api", "v1"] or len(parts) < 3:
+        return False
+    rest = parts[2:]
+    if rest[0] == "openai" or "metadata" in rest or "metadatas" in rest:
+        return True
+    if method == "GET" and rest[0] in ("datasets", "chats") and len(rest) == 2:
+        return True  # GET /datasets/{id}, GET /chats/{id}
+    if method == "GET" and rest[0] == "chats" and len(rest) == 4 and rest[2] == "sessions":
+        return True
+    if method == "GET" and rest[0] == "datasets" and len(rest) == 6 and rest[4] == "chunks":
+        return True
+    return method == "POST" and rest[0] == "datasets" and rest[2:] in (["documents", "parse"], ["documents", "stop"])
 
 
 def may_signal_dialect(method: str, path: str) -> bool:

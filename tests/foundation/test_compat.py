@@ -58,11 +58,25 @@ def test_request_signals_of_the_client_line(method, path, body, expected) -> Non
         ("/api/v1/datasets", ["ids"], "0.27"),
         ("/api/v1/datasets/abc/documents", ["keywords", "page"], None),  # v0.22 has keywords there
         ("/api/v1/chats", ["page", "page_size", "name"], None),
+        ("/api/v1/chats/abc", [], "0.27"),  # GET one chat by id: v0.27 only
+        ("/api/v1/datasets/abc", [], "0.27"),
+        ("/api/v1/chats/abc/sessions/def", [], "0.27"),
+        ("/api/v1/datasets/a/documents/b/chunks/c", [], "0.27"),
+        ("/api/v1/datasets/a/metadata/summary", [], "0.27"),
+        ("/api/v1/datasets/a/documents/b", [], None),  # a download: both lines
+        ("/api/v1/chats/abc/sessions", [], None),
     ],
 )
 def test_list_filters_only_v027_has_signal_it(path, params, expected) -> None:
     assert dialect_of_query("GET", path, params) == expected
-    assert dialect_of_query("POST", path, params) is None
+
+
+def test_routes_only_v027_has_signal_it() -> None:
+    assert dialect_of_query("POST", "/api/v1/datasets/a/documents/parse", []) == "0.27"
+    assert dialect_of_query("POST", "/api/v1/datasets/a/documents/stop", []) == "0.27"
+    assert dialect_of_query("POST", "/api/v1/openai/c/chat/completions", []) == "0.27"
+    assert dialect_of_query("POST", "/api/v1/datasets/a/chunks", []) is None
+    assert dialect_of_query("POST", "/api/v1/chats", ["ids"]) is None
 
 
 def test_header_names_the_line() -> None:
