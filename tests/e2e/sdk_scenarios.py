@@ -479,6 +479,9 @@ def scenario_retrieve(run: Run) -> None:
 
 def scenario_chats(run: Run) -> None:
     rag = run.rag
+    with run.step("list_chats as a new tenant's first call", soft=True):
+        # Nothing this tenant sent yet tells which SDK line it speaks: the list must still parse.
+        equal(rag.list_chats(), [], "chats of a new tenant")
     dataset = seed_dataset(run, "e2e-chats-kb")
     with run.step("create_chat"):
         chat = create_chat(run, "e2e-chat", [dataset.id], temperature=0.5, top_n=4, opener="Hello from e2e!",
@@ -596,6 +599,8 @@ def scenario_ask(run: Run) -> None:
         refs = reference_chunks(final)
         check(refs, "the final streamed answer carries no reference chunks")
         check(FACTS[0] in refs[0].get("content", ""), f"cited chunk {refs[0]}")
+        equal((refs[0].get("dataset_id"), bool(refs[0].get("document_id")), bool(refs[0].get("id"))),
+              (dataset.id, True, True), "cited chunk's dataset_id, document_id, id")
         equal(refs[0].get("document_name") or refs[0].get("document_keyword"), "facts.txt", "cited document")
     with run.step("session.ask(stream=False)", soft=True):
         whole = list(session.ask("And the Eiffel Tower again?", stream=False))

@@ -50,10 +50,21 @@ def record(result_line: str) -> None:
             out.write(result_line.strip() + "\n")
 
 
+# Steps that cannot pass by design, with why; the scenario xfails when they are its only failures.
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {
+    ("chats", "0.27", "list_chats as a new tenant's first call"):
+        "both SDKs send byte-identical GET /chats and parse incompatible shapes (a list vs data.chats): "
+        "before a tenant has sent anything only v0.27 sends, Ragline answers v0.22's list",
+}
+
+
 @pytest.mark.parametrize(("scenario", "line"), CASES)
 def test_scenario(e2e_server: E2EServer, sdk_python: str, scenario: str, line: str) -> None:
     result, stderr = run_script(sdk_python, e2e_server, f"e2e-{scenario}-{line}", scenario)
     assert result["sdk_version"].startswith(line), result
+    gaps = [KNOWN_GAPS.get((scenario, line, f["step"])) for f in result["failures"]]
+    if result["failures"] and all(gaps):
+        pytest.xfail("; ".join(dict.fromkeys(gaps)))
     failures = "\n".join(f"  step {f['step']!r}{' (stopped here)' if f.get('stopped') else ''}: {f['error']}"
                          for f in result["failures"])
     detail = result.get("traceback") or stderr[-1500:]
