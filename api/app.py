@@ -28,6 +28,7 @@ from api.observability import LoopLagMonitor
 from api.settings import Settings
 from api.utils.api_utils import error_body, error_status, uses_plain_http
 from api.utils.auth import PUBLIC_PATHS, RAGFLOW_UNAUTHORIZED_MESSAGE, presented_key
+from api.utils.body_limit import LimitedRequest
 from api.utils.compat import (
     DIALECT_HEADER,
     dialect_of_body,
@@ -48,6 +49,7 @@ def create_app(settings: Settings, parts: Components | None = None) -> Quart:
     """Build the app. ``parts`` lets a test hand in components it built itself."""
     parts = parts or build_components(settings)
     app = Quart("ragline")
+    app.request_class = LimitedRequest
     app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, RESPONSE_TIMEOUT=None)
     app.json = GuardedJSONProvider(app)
     app.json.sort_keys = False
