@@ -158,6 +158,11 @@ def field(value: Any, name: str) -> Any:
     return data.get(name) if isinstance(data, dict) else None
 
 
+def later() -> None:
+    """Let the clock move on, so objects created in a row never share a create_time (ms)."""
+    time.sleep(0.005)
+
+
 def ids(objects: list[Any]) -> list[str]:
     return [o.id for o in objects]
 
@@ -204,7 +209,9 @@ def scenario_datasets(run: Run) -> None:
     rag = run.rag
     with run.step("create_dataset"):
         alpha = rag.create_dataset(name="e2e-alpha", description="first")
+        later()
         beta = rag.create_dataset(name="e2e-beta")
+        later()
         gamma = rag.create_dataset(name="e2e-gamma")
         check(len(alpha.id) == 32, f"dataset id {alpha.id!r}")
         equal((alpha.name, alpha.description, alpha.chunk_method), ("e2e-alpha", "first", "naive"), "new dataset")
@@ -497,7 +504,9 @@ def scenario_chats(run: Run) -> None:
             equal(field(chat.prompt_config, "system"), "Answer briefly. {knowledge}", "prompt_config.system")
             equal(chat.top_n, 4, "top_n")
             check(chat.llm_id, "a chat names its model (llm_id)")
+        later()
         second = create_chat(run, "e2e-chat-2", [])
+        later()
         third = create_chat(run, "e2e-chat-3", [])
     with run.step("list_chats", soft=True):
         equal(ids(rag.list_chats()), [third.id, second.id, chat.id], "chats, newest first")
@@ -550,7 +559,9 @@ def scenario_sessions(run: Run) -> None:
         equal((first.name, first.chat_id), ("first", chat.id), "new session")
         equal([(m["role"], m["content"]) for m in first.messages], [("assistant", "Welcome to e2e.")],
               "a new session's messages (the opener)")
+        later()
         second = chat.create_session("second")
+        later()
         third = chat.create_session("third")
     with run.step("list_sessions", soft=True):
         equal(ids(chat.list_sessions()), [third.id, second.id, first.id], "sessions, newest first")
