@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from api.settings import Settings, SettingsError, load_settings
 
@@ -49,14 +50,45 @@ def _migrated_database(settings: Settings):
     return db, upgrade(db)
 
 
+def described_database(settings: Settings) -> str:
+    """Where the metadata database is, for a person: the SQLite file, or the URL sans password."""
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///")
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    return urlunsplit(parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)))
+
+
+def missing_sqlite_database(settings: Settings) -> Path | None:
+    """The SQLite file the settings name when it does not exist yet (no server ever ran there)."""
+    url = settings.resolved_database_url
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if path.exists() else path
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
+    """A key is only useful in the database the server reads, so a database that does not exist
+    yet (the usual sign of running from another directory than ``make run``) is refused unless
+    ``--init`` says to create it, and the database written is always named."""
     from api.db.services import tenant_service
 
-    db, _ = _migrated_database(_settings_or_exit())
+    settings = _settings_or_exit()
+    missing = missing_sqlite_database(settings)
+    if missing is not None and not args.init:
+        print(f"ragline: no Ragline database at {missing}. Run this where `make run` runs (its data is "
+              f"./data there), or set RAGLINE_DATA_DIR or DATABASE_URL as the server has them; "
+              f"--init creates a new database here.", file=sys.stderr)
+        return 2
+    db, _ = _migrated_database(settings)
     try:
         issued = db.call(tenant_service.create_key_for, args.tenant, args.name)
     finally:
         db.close()
+    print(f"database: {described_database(settings)}", file=sys.stderr)
     print(f"tenant {issued.tenant_name} ({issued.tenant_id}): new API key, shown once:")
     print(issued.key)
     return 0
@@ -275,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = token.add_parser("create", help="create a key for a tenant (created if needed); prints the key last")
     create.add_argument("--tenant", required=True, help="tenant name")
     create.add_argument("--name", default="", help="a label for the key")
+    create.add_argument("--init", action="store_true",
+                        help="create the database when it does not exist yet (otherwise refused: the key "
+                             "would land where no server reads it)")
     create.set_defaults(handler=cmd_token_create)
 
     db = commands.add_parser("db", help="metadata database").add_subparsers(dest="db_command", required=True)

@@ -88,7 +88,7 @@ def server_env(data_dir: Path, port: int, workers: int, in_flight: int | None = 
 
 def create_key(env: dict[str, str]) -> str:
     """A key from the CLI (``ragline token create``), as an operator would make one."""
-    out = subprocess.run([sys.executable, "-c", CLI, "token", "create", "--tenant", "bench"], env=env,
+    out = subprocess.run([sys.executable, "-c", CLI, "token", "create", "--tenant", "bench", "--init"], env=env,
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return out.strip().splitlines()[-1]
 

@@ -100,7 +100,7 @@ def main() -> None:
         env = {**os.environ, "RAGLINE_DATA_DIR": data_dir, "RAGLINE_PORT": str(port),
                "RAGLINE_LOOP_LAG_INTERVAL": "0.005", "RAGLINE_LOG_LEVEL": "WARNING"}
         ragline = str(Path(sys.executable).parent / "ragline")
-        made = subprocess.run([ragline, "token", "create", "--tenant", "bench"], env=env, capture_output=True,
+        made = subprocess.run([ragline, "token", "create", "--tenant", "bench", "--init"], env=env, capture_output=True,
                               text=True, check=True)
         key = made.stdout.strip().splitlines()[-1]
         server = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL,

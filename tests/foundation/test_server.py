@@ -78,9 +78,20 @@ def _ragline(args: list[str], data_dir: Path, **env: str) -> subprocess.Complete
     return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=120)
 
 
+def test_cli_token_create_refuses_a_database_no_server_made(tmp_path: Path) -> None:
+    refused = _ragline(["token", "create", "--tenant", "cli-tenant"], tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert f"no Ragline database at {tmp_path.resolve() / 'ragline.db'}" in refused.stderr
+    assert "RAGLINE_DATA_DIR" in refused.stderr
+    assert not (tmp_path / "ragline.db").exists()
+
+
 def test_cli_token_create_prints_a_working_key_last(tmp_path: Path) -> None:
-    made = _ragline(["token", "create", "--tenant", "cli-tenant"], tmp_path)
+    made = _ragline(["token", "create", "--tenant", "cli-tenant", "--init"], tmp_path)
     assert made.returncode == 0, made.stderr
+    assert f"database: {tmp_path.resolve() / 'ragline.db'}" in made.stderr
+    second = _ragline(["token", "create", "--tenant", "cli-tenant"], tmp_path)  # the database exists now
+    assert second.returncode == 0, second.stderr
     key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("ragline-")
     again = _ragline(["db", "upgrade"], tmp_path)
@@ -121,3 +132,10 @@ async def test_serving_warms_the_embedding_model_and_freezes_the_startup_heap(ap
         assert model._model is not None and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()  # the test process keeps collecting as usual
+
+
+def test_the_database_is_named_without_its_password(make_settings) -> None:
+    from api.cli import described_database
+
+    settings = make_settings(database_url="postgresql://ragline:s3cret@db.internal:5432/ragline")
+    assert described_database(settings) == "postgresql://ragline:***@db.internal:5432/ragline"
