@@ -5,7 +5,7 @@
 Each corpus document becomes a ``<_id>.txt`` file (title line, blank line, text) and goes
 through the server's own path: the naive chunker, the builtin embedding model, ``make_chunk_row``
 and the SQLite doc store; queries go through ``Dealer.retrieval``. A document's score is its best
-chunk's. Metrics come from ``ranx``. Tune on ``--split train``; report on ``test``.
+chunk's. Metrics are ``ranx``'s definitions, computed here. Tune on ``--split train``; report on ``test``.
 """
 
 from __future__ import annotations
@@ -136,12 +136,36 @@ def run_queries(dealer: Dealer, queries: dict[str, str], encoder, weight: float,
     return run, latencies
 
 
-def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    from ranx import Qrels, Run
-    from ranx import evaluate as ranx_evaluate
+def ranked_ids(scores: dict[str, float], k: int) -> list[str]:
+    """The ``k`` best ids of one query's run, ties kept in the run's own order."""
+    return [doc for doc, _ in sorted(scores.items(), key=lambda kv: -kv[1])[:k]]
 
-    scores = ranx_evaluate(Qrels(qrels), Run(run), METRICS, make_comparable=True)
-    return {metric: float(value) for metric, value in scores.items()}
+
+def query_metrics(relevant: dict[str, int], scores: dict[str, float]) -> dict[str, float]:
+    """nDCG@10 (linear gain), Recall@10/@100 and MRR@10 of one query.
+
+    The same definitions as ``ranx``'s ``ndcg@10``/``recall@k``/``mrr@10``, written out so the
+    benchmark needs nothing beyond numpy.
+    """
+    top = ranked_ids(scores, 100)
+    gains = [relevant.get(doc, 0) for doc in top[:10]]
+    dcg = sum(g / np.log2(rank + 2) for rank, g in enumerate(gains))
+    ideal = sorted(relevant.values(), reverse=True)[:10]
+    idcg = sum(g / np.log2(rank + 2) for rank, g in enumerate(ideal))
+    first = next((rank for rank, doc in enumerate(top[:10]) if relevant.get(doc, 0) > 0), None)
+    found = [doc for doc in top if relevant.get(doc, 0) > 0]
+    return {
+        "ndcg@10": dcg / idcg if idcg > 0 else 0.0,
+        "recall@10": len([d for d in found if d in top[:10]]) / len(relevant),
+        "recall@100": len(found) / len(relevant),
+        "mrr@10": 0.0 if first is None else 1.0 / (first + 1),
+    }
+
+
+def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over the queries that have relevant documents (missing runs count 0)."""
+    per_query = [query_metrics(relevant, run.get(qid, {})) for qid, relevant in qrels.items() if relevant]
+    return {metric: float(np.mean([m[metric] for m in per_query])) for metric in METRICS}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

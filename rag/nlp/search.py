@@ -67,13 +67,14 @@ def empty_result() -> dict[str, Any]:
 
 
 class Dealer:
-    """Hybrid retrieval: BM25 and cosine kNN fetched independently, normalised, weighted.
+    """Hybrid retrieval: BM25 and cosine kNN fetched independently, then weighted.
 
     ``similarity = w·vector_similarity + (1−w)·term_similarity`` with ``w`` the caller's
-    ``vector_similarity_weight``. Both parts are per-query normalisations computed the same way
-    on every backend (``rag.utils.doc_store_conn.fuse_scores``): BM25 over the query's best
-    BM25, and the cosine stretched between the query's best and its 100th-best candidate. So
-    the best match on either leg scores 1 there, and a threshold means the same everywhere.
+    ``vector_similarity_weight``, as in RAGFlow. ``vector_similarity`` is the raw cosine and
+    ``term_similarity`` BM25 over the most the question's terms could score, both computed the
+    same way on every backend (``rag.nlp.similarity``). Neither depends on the other candidates,
+    so ``similarity_threshold`` 0.2 drops a nonsense question's chunks as it does in RAGFlow.
+    A rerank model's score takes the vector part's place (RAGFlow's ``rerank_by_model``).
     """
 
     def __init__(self, doc_store: DocStoreConnection, queryer: FulltextQueryer | None = None) -> None:

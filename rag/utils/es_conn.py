@@ -5,10 +5,13 @@ One index per tenant, created from ``conf/mapping.json``; its dynamic template m
 list. Writes refresh before returning, so a chunk added through the API is searchable when the
 call returns. Connection errors and timeouts are retried with back-off on a fresh client.
 
-A ranked search sends the text leg (``multi_match``, which never parses user text as query
-syntax) and the kNN leg in one ``_msearch``; candidates are unioned and fused with the same
-maths as the SQLite backend (``fuse_rows``). ES reports a cosine kNN score as ``(1 + cos) / 2``;
-it is mapped back to the cosine.
+A ranked search sends the text leg, the kNN leg and the text leg's term statistics in one
+``_msearch``. The text leg is ``combined_fields`` (BM25F: field weights scale term frequencies,
+one IDF per term, as FTS5 scores the SQLite backend; it never parses user text as query syntax)
+with DFS so IDF is the same on every shard. ``term_similarity`` is its score over the query's
+BM25 ceiling, worked out from the statistics; ``vector_similarity`` is the raw cosine (ES
+reports a kNN score as ``(1 + cos) / 2``; it is mapped back). Both, and their weighted sum,
+follow ``rag.nlp.similarity`` exactly as the SQLite backend does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elastics
 
 from rag.nlp import highlight
 from rag.nlp import tokens as text_tokens
+from rag.nlp.similarity import TERM_SIM, VECTOR_SIM, bm25_bound, fuse_rows, lucene_idf, term_similarities
 from rag.utils.doc_store_conn import (
     SCORE,
     TERM_SCORE,
@@ -37,7 +41,6 @@ from rag.utils.doc_store_conn import (
     OrderByExpr,
     SearchResult,
     as_list,
-    fuse_rows,
     parse_field_boosts,
     split_match_exprs,
     vector_dim,
@@ -60,13 +63,62 @@ def build_filter(condition: dict, kb_ids: Sequence[str]) -> list[dict]:
     return clauses
 
 
+def text_fields(expr: MatchTextExpr) -> dict[str, float]:
+    """Analysed field → weight of the text leg (``combined_fields`` takes weights of at least 1)."""
+    boosts: dict[str, float] = {}
+    for name, boost in parse_field_boosts(expr.fields).items():
+        if boost > 0:
+            field_name = TEXT_FIELD_FOR.get(name, name)
+            boosts[field_name] = max(boosts.get(field_name, 0.0), boost, 1.0)
+    return boosts
+
+
+def query_words(expr: MatchTextExpr) -> list[str]:
+    """The words the text leg searches, in order, capped in characters like the query itself."""
+    kept, size = [], 0
+    for word in text_tokens(expr.matching_text):
+        size += len(word) + 1
+        if size > MAX_QUERY_CHARS:
+            break
+        kept.append(word)
+    return kept
+
+
 def text_query(expr: MatchTextExpr, filters: list[dict]) -> dict:
-    """The BM25 leg: ``multi_match`` over boosted analysed fields, terms ORed."""
-    fields = [f"{TEXT_FIELD_FOR.get(name, name)}^{boost:g}"
-              for name, boost in parse_field_boosts(expr.fields).items() if boost > 0]
-    terms = " ".join(text_tokens(expr.matching_text))[:MAX_QUERY_CHARS]
-    match = {"multi_match": {"query": terms, "fields": fields, "type": "most_fields", "operator": "or"}}
+    """The BM25 leg: ``combined_fields`` (BM25F) over the weighted analysed fields, terms ORed."""
+    fields = [f"{name}^{boost:g}" for name, boost in text_fields(expr).items()]
+    match = {"combined_fields": {"query": " ".join(query_words(expr)), "fields": fields, "operator": "or"}}
     return {"bool": {"must": [match], "filter": filters}}
+
+
+def term_stats_query(expr: MatchTextExpr) -> dict:
+    """Rows per field and, per distinct word and field, rows holding it: what the text leg's
+    IDF is computed from (all rows of the indexes, as DFS sees them, not just the filtered)."""
+    fields = list(text_fields(expr))
+    aggs: dict[str, dict] = {f"n{j}": {"filter": {"exists": {"field": f}}} for j, f in enumerate(fields)}
+    for i, word in enumerate(dict.fromkeys(query_words(expr))):
+        for j, f in enumerate(fields):
+            aggs[f"df{i}_{j}"] = {"filter": {"match": {f: word}}}
+    return {"size": 0, "track_total_hits": True, "query": {"match_all": {}}, "aggs": aggs}
+
+
+def text_ceiling(expr: MatchTextExpr, stats: dict) -> float:
+    """The query's BM25 ceiling from ``term_stats_query``'s reply.
+
+    ``combined_fields`` takes a term's document frequency and the row count as the largest over
+    its fields; Lucene's term factor stays below 1, so each word adds its IDF. Repeated words
+    count as often as the query repeats them, as they are scored.
+    """
+    aggs = stats.get("aggregations", {})
+    fields = list(text_fields(expr))
+    rows = max([int(aggs.get(f"n{j}", {}).get("doc_count", 0)) for j in range(len(fields))], default=0)
+    order = {word: i for i, word in enumerate(dict.fromkeys(query_words(expr)))}
+    idfs = []
+    for word in query_words(expr):
+        df = max([int(aggs.get(f"df{order[word]}_{j}", {}).get("doc_count", 0)) for j in range(len(fields))],
+                 default=0)
+        idfs.append(lucene_idf(rows, df))
+    return bm25_bound(idfs, 1.0)
 
 
 def knn_query(expr: MatchDenseExpr, filters: list[dict]) -> dict:
@@ -230,7 +282,9 @@ class ESConnection:
         vector_name = dense.vector_column_name if dense else None
         if text is not None:
             text_source = source + [vector_name] if (dense and source is not True) else source
-            searches += [header, {"query": text_query(text, filters), "size": text.topn, "_source": text_source}]
+            searches += [{**header, "search_type": "dfs_query_then_fetch"},
+                         {"query": text_query(text, filters), "size": text.topn, "_source": text_source},
+                         header, term_stats_query(text)]
         if dense is not None:
             searches += [header, {"knn": knn_query(dense, filters), "size": dense.topn, "_source": source}]
         replies = self._call(lambda es: es.msearch(searches=searches))["responses"]
@@ -243,16 +297,20 @@ class ESConnection:
             query = np.asarray(dense.embedding_data, dtype=np.float32)
             query /= max(float(np.linalg.norm(query)), 1e-12)
         if text is not None:
+            ceiling = text_ceiling(text, replies[1])
             for hit in replies[0]["hits"]["hits"]:
                 row = found[hit["_id"]] = _hit_row(hit)
                 row[TERM_SCORE], row[VECTOR_SCORE] = float(hit["_score"] or 0.0), _cosine(row, vector_name, query)
+                row[TERM_SIM] = float(term_similarities(np.array([row[TERM_SCORE]]), ceiling)[0])
         if dense is not None:
             for hit in replies[-1]["hits"]["hits"]:
-                row = found.setdefault(hit["_id"], {**_hit_row(hit), TERM_SCORE: 0.0})
+                row = found.setdefault(hit["_id"], {**_hit_row(hit), TERM_SCORE: 0.0, TERM_SIM: 0.0})
                 row[VECTOR_SCORE] = 2 * float(hit["_score"] or 0.0) - 1
         rows = list(found.values())
         if fusion is not None:
-            return fuse_rows(rows, fusion)[: fusion.topn]
+            for row in rows:
+                row[VECTOR_SIM] = row[VECTOR_SCORE]
+            return fuse_rows(rows, fusion.vector_weight, fusion.min_score, SCORE)[: fusion.topn]
         key = TERM_SCORE if dense is None else VECTOR_SCORE
         for row in rows:
             row[SCORE] = row[key]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rag.nlp import highlight, tokens
+from rag.nlp.similarity import fuse, term_similarities
 from rag.nlp.vector_matrix import VectorMatrix
 from rag.utils.doc_store_conn import (
     SCORE,
@@ -27,7 +28,6 @@ from rag.utils.doc_store_conn import (
     MatchExpr,
     OrderByExpr,
     SearchResult,
-    fuse_scores,
     split_match_exprs,
     vector_dim,
 )
@@ -43,13 +43,15 @@ from rag.utils.sqlite_index import (
 
 @dataclass
 class _Legs:
-    """Candidates of one index as columns: rowid, matrix slot (-1: none), raw BM25, cosine (nan: none)."""
+    """Candidates of one index as columns: rowid, matrix slot (-1: none), raw BM25, cosine (nan: none),
+    and ``term_similarity`` (BM25 over this index's ceiling for the query, ``rag.nlp.similarity``)."""
 
     rowids: np.ndarray
     slots: np.ndarray
     term: np.ndarray
     cosine: np.ndarray
     matrix: VectorMatrix | None
+    term_sim: np.ndarray
 
 
 @dataclass(slots=True)
@@ -283,17 +285,19 @@ class SqliteConnection:
         legs = [self._index_candidates(idx, where, params, condition, kb_ids, text, dense, query_vec)
                 for idx in indexes.values()]
         owner = np.concatenate([np.full(leg.rowids.size, i) for i, leg in enumerate(legs)] or [np.zeros(0, int)])
-        rowids, slots, term, cosine = (np.concatenate([getattr(leg, f) for leg in legs]) if legs else np.zeros(0)
-                                       for f in ("rowids", "slots", "term", "cosine"))
+        rowids, slots, term, cosine, term_sim = (
+            np.concatenate([getattr(leg, f) for leg in legs]) if legs else np.zeros(0)
+            for f in ("rowids", "slots", "term", "cosine", "term_sim"))
         names, matrices = list(indexes), [leg.matrix for leg in legs]
-        term_sim = vector_sim = score = None
+        vector_sim = score = None
         if fusion is not None:
-            term_sim, vector_sim, score = fuse_scores(term, np.nan_to_num(cosine), fusion.vector_weight)
+            vector_sim = np.nan_to_num(cosine)
+            score = fuse(term_sim, vector_sim, fusion.vector_weight)
             order = np.argsort(-score, kind="stable")
             order = order[score[order] >= fusion.min_score][: fusion.topn]
         else:
             order = np.argsort(-(term if dense is None else np.nan_to_num(cosine)), kind="stable")
-        fused = [None if column is None else column[order] for column in (term_sim, vector_sim, score)]
+        fused = [None] * 3 if score is None else [term_sim[order], vector_sim[order], score[order]]
         return _Ranked(names, matrices, owner[order], rowids[order], slots[order], term[order], cosine[order], *fused)
 
     def _index_candidates(self, idx, where, params, condition, kb_ids, text, dense, query_vec) -> _Legs:
@@ -306,12 +310,13 @@ class SqliteConnection:
                 scores = matrix.scores(query_vec)
         else:
             matrix = mask = scores = None
-        hits = idx.bm25(text, where, params, matrix, mask) if text is not None else []
+        hits, ceiling = idx.bm25(text, where, params, matrix, mask) if text is not None else ([], 0.0)
         text_rowids = np.array([r for r, _ in hits], dtype=np.int64)
         text_scores = np.array([s for _, s in hits], dtype=np.float64)
+        text_sims = term_similarities(text_scores, ceiling)
         if scores is None:
             return _Legs(text_rowids, np.full(text_rowids.size, -1), text_scores,
-                         np.full(text_rowids.size, np.nan), None)
+                         np.full(text_rowids.size, np.nan), None, text_sims)
         text_slots = matrix.slots(text_rowids.tolist())
         text_slots[text_slots >= scores.size] = -1  # rows a concurrent write added after the snapshot
         top = VectorMatrix.top(scores, dense.topn, mask)
@@ -319,7 +324,8 @@ class SqliteConnection:
         slots = np.concatenate([text_slots, vector_only])
         cosine = np.where(slots >= 0, scores[np.maximum(slots, 0)], np.nan).astype(np.float64)
         return _Legs(np.concatenate([text_rowids, matrix.rowids[vector_only]]), slots,
-                     np.concatenate([text_scores, np.zeros(vector_only.size)]), cosine, matrix)
+                     np.concatenate([text_scores, np.zeros(vector_only.size)]), cosine, matrix,
+                     np.concatenate([text_sims, np.zeros(vector_only.size)]))
 
     @staticmethod
     def _fetch(indexes: dict[str, SqliteIndex], page: list[_Candidate], select_fields: Sequence[str]) -> list[dict]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rag.nlp import tokenize, tokens
+from rag.nlp.similarity import BM25_K1, bm25_bound, fts5_idf
 from rag.nlp.vector_matrix import VectorMatrix
 from rag.utils.doc_store_conn import DocStoreError, as_list, parse_field_boosts, vector_dim
 
@@ -142,6 +143,7 @@ class SqliteIndex:
         self.seq = 0
         self.df_cache: dict[str, int] = {}  # postings per term, capped; valid for df_seq
         self.df_seq = -1
+        self.row_count: int | None = None  # rows of the index (FTS5's N), valid for df_seq
         self.sync()
 
     def _connect(self) -> sqlite3.Connection:
@@ -202,13 +204,12 @@ class SqliteIndex:
             conn.execute(f"DELETE FROM chunk_fts WHERE rowid IN ({marks})", batch)
             conn.executemany("INSERT INTO tombstone(seq, row_id) VALUES (?, ?)", [(seq, r) for r in batch])
 
-    def affordable_terms(self, terms: list[str]) -> list[str]:
-        """The rarest terms whose postings together stay within ``MAX_SCORED_POSTINGS``."""
-        if len(terms) <= 1:
-            return terms
+    def _document_frequencies(self, terms: list[str]) -> tuple[dict[str, int], int]:
+        """Rows holding each term (counted up to ``MAX_SCORED_POSTINGS + 1``) and all rows,
+        remembered until the next write."""
         with self.cache_lock:
             if self.df_seq != self.seq:
-                self.df_cache, self.df_seq = {}, self.seq
+                self.df_cache, self.df_seq, self.row_count = {}, self.seq, None
             cache = self.df_cache
         conn = self.reader()
         for term in terms:
@@ -216,24 +217,45 @@ class SqliteIndex:
                 cache[term] = conn.execute(
                     "SELECT count(*) FROM (SELECT 1 FROM chunk_fts WHERE chunk_fts MATCH ? LIMIT ?)",
                     (f'"{term}"', MAX_SCORED_POSTINGS + 1)).fetchone()[0]
+        if self.row_count is None:
+            self.row_count = conn.execute("SELECT count(*) FROM chunk").fetchone()[0]
+        return {t: cache[t] for t in terms}, self.row_count
+
+    def affordable_terms(self, terms: list[str]) -> list[str]:
+        """The rarest terms whose postings together stay within ``MAX_SCORED_POSTINGS``."""
+        counts, _ = self._document_frequencies(terms)
         kept, postings = [], 0
-        for term in sorted((t for t in terms if cache[t] > 0), key=lambda t: cache[t]):
-            if kept and postings + cache[term] > MAX_SCORED_POSTINGS:
+        for term in sorted((t for t in terms if counts[t] > 0), key=lambda t: counts[t]):
+            if kept and postings + counts[term] > MAX_SCORED_POSTINGS:
                 break
             kept.append(term)
-            postings += cache[term]
+            postings += counts[term]
         return [t for t in terms if t in kept]
 
-    def bm25(self, text, where: str, params: list, matrix, mask) -> list[tuple[int, float]]:
-        """Top BM25 rows passing the filter.
+    def bm25_ceiling(self, terms: list[str], scored: list[str]) -> float:
+        """The BM25 no row reaches for a query of ``terms`` of which ``scored`` are matched.
+
+        Terms no row holds count at their (highest) IDF; common terms left out of the match for
+        cost count nowhere, as they earn no row anything. A lone term past the postings cap gets
+        the IDF of the cap, slightly above its own.
+        """
+        counts, rows = self._document_frequencies(terms)
+        idfs = [fts5_idf(rows, counts[t]) for t in scored] + [fts5_idf(rows, 0) for t in terms if counts[t] == 0]
+        return bm25_bound(idfs, BM25_K1 + 1)
+
+    def bm25(self, text, where: str, params: list, matrix, mask) -> tuple[list[tuple[int, float]], float]:
+        """Top BM25 rows passing the filter, and the query's BM25 ceiling (``bm25_ceiling``).
 
         With the in-memory filter columns at hand, FTS5 ranks without joining the chunk table
         (three times faster) and an over-fetch is filtered in numpy; only when that leaves too
         few rows does the exact joined query run.
         """
-        query = fts_query(self.affordable_terms(query_terms(text.matching_text)))
+        terms = query_terms(text.matching_text)
+        scored = self.affordable_terms(terms)
+        bound = self.bm25_ceiling(terms, scored)
+        query = fts_query(scored)
         if not query:
-            return []
+            return [], bound
         boosts = parse_field_boosts(text.fields)
         weights = ",".join(str(max((b for f, b in boosts.items() if FIELD_TO_COLUMN.get(f) == col), default=0.0))
                            for col in FTS_COLUMNS)
@@ -246,11 +268,11 @@ class SqliteIndex:
             slots[slots >= mask.size] = -1
             passes = (slots >= 0) & mask[np.maximum(slots, 0)] if raw else np.zeros(0, dtype=bool)
             if bool((slots >= 0).all()) and (int(passes.sum()) >= text.topn or len(raw) < fetch):
-                return [hit for hit, ok in zip(raw, passes.tolist(), strict=True) if ok][: text.topn]
+                return [hit for hit, ok in zip(raw, passes.tolist(), strict=True) if ok][: text.topn], bound
         sql = (f"SELECT c.rowid, -bm25(chunk_fts, {weights}) AS s FROM chunk_fts "
                f"JOIN chunk c ON c.rowid = chunk_fts.rowid WHERE chunk_fts MATCH ? AND {where} "
                "ORDER BY s DESC LIMIT ?")
-        return conn.execute(sql, [query, *params, text.topn]).fetchall()
+        return conn.execute(sql, [query, *params, text.topn]).fetchall(), bound
 
     def slot_mask(self, matrix: VectorMatrix, where: str, params: list, condition: dict, kb_ids) -> np.ndarray:
         """Slots of ``matrix`` passing the search's filters: numpy on the in-memory columns when it can."""

@@ -58,7 +58,7 @@ def retrieve(dealer, question, encoder, **kw):
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.3, 0.7, 1.0])
-def test_similarity_is_the_weighted_sum_of_normalised_legs(dealer, weight):
+def test_similarity_is_the_weighted_sum_of_the_legs(dealer, weight):
     result = retrieve(dealer, "aspirin heart", FixedEncoder({"aspirin heart": basis(3)}),
                       vector_similarity_weight=weight)
     assert result["total"] == 5
@@ -69,8 +69,9 @@ def test_similarity_is_the_weighted_sum_of_normalised_legs(dealer, weight):
     sims = [c["similarity"] for c in result["chunks"]]
     assert sims == sorted(sims, reverse=True)
     by_text = {c["content_with_weight"]: c for c in result["chunks"]}
-    assert by_text[DOCS["d1"][0]]["term_similarity"] == 1.0  # both words: the best BM25
-    assert by_text[DOCS["d3"][0]]["vector_similarity"] == 1.0  # basis(3): the nearest vector
+    both, one = by_text[DOCS["d1"][0]]["term_similarity"], by_text[DOCS["d1"][1]]["term_similarity"]
+    assert 0.3 < both < 1.0 and 0 < one < both  # both words beat one word; neither reaches BM25's ceiling
+    assert by_text[DOCS["d3"][0]]["vector_similarity"] == pytest.approx(1.0, abs=1e-6)  # basis(3) itself
     assert by_text[DOCS["d3"][0]]["term_similarity"] > 0  # "heart"
     assert by_text[DOCS["d4"][0]]["term_similarity"] == 0  # found by the vector leg only
 
@@ -82,10 +83,10 @@ def test_vector_leg_finds_chunks_without_any_common_word(dealer):
 
 def test_threshold_paging_and_doc_aggs(dealer):
     encoder = FixedEncoder({"aspirin heart": basis(0)})
-    full = retrieve(dealer, "aspirin heart", encoder, similarity_threshold=0.2)
-    assert all(c["similarity"] >= 0.2 for c in full["chunks"])
+    full = retrieve(dealer, "aspirin heart", encoder, similarity_threshold=0.15)
+    assert all(c["similarity"] >= 0.15 for c in full["chunks"])
     assert full["total"] == len(full["chunks"]) < 5
-    page2 = retrieve(dealer, "aspirin heart", encoder, similarity_threshold=0.2, page=2, page_size=1)
+    page2 = retrieve(dealer, "aspirin heart", encoder, similarity_threshold=0.15, page=2, page_size=1)
     assert page2["total"] == full["total"]
     assert page2["chunks"][0]["chunk_id"] == full["chunks"][1]["chunk_id"]
     aggs = {a["doc_id"]: a for a in full["doc_aggs"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -83,9 +84,15 @@ def test_bulk_insert_refreshes_before_returning(conn, fake):
 
 
 def test_hybrid_search_sends_independent_legs(conn, fake):
+    stats = {"hits": {"total": {"value": 10}, "hits": []}, "aggregations": {
+        "n0": {"doc_count": 10}, "n1": {"doc_count": 4},
+        "df0_0": {"doc_count": 2}, "df0_1": {"doc_count": 0},  # "cell"
+        "df1_0": {"doc_count": 9}, "df1_1": {"doc_count": 1},  # "and"
+        "df2_0": {"doc_count": 0}, "df2_1": {"doc_count": 0}}}  # "x": in no row
     fake.replies[("POST", "/_msearch")] = {"responses": [
         {"hits": {"total": {"value": 1}, "hits": [
             {"_id": "c1", "_score": 4.0, "_source": {"doc_id": "d1", "q_2_vec": [1.0, 0.0]}}]}},
+        stats,
         {"hits": {"total": {"value": 2}, "hits": [
             {"_id": "c2", "_score": 0.9, "_source": {"doc_id": "d2"}},
             {"_id": "c1", "_score": 0.75, "_source": {"doc_id": "d1"}}]}}]}
@@ -94,12 +101,16 @@ def test_hybrid_search_sends_independent_legs(conn, fake):
     result = conn.search(["doc_id"], [], {"available_int": 1}, exprs, None, 0, 10, [IDX], ["kb"])
     _, target, body = fake.calls[-1]
     assert target.startswith("/_msearch")
-    text_body, knn_body = body[1], body[3]
-    match = text_body["query"]["bool"]["must"][0]["multi_match"]
+    text_header, text_body, stats_body, knn_body = body[0], body[1], body[3], body[5]
+    assert text_header["search_type"] == "dfs_query_then_fetch"  # one IDF across shards, as the stats count
+    match = text_body["query"]["bool"]["must"][0]["combined_fields"]
     assert match["query"] == "cell and x" and match["operator"] == "or"
     assert match["fields"] == ["content_ltks^2", "important_tks^3"]
     assert {"terms": {"kb_id": ["kb"]}} in text_body["query"]["bool"]["filter"]
     assert "q_2_vec" in text_body["_source"]
+    assert stats_body["size"] == 0 and stats_body["query"] == {"match_all": {}}
+    assert stats_body["aggs"]["df0_1"] == {"filter": {"match": {"important_tks": "cell"}}}
+    assert stats_body["aggs"]["n0"] == {"filter": {"exists": {"field": "content_ltks"}}}
     assert knn_body["knn"]["field"] == "q_2_vec" and knn_body["knn"]["k"] == 50
     assert knn_body["knn"]["filter"]["bool"]["filter"] == [{"terms": {"available_int": [1]}},
                                                              {"terms": {"kb_id": ["kb"]}}]
@@ -107,9 +118,13 @@ def test_hybrid_search_sends_independent_legs(conn, fake):
     rows = {r["id"]: r for r in result.rows}
     assert rows["c1"]["_vector_score"] == pytest.approx(0.5)  # ES's (1 + cos) / 2 mapped back: 2·0.75 − 1
     assert rows["c2"]["_vector_score"] == pytest.approx(0.8)
-    assert rows["c2"]["vector_similarity"] == 1.0 and rows["c1"]["vector_similarity"] == 0.0
-    assert rows["c1"]["term_similarity"] == 1.0 and rows["c2"]["term_similarity"] == 0.0
-    assert rows["c1"]["_score"] == pytest.approx(0.7) and rows["c2"]["_score"] == pytest.approx(0.3)
+    assert rows["c2"]["vector_similarity"] == pytest.approx(0.8)  # the raw cosine
+    assert rows["c1"]["vector_similarity"] == pytest.approx(0.5)
+    # BM25 over its ceiling: Σ Lucene IDF of each word, with the largest count over the fields
+    ceiling = sum(math.log(1 + (10 - df + 0.5) / (df + 0.5)) for df in (2, 9, 0))
+    assert rows["c1"]["term_similarity"] == pytest.approx(4.0 / ceiling) and rows["c2"]["term_similarity"] == 0.0
+    assert rows["c1"]["_score"] == pytest.approx(0.3 * 0.5 + 0.7 * 4.0 / ceiling)
+    assert rows["c2"]["_score"] == pytest.approx(0.3 * 0.8)
 
 
 def test_update_and_delete_by_query(conn, fake):
