@@ -167,14 +167,14 @@ def ids(objects: list[Any]) -> list[str]:
     return [o.id for o in objects]
 
 
-def seed_dataset(run: Run, name: str, facts: list[str] = FACTS) -> Any:
+def seed_dataset(run: Run, name: str, facts: list[str] = FACTS) -> tuple[Any, Any]:
     """A dataset with one parsed document of facts, made the way a user does before a chat."""
     with run.step("setup: dataset with a parsed document"):
         dataset = run.rag.create_dataset(name=name)
         document = dataset.upload_documents([{"display_name": "facts.txt", "blob": "\n\n".join(facts).encode()}])[0]
         finished = dataset.parse_documents([document.id])
         equal([state for _, state, _, _ in finished], ["DONE"], "parse of the facts")
-    return dataset
+    return dataset, document
 
 
 def create_chat(run: Run, name: str, dataset_ids: list[str], *, temperature: float = 0.1, top_n: int = 6,
@@ -489,7 +489,7 @@ def scenario_chats(run: Run) -> None:
     with run.step("list_chats as a new tenant's first call", soft=True):
         # Nothing this tenant sent yet tells which SDK line it speaks: the list must still parse.
         equal(rag.list_chats(), [], "chats of a new tenant")
-    dataset = seed_dataset(run, "e2e-chats-kb")
+    dataset, _ = seed_dataset(run, "e2e-chats-kb")
     with run.step("create_chat"):
         chat = create_chat(run, "e2e-chat", [dataset.id], temperature=0.5, top_n=4, opener="Hello from e2e!",
                            system="Answer briefly. {knowledge}")
@@ -551,7 +551,7 @@ def scenario_chats(run: Run) -> None:
 
 
 def scenario_sessions(run: Run) -> None:
-    dataset = seed_dataset(run, "e2e-sessions-kb")
+    dataset, _ = seed_dataset(run, "e2e-sessions-kb")
     with run.step("setup: create_chat"):
         chat = create_chat(run, "e2e-sessions", [dataset.id], opener="Welcome to e2e.")
     with run.step("create_session"):
@@ -598,7 +598,7 @@ def reference_chunks(message: Any) -> list[dict[str, Any]]:
 
 def scenario_ask(run: Run) -> None:
     """Needs the server's LLM to answer "The Eiffel Tower was completed in 1889 [ID:0]."."""
-    dataset = seed_dataset(run, "e2e-ask-kb")
+    dataset, document = seed_dataset(run, "e2e-ask-kb")
     with run.step("setup: create_chat, create_session"):
         chat = create_chat(run, "e2e-ask", [dataset.id])
         session = chat.create_session("ask")
@@ -623,6 +623,15 @@ def scenario_ask(run: Run) -> None:
         messages = chat.list_sessions(id=session.id)[0].messages
         equal([m["role"] for m in messages], ["assistant", "user", "assistant", "user", "assistant"], "roles")
         equal(messages[1]["content"], "When was the Eiffel Tower completed?", "stored question")
+    with run.step("session.ask(metadata_condition=)", soft=True):
+        document.update({"meta_fields": {"author": "ada"}})
+        question = "When was the Eiffel Tower completed?"
+        nobody = {"logic": "and", "conditions": [{"name": "author", "comparison_operator": "is", "value": "nobody"}]}
+        equal(reference_chunks(list(session.ask(question, stream=False, metadata_condition=nobody))[0]), [],
+              "reference when no document's metadata matches")
+        ada = {"logic": "and", "conditions": [{"name": "author", "comparison_operator": "is", "value": "ada"}]}
+        refs = reference_chunks(list(session.ask(question, stream=False, metadata_condition=ada))[0])
+        check(refs and FACTS[0] in refs[0].get("content", ""), f"reference when the document matches: {refs}")
     with run.step("POST /sessions/related_questions", soft=True):
         related = run.api_ok("POST", "/sessions/related_questions", {"question": "Eiffel Tower"})
         check(isinstance(related, list) and all(isinstance(q, str) for q in related), f"related {related!r}")
