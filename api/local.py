@@ -85,10 +85,11 @@ class LocalRagline:
         """Answer ``message``, awaiting ``on_delta(text)`` for each new piece as it streams."""
         request = GenerateOptions(**{**options, "knowledge_base_ids": list(options.get("knowledge_base_ids", ()))})
         conversation, events = await gateway_service.answer(self.parts, self.tenant_id, conversation_id, message,
-                                                            request, stream=on_delta is not None)
+                                                            request, stream=on_delta is not None,
+                                                            adopt_client_ids=True)
         final = await gateway_service.final_event(self._relay(events, on_delta))
         tokens_used, cost = gateway_service.usage_summary(self.parts, final)
-        return Reply(final.answer, conversation.id, final.message_id, tokens_used, cost,
+        return Reply(final.answer, conversation_id or conversation.id, final.message_id, tokens_used, cost,
                      gateway_service.references_of(final))
 
     @staticmethod

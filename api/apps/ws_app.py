@@ -3,7 +3,9 @@
 
 Every request runs in a task of its own so several can be in flight on one socket; one lock
 keeps their frames from interleaving mid-write. A malformed frame is answered with an
-``llm_error`` and the socket stays open. When the socket closes, its unfinished answers are
+``llm_error`` and the socket stays open. A client may name its conversations itself
+(``"conversation_id": "c1"``): the first request under an id the tenant does not have starts
+that conversation, for that tenant only. When the socket closes, its unfinished answers are
 cancelled (and stored as interrupted by the conversation service).
 """
 
@@ -44,7 +46,7 @@ class RequestMetadata(BaseModel):
 class LLMRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    conversation_id: str | None = Field(None, max_length=32)
+    conversation_id: str | None = Field(None, max_length=64)  # the client's own id, or one Ragline gave
     message: str = Field(..., min_length=1, max_length=MAX_MESSAGE_CHARS)
     metadata: RequestMetadata = Field(default_factory=RequestMetadata)
 
@@ -87,8 +89,9 @@ class Socket:
         options = GenerateOptions(**request.metadata.model_dump())
         try:
             conversation, events = await gateway_service.answer(self.parts, self.tenant_id, conversation_id,
-                                                                request.message, options, stream=True)
-            conversation_id = conversation.id
+                                                                request.message, options, stream=True,
+                                                                adopt_client_ids=True)
+            conversation_id = conversation_id or conversation.id  # frames carry the id the client knows
             await self.relay(conversation_id, events)
         except ApiError as failure:
             await self.error(failure.message, conversation_id)
@@ -125,7 +128,7 @@ def parse_frame(raw: str | bytes) -> tuple[LLMRequest | None, str]:
     """The request in a frame, or None and a sentence saying what is wrong with it."""
     try:
         frame = Frame.model_validate(json.loads(raw))
-    except (ValueError, ValidationError):
+    except (ValueError, ValidationError, RecursionError):  # nested past the recursion limit: malformed too
         return None, 'Malformed frame: expected JSON {"event": "llm_request", "data": {...}}.'
     if frame.event != "llm_request":
         return None, f"Unknown event {frame.event!r}: the only event a client sends is llm_request."

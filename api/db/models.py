@@ -179,6 +179,10 @@ class Conversation(BaseModel):
     name = CharField(max_length=255, default="")
     user_id = CharField(max_length=255, null=True, index=True)
     system_prompt = TextField(null=True)
+    client_id = CharField(max_length=64, null=True)  # migration 0005: the id a WebSocket client chose
+
+    class Meta:
+        indexes = ((("tenant_id", "client_id"), True),)  # one conversation per tenant and client id
 
 
 class Message(BaseModel):

@@ -50,3 +50,16 @@ async def test_new_conversation_tone_and_failures(settings, stub_llm) -> None:
         with pytest.raises(ApiError) as failure:
             await ragline.generate(reply.conversation_id, "Again?")
         assert failure.value.http_status == 502 and failure.value.message
+
+
+async def test_a_caller_named_conversation_starts_then_continues(settings, stub_llm) -> None:
+    async with await LocalRagline.open(settings, tenant="named") as ragline:
+        stub_llm.configure(reply="Noted.")
+        first = await ragline.generate("support-42", "My order is late.")
+        second = await ragline.generate("support-42", "Any news?")
+        assert first.conversation_id == second.conversation_id == "support-42"
+        assert turns_sent(stub_llm.chat_requests[-1]) == [("user", "My order is late."), ("assistant", "Noted."),
+                                                          ("user", "Any news?")]
+    async with await LocalRagline.open(settings, tenant="other") as ragline:
+        await ragline.generate("support-42", "Hello")
+        assert turns_sent(stub_llm.chat_requests[-1]) == [("user", "Hello")]  # another tenant's own conversation

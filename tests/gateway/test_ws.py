@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from api.db.models import Conversation
+from api.db.services import tenant_service
 from rag.prompts import tone_instruction
 from tests.gateway.helpers import stored_messages, system_sent
 
@@ -120,20 +122,71 @@ async def test_malformed_frames_get_llm_error_and_the_socket_stays_open(live_ser
     assert frames[-1][1]["event"] == "llm_response" and frames[-1][1]["data"]["response"] == "still here"
 
 
-async def test_unknown_and_foreign_conversations_are_llm_errors(live_server, stub_llm) -> None:
-    theirs = live_server.key("globex")
+def user_turns(request: Any) -> list[str]:
+    return [m["content"] for m in request.body["messages"] if m["role"] == "user"]
+
+
+def conversation_rows(server: Any, tenant_key: str, client_id: str) -> list[Conversation]:
+    tenant_id = server.parts.db.call(tenant_service.tenant_for_key, tenant_key)
+    return server.parts.db.call(lambda: list(Conversation.select().where(
+        (Conversation.tenant_id == tenant_id) & (Conversation.client_id == client_id))))
+
+
+async def test_a_client_named_conversation_starts_then_continues(live_server, stub_llm) -> None:
+    key = live_server.key()
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(ws_url(live_server), params={"token": theirs}) as socket:
+        async with session.ws_connect(ws_url(live_server), params={"token": key}) as socket:
+            for message in ("first", "second"):
+                await socket.send_json(request(message, "c1"))
+                last = (await frames_until(socket, 1))[-1][1]
+                assert last["event"] == "llm_response" and last["data"]["conversation_id"] == "c1"
+    assert user_turns(stub_llm.chat_requests[-1]) == ["first", "second"]  # the history was kept
+    [row] = conversation_rows(live_server, key, "c1")
+    assert [m[:2] for m in stored_messages(live_server, row.id)][::2] == [("user", "first"), ("user", "second")]
+
+
+async def test_the_same_client_id_under_another_tenant_is_another_conversation(live_server, stub_llm) -> None:
+    ours, theirs = live_server.key("acme"), live_server.key("globex")
+    async with aiohttp.ClientSession() as session:
+        for key, message in ((theirs, "globex secret"), (ours, "hello")):
+            async with session.ws_connect(ws_url(live_server), params={"token": key}) as socket:
+                await socket.send_json(request(message, "c1"))
+                assert (await frames_until(socket, 1))[-1][1]["event"] == "llm_response"
+    assert user_turns(stub_llm.chat_requests[-1]) == ["hello"]  # nothing of globex's turn
+    assert len(conversation_rows(live_server, ours, "c1")) == len(conversation_rows(live_server, theirs, "c1")) == 1
+
+
+async def test_another_tenants_generated_id_never_reaches_its_history(live_server, stub_llm) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(live_server), params={"token": live_server.key("globex")}) as socket:
             await socket.send_json(request("secret"))
             foreign = (await frames_until(socket, 1))[-1][1]["data"]["conversation_id"]
-        stub_llm.reset()
         async with session.ws_connect(ws_url(live_server), params={"token": live_server.key()}) as socket:
-            for conversation_id in ("b" * 32, foreign):
-                await socket.send_json(request("hi", conversation_id))
-                frame = (await frames_until(socket, 1))[-1][1]
-                assert frame["event"] == "llm_error" and frame["data"]["conversation_id"] == conversation_id
-                assert "doesn't exist" in frame["data"]["error"]
-    assert stub_llm.chat_requests == []
+            await socket.send_json(request("hi", foreign))
+            frame = (await frames_until(socket, 1))[-1][1]
+    assert frame["event"] == "llm_response" and frame["data"]["conversation_id"] == foreign
+    assert user_turns(stub_llm.chat_requests[-1]) == ["hi"]
+
+
+async def test_two_new_client_ids_in_flight_on_one_socket_are_both_answered(live_server, stub_llm) -> None:
+    stub_llm.configure(reply="ok", first_token_delay=0.3)
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(live_server), params={"token": live_server.key()}) as socket:
+            await socket.send_json(request("one", "c1"))
+            await socket.send_json(request("two", "c2"))
+            frames = [frame for _, frame in await frames_until(socket, 2)]
+    answered = {f["data"]["conversation_id"] for f in frames if f["event"] == "llm_response"}
+    assert answered == {"c1", "c2"}
+
+
+async def test_json_nested_past_the_recursion_limit_keeps_the_socket(live_server, stub_llm) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(live_server), params={"token": live_server.key()}) as socket:
+            await socket.send_str("[" * 100_000 + "]" * 100_000)
+            error = await socket.receive_json()
+            assert error["event"] == "llm_error" and "Malformed" in error["data"]["error"]
+            await socket.send_json(request("still there?"))
+            assert (await frames_until(socket, 1))[-1][1]["event"] == "llm_response"
 
 
 async def test_provider_failures_are_llm_errors_never_hangs(live_server, stub_llm) -> None:

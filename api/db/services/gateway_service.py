@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+from peewee import IntegrityError
+
 from api.db.models import Conversation, Dialog, Message
 from api.db.services import chat_assistant_service, conversation_service
 from api.db.services.common import require_all
@@ -98,11 +100,34 @@ def remove_conversations(tenant_id: str, conversation_ids: list[str]) -> int:
     return len(found)
 
 
-def open_conversation(tenant_id: str, conversation_id: str | None, name: str) -> Conversation:
-    """The conversation to continue, or a new one when no id is given."""
-    if conversation_id:
+def open_conversation(tenant_id: str, conversation_id: str | None, name: str, *,
+                      adopt_client_ids: bool = False) -> Conversation:
+    """The conversation to continue, or a new one when no id is given.
+
+    With ``adopt_client_ids`` (the WebSocket and in-process doors, whose clients name their own
+    conversations), an id the tenant has no conversation under starts one kept under that id for
+    this tenant alone; elsewhere an unknown id is the client's error."""
+    if not conversation_id:
+        return Conversation.create(tenant_id=tenant_id, name=name[:255] or "New conversation")
+    if not adopt_client_ids:
         return get_conversation(tenant_id, conversation_id)
-    return Conversation.create(tenant_id=tenant_id, name=name[:255] or "New conversation")
+    found = _by_any_id(tenant_id, conversation_id)
+    if found is not None:
+        return found
+    try:
+        with Conversation._meta.database.atomic():
+            return Conversation.create(tenant_id=tenant_id, client_id=conversation_id,
+                                       name=name[:255] or "New conversation")
+    except IntegrityError:  # a concurrent first message under the same id made it first
+        return Conversation.get((Conversation.tenant_id == tenant_id) & (Conversation.client_id == conversation_id))
+
+
+def _by_any_id(tenant_id: str, conversation_id: str) -> Conversation | None:
+    """The tenant's conversation whose generated or client-chosen id is ``conversation_id``."""
+    return Conversation.get_or_none(
+        (Conversation.tenant_id == tenant_id)
+        & ((Conversation.id == conversation_id) | (Conversation.client_id == conversation_id))
+    )
 
 
 def check_tone(tone: str | None) -> None:
@@ -157,14 +182,16 @@ def request_options(options: GenerateOptions) -> dict[str, Any]:
 
 
 async def answer(parts: Components, tenant_id: str, conversation_id: str | None, user_message: str,
-                 options: GenerateOptions, *, stream: bool) -> tuple[Conversation, AsyncIterator[ChatEvent]]:
-    """The conversation answered in and the pipeline's events for ``user_message``."""
+                 options: GenerateOptions, *, stream: bool,
+                 adopt_client_ids: bool = False) -> tuple[Conversation, AsyncIterator[ChatEvent]]:
+    """The conversation answered in and the pipeline's events for ``user_message``
+    (``adopt_client_ids``: see ``open_conversation``)."""
     check_tone(options.tone)
     if options.model:
         check_model(parts, options.model)
 
     def prepare() -> tuple[Conversation, Dialog]:
-        conversation = open_conversation(tenant_id, conversation_id, user_message)
+        conversation = open_conversation(tenant_id, conversation_id, user_message, adopt_client_ids=adopt_client_ids)
         return conversation, dialog_for(tenant_id, conversation, options, parts.default_chat_model)
 
     conversation, dialog = await parts.db.run(prepare)
