@@ -30,6 +30,7 @@ from api.utils.api_utils import error_body, error_status, uses_plain_http
 from api.utils.auth import PUBLIC_PATHS, RAGFLOW_UNAUTHORIZED_MESSAGE, presented_key
 from api.utils.body_limit import LimitedRequest
 from api.utils.compat import (
+    DEFAULT_DIALECT,
     DIALECT_HEADER,
     dialect_of_body,
     dialect_of_query,
@@ -169,10 +170,17 @@ async def _client_dialect(parts: Components) -> str:
         said = dialect_of_body(request.method, request.path, body)
     if said is None:
         said = dialect_of_query(request.method, request.path, request.args.keys())
+    tenant_id = g.tenant_id
     if said is not None:
-        parts.dialects.remember(g.tenant_id, said)
+        if parts.dialects.remember(tenant_id, said):
+            await parts.db.run(tenant_service.set_api_line, tenant_id, said)
         return said
-    return parts.dialects.of(g.tenant_id)
+    known = parts.dialects.known(tenant_id)
+    if known is None:  # first request of this tenant in this process: what did its client show before?
+        stored = await parts.db.run(tenant_service.api_line_of, tenant_id)
+        known = stored if stored in ("0.22", "0.27") else DEFAULT_DIALECT
+        parts.dialects.remember(tenant_id, known)
+    return known
 
 
 def _install_error_handlers(app: Quart) -> None:

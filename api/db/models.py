@@ -62,6 +62,7 @@ class BaseModel(Model):
 
 class Tenant(BaseModel):
     name = CharField(max_length=128, unique=True)
+    api_line = CharField(max_length=8, null=True)  # migration 0006: the RAGFlow API line its client last showed
 
 
 class ApiToken(BaseModel):

@@ -12,8 +12,8 @@ simply serves the union. Two are not, and this module is where they are decided:
   (a ``PATCH``, a ``delete_all``, a v0.27-shaped chat body, an ``ids``/``owner_ids`` list filter,
   ``keywords`` on the chat list) marks the tenant as speaking v0.27;
   a v0.22-shaped chat body marks it v0.22. An explicit ``X-RAGFlow-API: 0.27`` (or ``0.22``)
-  header decides for that request and is remembered too. Unknown tenants get v0.22, the shape
-  ``API.md`` documents.
+  header decides for that request and is remembered too. The line is kept on the tenant's row,
+  so a restart does not forget it. Tenants never seen get v0.22, the shape ``API.md`` documents.
 """
 
 from __future__ import annotations
@@ -124,12 +124,19 @@ class DialectMemory:
         self._max = max_tenants
         self._lock = threading.Lock()
 
-    def remember(self, tenant_id: str, dialect: Dialect) -> None:
+    def remember(self, tenant_id: str, dialect: Dialect) -> bool:
+        """Note the tenant's line; True when that changed what was known (worth persisting)."""
         with self._lock:
+            changed = self._seen.get(tenant_id) != dialect
             self._seen[tenant_id] = dialect
             self._seen.move_to_end(tenant_id)
             while len(self._seen) > self._max:
                 self._seen.popitem(last=False)
+        return changed
+
+    def known(self, tenant_id: str) -> Dialect | None:
+        """The tenant's line if this process has seen or loaded it, else None."""
+        return self._seen.get(tenant_id)
 
     def of(self, tenant_id: str | None) -> Dialect:
         if tenant_id is None:

@@ -106,6 +106,15 @@ async def test_a_tenants_line_is_remembered_from_its_requests(client, auth, make
     assert parts.dialects.of(tenant) == "0.22"
 
 
+async def test_a_tenants_line_survives_a_restart(client, auth, parts: Components) -> None:
+    tenant = await parts.tenant_resolver.resolve(auth["Authorization"].split()[1])
+    await client.delete("/api/v1/chats", headers=auth, json={"ids": [], "delete_all": False})
+    parts.dialects = DialectMemory()  # what a new process starts with
+    listed = await (await client.get("/api/v1/chats", headers=auth)).get_json()
+    assert listed["data"] == {"chats": [], "total": 0}  # the v0.27 shape, from the tenant's row
+    assert parts.dialects.known(tenant) == "0.27"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "feature"),
     [

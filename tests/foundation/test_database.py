@@ -17,7 +17,7 @@ def test_migrations_apply_once_and_record_themselves(fresh_database_url: Callabl
     db = MetaDB(fresh_database_url(db_backend), max_connections=4)
     try:
         every = sorted(path.stem for path in MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.py"))
-        assert every[:2] == ["0001_initial", "0002_queue_and_listing_indexes"] and len(every) == 5
+        assert every[:2] == ["0001_initial", "0002_queue_and_listing_indexes"] and len(every) == 6
         assert pending(db) == every
         assert upgrade(db) == every
         assert upgrade(db) == []

@@ -67,3 +67,13 @@ def bootstrap_default_tenant() -> IssuedKey | None:
             return None
         return issue_key(get_or_create_tenant(DEFAULT_TENANT_NAME), "bootstrap")
 
+
+
+def api_line_of(tenant_id: str) -> str | None:
+    """The RAGFlow API line the tenant's client last showed (see ``api.utils.compat``), if any."""
+    tenant = Tenant.get_or_none(Tenant.id == tenant_id)
+    return tenant.api_line if tenant is not None else None
+
+
+def set_api_line(tenant_id: str, line: str) -> None:
+    Tenant.update(api_line=line).where(Tenant.id == tenant_id).execute()
