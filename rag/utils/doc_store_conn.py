@@ -9,8 +9,8 @@ Search is expressed with small typed expressions rather than a backend's query l
 retrieval code (``rag.nlp.search.Dealer``) never builds SQL or Elasticsearch JSON itself. When a
 search carries both a text and a dense match, each backend runs the two legs *independently*
 (the vector leg is not filtered by the text match), unions the candidates and reports both raw
-scores per row; the score maths (normalisation to [0, 1] and the weighted sum) lives here, once,
-so a similarity threshold means the same thing on every backend.
+scores per row; the score maths (raw cosine, BM25 over its ceiling, the weighted sum) lives in
+``rag.nlp.similarity``, once, so a similarity threshold means the same thing on every backend.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ INDEX_PREFIX = "ragline_"
 # Keys of the per-row score fields a backend adds to search results.
 TERM_SCORE = "_term_score"  # raw full-text score (BM25); 0.0 when the text leg did not return the row
 VECTOR_SCORE = "_vector_score"  # cosine similarity in [-1, 1]; 0.0 when unknown
-SCORE = "_score"  # the fused similarity in [0, 1] when a FusionExpr was given, else the leg's raw score
+SCORE = "_score"  # the fused similarity when a FusionExpr was given, else the leg's raw score
 
 # Condition keys every backend understands; values are a scalar or a list (any of).
 CONDITION_KEYS = ("id", "kb_id", "doc_id", "available_int")
@@ -199,59 +199,6 @@ def parse_field_boosts(fields: Iterable[str]) -> dict[str, float]:
         name, _, boost = spec.partition("^")
         boosts[name] = float(boost) if boost else 1.0
     return boosts
-
-
-# The vector part is scaled between the query's best cosine and its VECTOR_FLOOR_RANK-th best:
-# raw MiniLM cosines of relevant and irrelevant chunks differ by only ~0.2, which a weight of
-# 0.3 would drown under BM25; stretched this way the leg counts as much as the weight says.
-# Chosen on SciFact's train split (nDCG@10 0.741 at w=0.3 vs 0.720 for the raw cosine).
-VECTOR_FLOOR_RANK = 100
-
-
-def normalise_term_scores(scores: np.ndarray) -> np.ndarray:
-    """Raw BM25 of one query's candidates → [0, 1]: divided by the query's best score.
-
-    Dividing (rather than min–max) keeps weak-but-real matches above zero and does not depend
-    on how many candidates a backend returned.
-    """
-    scores = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
-    best = scores.max(initial=0.0)
-    return scores / best if best > 0 else np.zeros_like(scores)
-
-
-def normalise_vector_scores(cosines: np.ndarray, floor_rank: int = VECTOR_FLOOR_RANK) -> np.ndarray:
-    """Cosines of one query's candidates → [0, 1]: 1 at the best, 0 at the ``floor_rank``-th."""
-    cosines = np.asarray(cosines, dtype=np.float64)
-    if cosines.size == 0:
-        return cosines
-    ordered = np.sort(cosines)[::-1]
-    best, floor = ordered[0], ordered[min(floor_rank, ordered.size) - 1]
-    if best <= floor:
-        return (cosines >= best).astype(np.float64) * float(best > 0)
-    return np.clip((cosines - floor) / (best - floor), 0.0, 1.0)
-
-
-def fuse_scores(term: np.ndarray, vector: np.ndarray, vector_weight: float
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(term_similarity, vector_similarity, similarity) of candidates from their raw scores."""
-    weight = min(max(float(vector_weight), 0.0), 1.0)
-    term_sim = normalise_term_scores(term)
-    vector_sim = normalise_vector_scores(vector)
-    return term_sim, vector_sim, weight * vector_sim + (1.0 - weight) * term_sim
-
-
-def fuse_rows(rows: list[dict[str, Any]], fusion: FusionExpr) -> list[dict[str, Any]]:
-    """Sets ``term_similarity``, ``vector_similarity`` and ``SCORE`` from each row's raw scores
-    and returns the rows best first (ties keep the incoming order)."""
-    term, vector, fused = fuse_scores(
-        np.array([row.get(TERM_SCORE, 0.0) for row in rows]),
-        np.array([row.get(VECTOR_SCORE, 0.0) for row in rows]), fusion.vector_weight,
-    )
-    for row, t, v, f in zip(rows, term.tolist(), vector.tolist(), fused.tolist(), strict=True):
-        row["term_similarity"], row["vector_similarity"], row[SCORE] = t, v, f
-    kept = [row for row in rows if row[SCORE] >= fusion.min_score]
-    kept.sort(key=lambda row: row[SCORE], reverse=True)
-    return kept
 
 
 def make_chunk_row(
