@@ -90,10 +90,10 @@ async def test_ids_suffix_and_run_filters(client, auth) -> None:
     assert bad_run["code"] == 102 and "Invalid filter run status conditions: INVALID_STATUS" in bad_run["message"]
 
 
-async def test_unknown_id_or_name_in_the_words_of_each_api_line(client, auth) -> None:
+async def test_unknown_id_or_name_in_ragflow_words_on_both_api_lines(client, auth) -> None:
     dataset_id, _ = await dataset_with_documents(client, auth)
     v022 = await listed(client, auth, dataset_id, "?name=unknown.txt")
-    assert v022 == {"code": 102, "message": "you don't own the document unknown.txt"}
+    assert v022 == {"code": 102, "message": "You don't own the document unknown.txt."}
     headers = {**auth, "X-RAGFlow-API": "0.27"}
     v027 = await (await client.get(f"/api/v1/datasets/{dataset_id}/documents?id=unknown", headers=headers)).get_json()
     assert v027 == {"code": 102, "message": "You don't own the document unknown."}
@@ -159,7 +159,7 @@ async def test_parse_and_stop_on_the_v027_routes(client, auth) -> None:
         await asyncio.sleep(0.05)
     assert doc["run"] == "DONE" and doc["chunk_count"] > 0
     empty = await (await client.post(f"{base}/parse", headers=auth, json={"document_ids": []})).get_json()
-    assert empty["code"] == 101
+    assert empty == {"code": 102, "message": "`document_ids` is required"}
     idle = await (await client.post(f"{base}/stop", headers=auth, json={"document_ids": ids[1:2]})).get_json()
     assert idle["code"] == 102 and "not being parsed" in idle["message"]
 
@@ -171,3 +171,44 @@ async def test_parser_config_of_a_document_merges_sections(client, auth) -> None
     config = body["data"]["parser_config"]
     assert config["raptor"]["use_raptor"] is True and config["raptor"]["max_cluster"] == 64
     assert config["graphrag"]["use_graphrag"] is False
+
+
+async def wait_parsed(client, auth, dataset_id, doc_ids) -> list[dict]:
+    for _ in range(300):
+        docs = (await listed(client, auth, dataset_id))["data"]["docs"]
+        if all(doc["run"] == "DONE" for doc in docs if doc["id"] in doc_ids):
+            break
+        await asyncio.sleep(0.05)
+    return [doc for doc in docs if doc["id"] in doc_ids]
+
+
+async def test_parse_with_an_unknown_id_parses_the_known_ones_and_names_it(client, auth) -> None:
+    dataset_id, ids = await dataset_with_documents(client, auth)
+    body = await (await client.post(f"/api/v1/datasets/{dataset_id}/documents/parse", headers=auth,
+                                    json={"document_ids": ids[:1] + ["invalid_id"] + ids[1:]})).get_json()
+    assert body == {"code": 102, "message": "Documents not found: ['invalid_id']"}
+    assert [doc["run"] for doc in await wait_parsed(client, auth, dataset_id, ids)] == ["DONE"] * 3
+
+
+@pytest.mark.parametrize(("query", "shown"), [("?page=0&page_size=2", 2), ("?page_size=0", 0)])
+async def test_document_list_reads_page_zero_as_the_first_and_page_size_zero_as_none(client, auth, query,
+                                                                                      shown) -> None:
+    dataset_id, _ = await dataset_with_documents(client, auth)
+    body = await listed(client, auth, dataset_id, query)
+    assert body["code"] == 0 and len(body["data"]["docs"]) == shown and body["data"]["total"] == 3
+
+
+async def test_a_delete_body_that_is_not_an_object_deletes_nothing(client, auth) -> None:
+    dataset_id, _ = await dataset_with_documents(client, auth)
+    body = await delete(client, auth, dataset_id, "not json")
+    assert body == {"code": 100, "message": "AttributeError(\"'str' object has no attribute 'get'\")"}
+    assert await remaining(client, auth, dataset_id) == 3
+
+
+@pytest.mark.parametrize(("name", "kind"), [(0, "int"), (None, "NoneType")])
+async def test_a_name_that_is_not_a_string_is_refused_as_ragflow_does(client, auth, name, kind) -> None:
+    dataset_id, ids = await dataset_with_documents(client, auth)
+    body = await (await client.patch(f"/api/v1/datasets/{dataset_id}/documents/{ids[0]}", headers=auth,
+                                     json={"name": name})).get_json()
+    assert body == {"code": 100, "message": f"AttributeError(\"'{kind}' object has no attribute 'encode'\")"}
+    assert (await listed(client, auth, dataset_id, f"?id={ids[0]}"))["data"]["docs"][0]["name"] == NAMES[0]

@@ -18,7 +18,7 @@ from api.apps.sdk.dataset import ParserConfig
 from api.components import components
 from api.db.services import document_service
 from api.db.services.document_service import Upload
-from api.errors import data_error
+from api.errors import ApiError, RetCode, data_error
 from api.utils.api_utils import ListQuery, json_body, ok, validate
 from api.utils.compat import ids_to_delete
 
@@ -28,8 +28,14 @@ READ_ONLY_FIELDS = ("chunk_count", "token_count", "progress")
 
 
 class DocumentQuery(ListQuery):
-    """List parameters; ``ids``, ``suffix`` and ``run`` repeat (``?ids=a&ids=b``)."""
+    """List parameters; ``ids``, ``suffix`` and ``run`` repeat (``?ids=a&ids=b``).
 
+    RAGFlow's document list is lenient where the dataset list is strict: ``page=0`` reads as
+    the first page and ``page_size=0`` answers no documents (with the total), as its cases assert.
+    """
+
+    page: int = Field(1, ge=0)
+    page_size: int = Field(30, ge=0, le=1000)
     keywords: str | None = None
     create_time_from: int = Field(0, ge=0)
     create_time_to: int = Field(0, ge=0)
@@ -69,6 +75,8 @@ class DocumentChanges(BaseModel):
             for field in READ_ONLY_FIELDS:
                 if field in data:
                     raise data_error(f"Can't change `{field}`.")
+            if "name" in data and not isinstance(data["name"], str):
+                raise not_a_string_name(data["name"])
             if "meta_fields" in data and not isinstance(data["meta_fields"], dict | None):
                 raise ValueError("meta_fields must be a dictionary")
         return data
@@ -86,6 +94,12 @@ class DocumentChanges(BaseModel):
         return changes
 
 
+def not_a_string_name(value: Any) -> ApiError:
+    """RAGFlow answers a non-string ``name`` (``0``, ``null``) with code 100 and the Python
+    error its rename hits; its test cases assert that exact text, so Ragline says the same."""
+    return ApiError(RetCode.EXCEPTION_ERROR, f"AttributeError(\"'{type(value).__name__}' object has no attribute 'encode'\")")
+
+
 class DocumentIds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,8 +108,10 @@ class DocumentIds(BaseModel):
 
 
 class ParseRequest(BaseModel):
+    """Which documents to parse or stop; an empty list is refused by the service in RAGFlow's words."""
+
     model_config = ConfigDict(extra="forbid")
-    document_ids: list[str] = Field(..., min_length=1)
+    document_ids: list[str]
 
 
 @bp.post("/<dataset_id>/documents")
@@ -111,12 +127,13 @@ async def upload_documents(dataset_id: str) -> Response:
 async def list_documents(dataset_id: str) -> Response:
     query = document_query()
     docs, total = await components().db.run(
-        document_service.list_page, g.tenant_id, dataset_id, page=query.page, page_size=query.page_size,
+        document_service.list_page, g.tenant_id, dataset_id, page=max(query.page, 1),
+        page_size=max(query.page_size, 1),
         orderby=query.orderby, desc=query.desc, doc_id=query.id, doc_ids=query.ids, name=query.name,
         keywords=query.keywords, create_time_from=query.create_time_from, create_time_to=query.create_time_to,
-        suffixes=query.suffix, runs=query.run, dialect=getattr(g, "dialect", "0.22"),
+        suffixes=query.suffix, runs=query.run,
     )
-    return ok({"total": total, "docs": docs})
+    return ok({"total": total, "docs": docs if query.page_size else []})
 
 
 @bp.get("/<dataset_id>/documents/<doc_id>")
@@ -137,10 +154,19 @@ async def update_document(dataset_id: str, doc_id: str) -> Response:
     return ok(document)
 
 
+async def refuse_non_object_body() -> None:
+    """A JSON body that is not an object (``"not json"``) gets RAGFlow's code 100 and the Python
+    error it hits reading it, the text its document-delete cases assert."""
+    data = await request.get_json(force=True, silent=True)
+    if data is not None and not isinstance(data, dict):
+        raise ApiError(RetCode.EXCEPTION_ERROR, f"AttributeError(\"'{type(data).__name__}' object has no attribute 'get'\")")
+
+
 @bp.delete("/<dataset_id>/documents")
 async def delete_documents(dataset_id: str) -> Response:
     """Without ``delete_all`` (v0.22), no ids or an empty list deletes every document of the
     dataset, as RAGFlow v0.22 does; with it (v0.27), only ``delete_all: true`` does."""
+    await refuse_non_object_body()
     body = await json_body(DocumentIds)
     ids = ids_to_delete(body.ids, body.delete_all)
     if body.delete_all is None and not ids:

@@ -167,12 +167,10 @@ def get_owned(tenant_id: str, kb_id: str, doc_id: str) -> Document:
 RUN_CODES = {"0": RUN_UNSTART, "1": RUN_RUNNING, "2": RUN_CANCEL, "3": RUN_DONE, "4": RUN_FAIL}
 
 
-def _not_owned_document(what: str, dialect: str) -> ApiError:
-    """RAGFlow's list answer for an unknown id or name: v0.27 words it as a sentence, v0.22
-    in lower case without the period, and each line's test cases compare it exactly."""
-    if dialect == "0.27":
-        return data_error(f"You don't own the document {what}.")
-    return data_error(f"you don't own the document {what}")
+def _not_owned_document(what: str) -> ApiError:
+    """RAGFlow's list answer for an unknown id or name. Its HTTP cases compare the sentence
+    exactly and its SDK cases look for it without the period, so one wording serves both lines."""
+    return data_error(f"You don't own the document {what}.")
 
 
 def _run_states(runs: list[str] | None) -> list[str]:
@@ -187,8 +185,7 @@ def _run_states(runs: list[str] | None) -> list[str]:
 def list_page(tenant_id: str, kb_id: str, *, page: int, page_size: int, orderby: str, desc: bool,
               doc_id: str | None = None, doc_ids: list[str] | None = None, name: str | None = None,
               keywords: str | None = None, create_time_from: int = 0, create_time_to: int = 0,
-              suffixes: list[str] | None = None, runs: list[str] | None = None,
-              dialect: str = "0.22") -> tuple[list[dict[str, Any]], int]:
+              suffixes: list[str] | None = None, runs: list[str] | None = None) -> tuple[list[dict[str, Any]], int]:
     """A page of a dataset's documents. ``id``, ``ids`` and ``name`` must name documents of the
     dataset (102 otherwise); the other filters may match nothing."""
     get_owned_dataset(tenant_id, kb_id)
@@ -198,9 +195,9 @@ def list_page(tenant_id: str, kb_id: str, *, page: int, page_size: int, orderby:
         found = {row.id for row in mine.where(Document.id.in_(wanted))}
         missing = [item for item in wanted if item not in found]
         if missing:
-            raise _not_owned_document(missing[0], dialect)
+            raise _not_owned_document(missing[0])
     if name is not None and not mine.where(Document.name == name).exists():
-        raise _not_owned_document(name, dialect)
+        raise _not_owned_document(name)
     query = mine
     if wanted:
         query = query.where(Document.id.in_(wanted))
@@ -321,20 +318,31 @@ def remove_artifacts(tenant_id: str, kb_id: str, documents: list[Document], doc_
 
 
 def queue_parsing(tenant_id: str, kb_id: str, doc_ids: list[str]) -> None:
-    """Mark the documents RUNNING and queue one parse task each (replacing unfinished ones)."""
+    """Mark the documents RUNNING and queue one parse task each (replacing unfinished ones).
+
+    As RAGFlow does, the documents that exist are queued even when some ids are unknown; the
+    unknown ones are then refused (102) in RAGFlow's words, naming them as a list."""
     if not doc_ids:
-        raise argument_error("`document_ids` is required")
+        raise data_error("`document_ids` is required")
+    wanted = list(dict.fromkeys(doc_ids))
     with Document._meta.database.atomic():
-        _owned_ids(tenant_id, kb_id, doc_ids)
-        Document.update(run=RUN_RUNNING, progress=0.0, progress_msg="Queued", process_duration=0.0).where(
-            Document.id.in_(doc_ids)
-        ).execute()
-        task_service.enqueue_parse(tenant_id, kb_id, list(dict.fromkeys(doc_ids)))
+        get_owned_dataset(tenant_id, kb_id)
+        found = {doc.id for doc in Document.select(Document.id).where(
+            (Document.kb_id == kb_id) & (Document.tenant_id == tenant_id) & (Document.id.in_(wanted)))}
+        queued = [doc_id for doc_id in wanted if doc_id in found]
+        if queued:
+            Document.update(run=RUN_RUNNING, progress=0.0, progress_msg="Queued", process_duration=0.0).where(
+                Document.id.in_(queued)
+            ).execute()
+            task_service.enqueue_parse(tenant_id, kb_id, queued)
+    missing = [doc_id for doc_id in wanted if doc_id not in found]
+    if missing:
+        raise data_error(f"Documents not found: {missing}")
 
 
 def cancel_parsing(tenant_id: str, kb_id: str, doc_ids: list[str]) -> None:
     if not doc_ids:
-        raise argument_error("`document_ids` is required")
+        raise data_error("`document_ids` is required")
     with Document._meta.database.atomic():
         documents = _owned_ids(tenant_id, kb_id, doc_ids)
         idle = [doc.name for doc in documents if doc.run != RUN_RUNNING]
