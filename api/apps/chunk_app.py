@@ -23,7 +23,7 @@ from api.db.models import new_id
 from api.db.services import chunk_service, document_service, knowledgebase_service, retrieval_service
 from api.errors import ApiError, RetCode, argument_error, data_error
 from api.utils.api_utils import ok, parse_bool, query_args
-from api.utils.compat import ids_to_delete
+from api.utils.compat import DEFAULT_DIALECT, ids_to_delete
 from rag.llm.errors import LLMServiceError
 
 bp = Blueprint("chunks", __name__, url_prefix="/api/v1/datasets")
@@ -78,6 +78,17 @@ def _content(value: Any) -> str:
         raise argument_error("`content` must be a string.")
     if len(value) > MAX_CHUNK_CHARS:
         raise argument_error(f"`content` is longer than {MAX_CHUNK_CHARS} characters.")
+    return value
+
+
+def _added_content(body: dict[str, Any]) -> Any:
+    """``content`` of an add body. An explicit ``null`` is where the lines differ: v0.22's
+    HTTP cases expect the TypeError RAGFlow hit concatenating it (code 100), later RAGFlow
+    answers "`content` is required" (102), which ``_content`` gives."""
+    value = body.get("content")
+    if value is None and "content" in body and getattr(g, "dialect", DEFAULT_DIALECT) == "0.22":
+        raise ApiError(RetCode.EXCEPTION_ERROR,
+                       "TypeError(\"unsupported operand type(s) for +: 'NoneType' and 'str'\")")
     return value
 
 
@@ -175,7 +186,7 @@ async def add_chunk(dataset_id: str, doc_id: str) -> Response:
     parts = components()
     await parts.db.run(document_service.get_owned, g.tenant_id, dataset_id, doc_id)
     body = await _body()
-    content = _content(body.get("content"))
+    content = _content(_added_content(body))
     fields = stored_fields(body, adding=True)
     image = _image(body["image_base64"]) if "image_base64" in body else None
     vector = await _embed_for_dataset(dataset_id, content)

@@ -38,7 +38,6 @@ async def test_add_returns_what_was_given(client, auth) -> None:
 
 
 @pytest.mark.parametrize("body, code, message", [
-    ({"content": None}, 102, "`content` is required"),
     ({"content": ""}, 102, "`content` is required"),
     ({"content": " "}, 102, "`content` is required"),
     ({"content": "x", "important_keywords": "abc"}, 102, "`important_keywords` is required to be a list"),
@@ -53,6 +52,18 @@ async def test_add_returns_what_was_given(client, auth) -> None:
 async def test_add_refusals_as_ragflow_words_them(client, auth, body, code, message) -> None:
     dataset_id, doc_id = await new_document(client, auth)
     reply = await (await client.post(chunks_url(dataset_id, doc_id), headers=auth, json=body)).get_json()
+    assert (reply["code"], reply["message"]) == (code, message)
+    assert (await counters(client, auth, dataset_id, doc_id))[0] == 0
+
+
+@pytest.mark.parametrize("headers, code, message", [
+    ({}, 100, "TypeError(\"unsupported operand type(s) for +: 'NoneType' and 'str'\")"),
+    (V027, 102, "`content` is required"),
+])
+async def test_add_with_null_content_in_the_words_of_each_line(client, auth, headers, code, message) -> None:
+    dataset_id, doc_id = await new_document(client, auth)
+    reply = await (await client.post(chunks_url(dataset_id, doc_id), headers={**auth, **headers},
+                                     json={"content": None})).get_json()
     assert (reply["code"], reply["message"]) == (code, message)
     assert (await counters(client, auth, dataset_id, doc_id))[0] == 0
 
