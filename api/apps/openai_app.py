@@ -42,6 +42,7 @@ from api.errors import ApiError, RetCode, argument_error
 from api.utils.api_utils import json_body, sse_event, validate
 from rag.llm.errors import LLMServiceError
 from rag.llm.types import ChatResult
+from rag.utils.token_utils import num_tokens
 
 log = logging.getLogger("ragline.openai")
 
@@ -197,10 +198,15 @@ async def http_error(error: HTTPException) -> tuple[Response, int]:
 # -- response shapes ------------------------------------------------------------------------------
 
 
-def usage_of(result: ChatResult | None) -> dict[str, int]:
-    """The answering call's real token counts (zero when no model was called: empty_response)."""
+def usage_of(result: ChatResult | None, asked: str = "", answer: str = "") -> dict[str, int]:
+    """The answering call's real token counts. When no model was called (the chat's
+    ``empty_response`` answered) they are counted from the messages and the answer, as RAGFlow
+    counts them, so a client never reads an answer that cost zero tokens."""
     usage = result.usage if result is not None else None
-    prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    if usage:
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    else:
+        prompt, completion = num_tokens(asked), num_tokens(answer)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -211,10 +217,14 @@ def finish_reason_of(result: ChatResult | None) -> str:
 class Envelope:
     """What every object of one completion shares: id, creation time, model."""
 
-    def __init__(self, model: str, message_id: str) -> None:
+    def __init__(self, model: str, message_id: str, asked: str = "") -> None:
         self.id = "chatcmpl-" + message_id
         self.created = int(time.time())
         self.model = model
+        self.asked = asked  # the messages' text, to count when no model was called
+
+    def usage(self, event: ChatEvent) -> dict[str, int]:
+        return usage_of(event.result, self.asked, event.answer)
 
     def completion(self, event: ChatEvent, references: list[dict[str, Any]] | None) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": event.answer}
@@ -224,7 +234,7 @@ class Envelope:
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": finish_reason_of(event.result)}],
-            "usage": usage_of(event.result),
+            "usage": self.usage(event),
         }
 
     def chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None,
@@ -313,7 +323,8 @@ async def chat_completions(chat_id: str) -> Response:
     if first.final and first.error is not None:
         await events.aclose()
         return llm_error_response(first.error)
-    envelope = Envelope(dialog.llm_id or parts.default_chat_model, message_id)
+    envelope = Envelope(dialog.llm_id or parts.default_chat_model, message_id,
+                        "\n".join(turn["content"] for turn in turns))
     if not body.stream:
         await events.aclose()
         return jsonify(envelope.completion(first, await references.of(first)))
@@ -360,7 +371,7 @@ async def final_chunks(envelope: Envelope, event: ChatEvent, sent: str, referenc
             delta["final_content"] = event.answer
     yield envelope.chunk(delta, finish_reason_of(event.result))
     if include_usage:
-        yield envelope.chunk(None, usage=usage_of(event.result))
+        yield envelope.chunk(None, usage=envelope.usage(event))
 
 
 @_routes("/<chat_id>/models", methods=["GET"])

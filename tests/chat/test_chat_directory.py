@@ -86,7 +86,7 @@ def test_an_update_or_a_deleted_session_takes_effect_on_the_next_question(live_s
     session = api(live_server, key, "POST", f"/api/v1/chats/{chat['id']}/sessions", {"name": "s"})["data"]
     stream_completion(live_server, key, chat["id"], {"question": "hello", "session_id": session["id"]})
 
-    changed = api(live_server, key, "PUT", f"/api/v1/chats/{chat['id']}", {"prompt": {"prompt": "Reply as a pirate."}})
+    changed = api(live_server, key, "PUT", f"/api/v1/chats/{chat['id']}", {"prompt": {"prompt": "Reply as a pirate.", "variables": []}})
     assert changed["code"] == 0
     stream_completion(live_server, key, chat["id"], {"question": "again", "session_id": session["id"]})
     assert "pirate" in stub_llm.chat_requests[-1].body["messages"][0]["content"]

@@ -58,7 +58,8 @@ def seeded(live_server):
 
 def test_solo_chat_without_datasets_uses_tone_and_history(live_server, stub_llm) -> None:
     key = live_server.key()
-    chat = create_chat(live_server, key, name="solo", prompt={"prompt": "You are terse.", "tone": "friendly"})
+    chat = create_chat(live_server, key, name="solo", prompt={"prompt": "You are terse.", "tone": "friendly",
+                                                                   "variables": []})
     stub_llm.configure(reply="Hello!")
     first = _ask(live_server, key, chat["id"], "hi")
     _ask(live_server, key, chat["id"], "and again", first["session_id"])

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.db.services.chat_assistant_service import DEFAULT_EMPTY_RESPONSE, DEFAULT_SYSTEM_PROMPT
 from tests.chat.conftest import STUB_MODEL
 from tests.chat.helpers import dialog_row, sdk, seed_dataset
 
@@ -67,8 +68,9 @@ def test_v022_body_fills_the_v027_fields(live_server, stub_llm) -> None:
     }))
     assert (chat["llm_id"], chat["llm_setting"]["temperature"], chat["icon"]) == (STUB_MODEL, 0.2, "a.png")
     assert (chat["prompt_config"]["system"], chat["prompt_config"]["prologue"]) == ("Hi {knowledge}", "Yo")
-    assert (chat["vector_similarity_weight"], chat["top_n"], chat["rerank_id"]) == (0.75, 3, "")
-    assert chat["prompt"]["keywords_similarity_weight"] == pytest.approx(0.25)
+    # Stored as it comes and read back as 1 - it, as RAGFlow v0.22 does (its API tests assert both).
+    assert (chat["vector_similarity_weight"], chat["top_n"], chat["rerank_id"]) == (0.25, 3, "")
+    assert chat["prompt"]["keywords_similarity_weight"] == pytest.approx(0.75)
 
 
 def test_patch_and_put_merge_settings(live_server, stub_llm) -> None:
@@ -86,11 +88,11 @@ def test_patch_and_put_merge_settings(live_server, stub_llm) -> None:
         "`name` cannot be empty.")
 
 
-@pytest.mark.parametrize(("line", "required", "duplicate"), [
-    ("0.22", "`name` is required.", "Duplicated chat name in creating chat."),
-    ("0.27", "`name` is required", "duplicated chat name in creating chat"),
+@pytest.mark.parametrize(("line", "required", "duplicate", "not_a_list"), [
+    ("0.22", "`name` is required.", "Duplicated chat name in creating chat.", "You don't own the dataset n"),
+    ("0.27", "`name` is required", "duplicated chat name in creating chat", "`dataset_ids` should be a list."),
 ])
-def test_create_messages_of_each_line(live_server, stub_llm, line, required, duplicate) -> None:
+def test_create_messages_of_each_line(live_server, stub_llm, line, required, duplicate, not_a_list) -> None:
     assert call(live_server, "POST", "/api/v1/chats", {"name": "", "dataset_ids": []}, line=line) == {
         "code": 102, "message": required}
     ok(call(live_server, "POST", "/api/v1/chats", {"name": "Twice", "dataset_ids": []}, line=line))
@@ -98,7 +100,7 @@ def test_create_messages_of_each_line(live_server, stub_llm, line, required, dup
     unknown = call(live_server, "POST", "/api/v1/chats", {"name": "x", "dataset_ids": ["nope"]}, line=line)
     assert (unknown["code"], unknown["message"]) == (102, "You don't own the dataset nope")
     not_list = call(live_server, "POST", "/api/v1/chats", {"name": "x", "dataset_ids": "nope"}, line=line)
-    assert (not_list["code"], not_list["message"]) == (102, "`dataset_ids` should be a list.")
+    assert (not_list["code"], not_list["message"]) == (102, not_a_list)  # v0.22 walks the string
     tenant = call(live_server, "POST", "/api/v1/chats", {"name": "x", "tenant_id": "t"}, line=line)
     assert tenant["code"] == 102 and "`tenant_id` must not be provided" in tenant["message"]
     model = call(live_server, "POST", "/api/v1/chats", {"name": "x", "llm_id": "nope@Nowhere"}, line=line)
@@ -206,3 +208,74 @@ def test_chat_metadata_filter_restricts_retrieval(live_server, stub_llm) -> None
     not_object = call(live_server, "POST", f"/api/v1/chats/{plain['id']}/completions",
                       {"question": "hi", "stream": False, "metadata_condition": "invalid"})
     assert not_object["code"] == 102 and "metadata_condition" in not_object["message"]
+
+
+def test_defaults_of_a_new_chat_in_each_line(live_server, stub_llm) -> None:
+    dataset = seed_dataset(sdk(live_server))
+    old = ok(call(live_server, "POST", "/api/v1/chats", {"name": "old", "dataset_ids": [dataset.id]}))
+    assert old["prompt"]["similarity_threshold"] == 0.2
+    assert old["prompt"]["variables"] == [{"key": "knowledge", "optional": False}]
+    assert old["prompt"]["empty_response"] == DEFAULT_EMPTY_RESPONSE
+    assert old["prompt"]["prompt"] == DEFAULT_SYSTEM_PROMPT
+    assert DEFAULT_SYSTEM_PROMPT.startswith("You are an intelligent assistant. Please summarize the content of the "
+                                            "dataset") and "\n      {knowledge}\n" in DEFAULT_SYSTEM_PROMPT
+    new = ok(call(live_server, "POST", "/api/v1/chats", {"name": "new", "dataset_ids": [dataset.id]}, line="0.27"))
+    assert (new["similarity_threshold"], new["vector_similarity_weight"], new["top_n"], new["rerank_id"]) == (
+        0.1, 0.3, 6, "")
+
+    # v0.27 declares {knowledge} for a chat with datasets that declares nothing; v0.22 keeps the empty list
+    empty = {"dataset_ids": [dataset.id], "prompt_config": {"parameters": []}}
+    declared = ok(call(live_server, "POST", "/api/v1/chats", {"name": "declared", **empty}, line="0.27"))
+    assert declared["prompt_config"]["parameters"] == [{"key": "knowledge", "optional": False}]
+    kept = ok(call(live_server, "POST", "/api/v1/chats", {"name": "kept", "dataset_ids": [dataset.id],
+                                                          "prompt": {"variables": []}}))
+    assert kept["prompt"]["variables"] == []
+
+
+def test_the_knowledge_placeholder_is_required_in_v022_only(live_server, stub_llm) -> None:
+    refused = call(live_server, "POST", "/api/v1/chats", {"name": "a", "prompt": {"prompt": "Hello World"}})
+    assert refused == {"code": 102, "message": "Parameter 'knowledge' is not used"}
+    ok(call(live_server, "POST", "/api/v1/chats", {"name": "b", "prompt": {"prompt": "Hello World", "variables": []}}))
+    chat = ok(call(live_server, "POST", "/api/v1/chats", {"name": "c", "prompt_config": {"system": "Hello World"}},
+                   line="0.27"))
+    patched = ok(call(live_server, "PATCH", f"/api/v1/chats/{chat['id']}", {"prompt_config": {
+        "system": "No placeholder", "parameters": [{"key": "knowledge", "optional": False}]}}, line="0.27"))
+    assert patched["prompt_config"]["system"] == "No placeholder"
+    other = call(live_server, "POST", "/api/v1/chats", {"name": "d", "prompt_config": {
+        "system": "Hi", "parameters": [{"key": "city", "optional": False}]}}, line="0.27")
+    assert other == {"code": 102, "message": "Parameter 'city' is not used"}  # only {knowledge} is exempt
+
+
+def test_a_dataset_without_parsed_chunks_is_refused(live_server, stub_llm) -> None:
+    empty = sdk(live_server).create_dataset(name="empty")
+    refused = call(live_server, "POST", "/api/v1/chats", {"name": "x", "dataset_ids": [empty.id]}, line="0.27")
+    assert refused == {"code": 102, "message": f"The dataset {empty.id} doesn't own parsed file"}
+    chat = ok(call(live_server, "POST", "/api/v1/chats", {"name": "y", "dataset_ids": []}, line="0.27"))
+    patched = call(live_server, "PATCH", f"/api/v1/chats/{chat['id']}", {"dataset_ids": [empty.id]}, line="0.27")
+    assert patched == {"code": 102, "message": f"The dataset {empty.id} doesn't own parsed file"}
+
+
+def test_models_settings_and_bounds_in_ragflow_words(live_server, stub_llm) -> None:
+    cases = [({"llm_id": "unknown"}, "0.27", "`llm_id` unknown doesn't exist"),
+             ({"llm": {"model_name": "unknown"}}, "0.22", "`model_name` unknown doesn't exist"),
+             ({"rerank_id": "nope"}, "0.27", "`rerank_id` nope doesn't exist"),
+             ({"prompt": {"rerank_model": "nope"}}, "0.22", "`rerank_model` nope doesn't exist")]
+    for body, line, message in cases:
+        assert call(live_server, "POST", "/api/v1/chats", {"name": "m", **body}, line=line) == {
+            "code": 102, "message": message}
+    chat = ok(call(live_server, "POST", "/api/v1/chats", {"name": "m", "top_n": 0, "llm_setting": {"max_token": 7}},
+                   line="0.27"))
+    assert (chat["top_n"], chat["llm_setting"]["max_token"], chat["llm"]["max_token"]) == (0, 7, 7)
+    assert ok(call(live_server, "POST", "/api/v1/chats", {"name": "n", "top_n": 1000}, line="0.27"))["top_n"] == 1000
+
+
+@pytest.mark.parametrize(("method", "line", "code", "message"), [
+    ("PUT", "0.22", 102, "You do not own the chat"),
+    ("PATCH", "0.27", 109, "No authorization."),
+])
+def test_updating_a_chat_one_does_not_own(live_server, stub_llm, method, line, code, message) -> None:
+    theirs = ok(call(live_server, "POST", "/api/v1/chats", {"name": "theirs"}, tenant="other"))
+    for chat_id in (theirs["id"], "invalid-chat-id"):
+        # refused before the body is read, as RAGFlow: an invalid body does not change the answer
+        reply = call(live_server, method, f"/api/v1/chats/{chat_id}", {"name": ""}, line=line)
+        assert (reply["code"], reply["message"]) == (code, message)

@@ -114,3 +114,30 @@ async def test_related_questions_with_the_extractive_model(make_settings, make_p
                                                       headers={"Authorization": f"Bearer {key}"})
         body = await response.get_json()
     assert body == {"code": 0, "data": [], "message": EXTRACTIVE_NOTE}
+
+
+def test_chat_completions_naming_the_chat_in_the_body(live_server, stub_llm) -> None:
+    """RAGFlow's later ``POST /chat/completions``: ``chat_id`` and OpenAI-style ``messages`` in the body."""
+    chat_id, _ = _chat_with_sessions(live_server, 0)
+    stub_llm.configure(reply="Hi there.")
+    body = {"chat_id": chat_id, "messages": [{"role": "user", "content": "hello"}], "stream": False}
+    answer = ok(call(live_server, "POST", "/api/v1/chat/completions", body, line="0.27"))
+    assert answer["answer"] == "Hi there." and answer["session_id"]
+    assert stub_llm.chat_requests[-1].body["messages"][-1]["content"] == "hello"
+    again = ok(call(live_server, "POST", "/api/v1/chat/completions", {**body, "session_id": answer["session_id"]}))
+    assert again["session_id"] == answer["session_id"]
+    refusals = [({**body, "chat_id": "0" * 32}, "You don't own the chat"),
+                ({**body, "session_id": "invalid_session"}, "You don't own the session"),
+                ({**body, "metadata_condition": "invalid"}, "metadata_condition"),
+                ({"messages": body["messages"]}, "`chat_id` is required.")]
+    for payload, message in refusals:
+        reply = call(live_server, "POST", "/api/v1/chat/completions", payload)
+        assert reply["code"] == 102 and message in reply["message"], reply
+
+
+def test_related_questions_at_the_searchbots_path_too(live_server, stub_llm) -> None:
+    stub_llm.configure(reply="1. What is Ragline?\n")
+    reply = call(live_server, "POST", "/api/v1/searchbots/related_questions", {"question": "ragline"})
+    assert (reply["code"], reply["data"]) == (0, ["What is Ragline?"])
+    missing = call(live_server, "POST", "/api/v1/searchbots/related_questions", {"industry": "search"})
+    assert (missing["code"], missing["message"]) == (101, "`question` is required.")

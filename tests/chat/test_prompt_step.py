@@ -28,13 +28,18 @@ HISTORY = [{"role": "user", "content": "Does aspirin help?"}, {"role": "assistan
 REQUEST = ChatRequest(dialog=None, messages=HISTORY, tone="concise")
 
 
+# The bounds are measured on a plain template: RAGFlow's default prompt indents ``{knowledge}``,
+# which leaves the first chunk's line a few tokens looser than these tests' 1%.
+CONFIG = {**DEFAULT_PROMPT_CONFIG,
+          "system": "Answer from the knowledge base.\nHere is the knowledge base:\n{knowledge}\nThe above is the knowledge base."}
+
 def counted(window: Window) -> tuple[int, str, list[dict]]:
-    return DialogService._prompt(window, DEFAULT_PROMPT_CONFIG, CHUNKS, HISTORY, REQUEST)
+    return DialogService._prompt(window, CONFIG, CHUNKS, HISTORY, REQUEST)
 
 
 def test_a_prompt_far_below_the_window_is_the_counted_one_with_an_upper_bound() -> None:
     window = Window(8192)
-    fast = DialogService._uncounted_prompt(window, DEFAULT_PROMPT_CONFIG, CHUNKS, HISTORY, REQUEST, 500)
+    fast = DialogService._uncounted_prompt(window, CONFIG, CHUNKS, HISTORY, REQUEST, 500)
     assert fast is not None
     used, system, history = counted(window)
     assert fast[1:] == (system, history)
@@ -58,7 +63,7 @@ def test_stored_token_counts_bound_chunks_never_seen_closely_without_encoding_th
 
     chunks = fresh_chunks()
     stored = [{**chunk, "token_count": num_tokens(chunk["content_with_weight"])} for chunk in chunks]
-    used, system, history = DialogService._prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, stored, HISTORY, REQUEST)
+    used, system, history = DialogService._prompt(Window(100_000), CONFIG, stored, HISTORY, REQUEST)
     monkeypatch.setattr(token_utils, "PIECE_COUNTS", token_utils.PieceCounts())  # nothing of the chunks known
     counted(Window(100_000))  # the template lines and chunk headers are, as on a running server
 
@@ -68,22 +73,22 @@ def test_stored_token_counts_bound_chunks_never_seen_closely_without_encoding_th
 
     monkeypatch.setattr(token_utils.PIECE_COUNTS, "count", refuse_chunks)
     window = Window(int(used / 0.6) + 100)  # knowledge may take 60% of it
-    assert DialogService._uncounted_prompt(window, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0) is None
-    fast = DialogService._uncounted_prompt(window, DEFAULT_PROMPT_CONFIG, stored, HISTORY, REQUEST, 0)
+    assert DialogService._uncounted_prompt(window, CONFIG, chunks, HISTORY, REQUEST, 0) is None
+    fast = DialogService._uncounted_prompt(window, CONFIG, stored, HISTORY, REQUEST, 0)
     assert fast is not None and fast[1:] == (system, history)
     assert used <= fast[0] <= used * 1.01  # a join's pieces are bounded apart: a few tokens over
 
 
 def test_near_the_window_or_the_answer_room_only_counting_decides() -> None:
     chunks = fresh_chunks()
-    bound, _, _ = DialogService._uncounted_prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, chunks, HISTORY,
+    bound, _, _ = DialogService._uncounted_prompt(Window(100_000), CONFIG, chunks, HISTORY,
                                                   REQUEST, 0)  # the new chunks bounded by their bytes
     tight = Window(bound + 10)  # the bound exceeds 95% of this window
-    assert DialogService._uncounted_prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0) is None
+    assert DialogService._uncounted_prompt(tight, CONFIG, chunks, HISTORY, REQUEST, 0) is None
     roomy = Window(100_000)
-    assert DialogService._uncounted_prompt(roomy, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST,
+    assert DialogService._uncounted_prompt(roomy, CONFIG, chunks, HISTORY, REQUEST,
                                            100_000 - bound + 1) is None
-    used, _, _ = DialogService._prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST)
+    used, _, _ = DialogService._prompt(tight, CONFIG, chunks, HISTORY, REQUEST)
     assert used < bound  # counted, it still fits whole
 
 
@@ -91,13 +96,13 @@ def test_once_its_pieces_were_counted_a_prompt_is_bounded_exactly_without_counti
     """The chunks that answer one question answer the next: the second time the bound is the
     count itself, so a prompt near the window is built on the loop too."""
     chunks = fresh_chunks()
-    bound, _, _ = DialogService._uncounted_prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, chunks, HISTORY,
+    bound, _, _ = DialogService._uncounted_prompt(Window(100_000), CONFIG, chunks, HISTORY,
                                                   REQUEST, 0)
     tight = Window(bound + 10)
-    assert DialogService._uncounted_prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0) is None
-    used, system, history = DialogService._prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST)
+    assert DialogService._uncounted_prompt(tight, CONFIG, chunks, HISTORY, REQUEST, 0) is None
+    used, system, history = DialogService._prompt(tight, CONFIG, chunks, HISTORY, REQUEST)
 
-    again = DialogService._uncounted_prompt(tight, DEFAULT_PROMPT_CONFIG, chunks, HISTORY, REQUEST, 0)
+    again = DialogService._uncounted_prompt(tight, CONFIG, chunks, HISTORY, REQUEST, 0)
     assert again is not None and again[1:] == (system, history)
     history_bytes = sum(len(m["content"].encode()) + 4 for m in history)
     assert used <= again[0] <= used + history_bytes  # exact but for the turns, never counted alone
@@ -114,4 +119,4 @@ def test_a_prompt_that_fits_by_lookups_and_bytes_encodes_nothing(monkeypatch) ->
     table = [{**chunk, "content_with_weight": "\n".join(f"| row {i} | {nonce} | cell |" for i in range(40))}
              for chunk in CHUNKS]
     monkeypatch.setattr(token_utils, "encoder", lambda *_: pytest.fail("encoded on the loop"))
-    assert DialogService._uncounted_prompt(Window(100_000), DEFAULT_PROMPT_CONFIG, table, HISTORY, REQUEST, 0)
+    assert DialogService._uncounted_prompt(Window(100_000), CONFIG, table, HISTORY, REQUEST, 0)

@@ -8,6 +8,7 @@ messages) the request's API line (``g.dialect``, see ``api.utils.compat``) decid
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -16,16 +17,20 @@ from quart import Blueprint, Response, g, request
 from api.components import components
 from api.db.models import Dialog
 from api.db.services import chat_assistant_service
-from api.db.services.chat_assistant_service import WORDING, ChatListing, Wording
+from api.db.services.chat_assistant_service import CHAT_LINES, ChatLine, ChatListing
 from api.errors import ApiError, RetCode, data_error
 from api.utils.api_utils import json_body, ok, parse_bool, query_args, validate
 from api.utils.compat import ids_to_delete
+from rag.llm.errors import LLMServiceError
 from rag.prompts import UnknownToneError, tone_instruction
+
+log = logging.getLogger("ragline.chats")
 
 bp = Blueprint("chats", __name__, url_prefix="/api/v1/chats")
 
 MAX_PROMPT_CHARS = 100_000
 MAX_TEXT_CHARS = 10_000
+MAX_TOP_N = 10_000  # RAGFlow sets no bound; 0 is accepted there too (no chunk reaches the prompt)
 
 
 def _known_tone(value: str | None) -> str | None:
@@ -38,9 +43,12 @@ def _known_tone(value: str | None) -> str | None:
 
 
 class LLMSettings(BaseModel):
-    """v0.22's ``llm`` (with ``model_name``) and v0.27's ``llm_setting`` (without)."""
+    """v0.22's ``llm`` (with ``model_name``) and v0.27's ``llm_setting`` (without).
 
-    model_config = ConfigDict(extra="ignore")
+    Keys beyond these are kept and read back as RAGFlow does (its own tests send ``max_token``);
+    generation only ever takes the keys it knows (``GEN_CONF_KEYS``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     model_name: str | None = Field(None, max_length=128)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -51,7 +59,9 @@ class LLMSettings(BaseModel):
 
 
 class Variable(BaseModel):
-    key: str = Field(..., min_length=1, max_length=64)
+    """A prompt variable; RAGFlow stores an entry without ``key`` as it came (it names nothing)."""
+
+    key: str | None = Field(None, min_length=1, max_length=64)
     optional: bool = True
 
 
@@ -62,7 +72,7 @@ class PromptSettings(BaseModel):
 
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     keywords_similarity_weight: float | None = Field(None, ge=0, le=1)
-    top_n: int | None = Field(None, ge=1, le=256)
+    top_n: int | None = Field(None, ge=0, le=MAX_TOP_N)
     top_k: int | None = Field(None, ge=1, le=10_000)
     rerank_model: str | None = Field(None, max_length=128)
     variables: list[Variable] | None = None
@@ -119,7 +129,7 @@ class ChatFields(BaseModel):
     prompt_config: PromptConfig | None = None
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     vector_similarity_weight: float | None = Field(None, ge=0, le=1)
-    top_n: int | None = Field(None, ge=1, le=256)
+    top_n: int | None = Field(None, ge=0, le=MAX_TOP_N)
     top_k: int | None = Field(None, ge=1, le=10_000)
     rerank_id: str | None = Field(None, max_length=128)
     meta_data_filter: dict[str, Any] | None = None
@@ -156,9 +166,9 @@ class ChatListQuery(BaseModel):
     keywords: str | None = Field(None, max_length=255)
 
 
-def wording() -> Wording:
-    """The messages of the request's API line."""
-    return WORDING.get(g.get("dialect") or "0.22", WORDING["0.22"])
+def chat_line() -> ChatLine:
+    """The messages and rules of the request's API line."""
+    return CHAT_LINES.get(g.get("dialect") or "0.22", CHAT_LINES["0.22"])
 
 
 def speaks_027() -> bool:
@@ -178,29 +188,39 @@ def _check_name(raw: dict[str, Any], creating: bool) -> None:
     if name is not None and not isinstance(name, str):
         raise data_error("Chat name must be a string.")
     if not (name or "").strip():
-        raise data_error(wording().name_required if creating else "`name` cannot be empty.")
+        raise data_error(chat_line().name_required if creating else "`name` cannot be empty.")
     raw["name"] = name.strip()
 
 
 def _check_types(raw: dict[str, Any]) -> None:
     if raw.get("tenant_id"):
         raise data_error("`tenant_id` must not be provided")
-    if raw.get("dataset_ids") is not None and not isinstance(raw["dataset_ids"], list):
+    dataset_ids = raw.get("dataset_ids")
+    if dataset_ids is not None and not isinstance(dataset_ids, list):
+        if isinstance(dataset_ids, str) and dataset_ids and not speaks_027():
+            # v0.22 walks the string as a list of ids and refuses its first character
+            raise data_error(f"You don't own the dataset {dataset_ids[0]}")
         raise data_error("`dataset_ids` should be a list.")
     if raw.get("prompt_config") is not None and not isinstance(raw["prompt_config"], dict):
         raise data_error("`prompt_config` should be an object.")
 
 
 def _check_models(raw: dict[str, Any]) -> None:
-    """A chat model the registry cannot route is refused before it is stored, named the way
-    the client named it (``llm_id`` or ``llm.model_name``)."""
+    """A chat or rerank model the registry cannot route is refused before it is stored, in
+    RAGFlow's words (its tests compare them whole) naming the field the client used
+    (``llm_id``/``llm.model_name``, ``rerank_id``/``prompt.rerank_model``); the registry's reason
+    goes to the log."""
     llm = raw.get("llm") if isinstance(raw.get("llm"), dict) else {}
-    for field, model in (("llm_id", raw.get("llm_id")), ("model_name", llm.get("model_name"))):
+    prompt = raw.get("prompt") if isinstance(raw.get("prompt"), dict) else {}
+    checks = (("llm_id", raw.get("llm_id"), "chat"), ("model_name", llm.get("model_name"), "chat"),
+              ("rerank_id", raw.get("rerank_id"), "rerank"), ("rerank_model", prompt.get("rerank_model"), "rerank"))
+    for field, model, kind in checks:
         if model and isinstance(model, str):
             try:
-                components().check_chat_model(model)
-            except ApiError as error:
-                raise data_error(f"`{field}` {model} doesn't exist. {error.message}") from None
+                components().check_chat_model(model) if kind == "chat" else components().registry.spec(model)
+            except (ApiError, LLMServiceError, ValueError) as error:
+                log.info("chat body names an unknown %s model %r: %s", kind, model, error)
+                raise data_error(f"`{field}` {model} doesn't exist") from None
 
 
 async def chat_body(creating: bool) -> dict[str, Any]:
@@ -218,7 +238,7 @@ async def create_chat() -> Response:
     fields = await chat_body(creating=True)
     parts = components()
     chat = await parts.db.run(chat_assistant_service.create, g.tenant_id, fields, parts.default_chat_model,
-                              wording())
+                              chat_line())
     return ok(chat)
 
 
@@ -242,7 +262,7 @@ async def list_chats() -> Response:
     if speaks_027():
         return ok({"chats": chats, "total": total})
     if total == 0 and (query.id or query.name):
-        raise data_error(wording().no_such_chat)
+        raise data_error(chat_line().no_such_chat)
     return ok(chats)
 
 
@@ -251,14 +271,25 @@ async def get_chat(chat_id: str) -> Response:
     return ok(await components().db.run(chat_assistant_service.get_one, g.tenant_id, chat_id))
 
 
+async def _check_owner(chat_id: str) -> None:
+    """Before anything else, as RAGFlow: another tenant's (or no) chat is v0.22's 102 "You do not
+    own the chat" and v0.27's 109 "No authorization."."""
+    if await components().db.run(chat_assistant_service.is_owned, g.tenant_id, chat_id):
+        return
+    if speaks_027():
+        raise ApiError(RetCode.AUTHENTICATION_ERROR, "No authorization.")
+    raise data_error("You do not own the chat")
+
+
 @bp.route("/<chat_id>", methods=["PUT", "PATCH"])
 async def update_chat(chat_id: str) -> Response:
     """PUT (v0.22) and PATCH (v0.27) alike: the given settings merge into the stored ones."""
+    await _check_owner(chat_id)
     changes = await chat_body(creating=False)
     parts = components()
     try:
         chat = await parts.db.run(chat_assistant_service.update, g.tenant_id, chat_id, changes,
-                                  parts.default_chat_model, wording())
+                                  parts.default_chat_model, chat_line())
     finally:  # also when the client left: the write may have committed in its thread all the same
         parts.chats.forget_chats(g.tenant_id, [chat_id])
     return ok(chat)
@@ -267,7 +298,7 @@ async def update_chat(chat_id: str) -> Response:
 async def _delete(chat_ids: list[str] | None) -> chat_assistant_service.Deletion:
     parts = components()
     try:
-        return await parts.db.run(chat_assistant_service.delete_many, g.tenant_id, chat_ids, wording())
+        return await parts.db.run(chat_assistant_service.delete_many, g.tenant_id, chat_ids, chat_line())
     finally:  # also when the client left: the write may have committed in its thread all the same
         parts.chats.forget_chats(g.tenant_id, chat_ids)
 

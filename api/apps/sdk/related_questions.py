@@ -1,4 +1,5 @@
-"""POST /api/v1/sessions/related_questions: search questions related to a question (RAGFlow).
+"""POST /api/v1/sessions/related_questions (RAGFlow v0.22-v0.27) and its later home
+/api/v1/searchbots/related_questions: search questions related to a question.
 
 The tenant's chat model writes them. The builtin extractive model only quotes retrieved text
 and cannot write questions, so with it the answer is an empty list and a message saying why,
@@ -17,7 +18,7 @@ from api.utils.api_utils import json_body, ok
 from rag.llm.errors import LLMServiceError
 from rag.prompts.related_questions import related_questions as write_related_questions
 
-bp = Blueprint("related_questions", __name__, url_prefix="/api/v1/sessions")
+bp = Blueprint("related_questions", __name__)  # mounted under /api/v1 by ``session.v1_bp``
 
 MAX_QUESTION_CHARS = 10_000
 EXTRACTIVE_NOTE = ("The builtin extractive model cannot write questions, so there are no related questions; "
@@ -30,7 +31,8 @@ class RelatedQuestionsRequest(BaseModel):
     industry: str | None = Field(None, max_length=255)
 
 
-@bp.post("/related_questions")
+@bp.post("/sessions/related_questions")
+@bp.post("/searchbots/related_questions")
 async def related_questions() -> Response:
     body = await json_body(RelatedQuestionsRequest)
     if not (body.question or "").strip():

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, g
 
 from api.apps.completions import completion_response
+from api.apps.sdk import related_questions
 from api.apps.sdk.chat import AnyBody, DeleteBody, deletion_reply, owned_chat, speaks_027
-from api.apps.sdk.related_questions import bp as related_questions_bp  # registered with the session routes
 from api.components import components
 from api.db.services import chat_assistant_service, conversation_service
 from api.db.services.metadata_service import parse_condition
@@ -22,7 +22,12 @@ from api.utils.api_utils import ListQuery, json_body, ok, query_args, validate
 from api.utils.compat import ids_to_delete
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/v1/chats")
-__all__ = ["bp", "related_questions_bp"]
+# RAGFlow's session routes outside /chats: related questions, and the later /chat/completions that
+# names its chat in the body. ``related_questions_bp`` is the name the app registers it under.
+v1_bp = Blueprint("sessions_v1", __name__, url_prefix="/api/v1")
+v1_bp.register_blueprint(related_questions.bp)
+related_questions_bp = v1_bp
+__all__ = ["bp", "related_questions_bp", "v1_bp"]
 
 MAX_QUESTION_CHARS = 100_000
 MAX_NAME_CHARS = 255
@@ -44,6 +49,12 @@ class NewSession(BaseModel):
 class SessionChanges(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str | None = Field(None, min_length=1, max_length=MAX_NAME_CHARS)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str = Field(..., max_length=32)
+    content: Any = ""
 
 
 class CompletionRequest(BaseModel):
@@ -122,9 +133,35 @@ async def delete_sessions(chat_id: str) -> Response:
 @bp.post("/<chat_id>/completions")
 async def completions(chat_id: str) -> Response:
     body = await json_body(CompletionRequest)
+    return await _complete(chat_id, body, body.question, dict(body.model_extra or {}))
+
+
+class BodyChatCompletionRequest(CompletionRequest):
+    """``POST /api/v1/chat/completions`` (RAGFlow after v0.27): the chat is named in the body and
+    the question is the last user message of ``messages``, unless ``question`` is given."""
+
+    chat_id: str | None = Field(None, max_length=64)
+    messages: list[Message] | None = Field(None, max_length=10_000)
+
+    def asked(self) -> str:
+        if self.question or not self.messages:
+            return self.question
+        users = [m.content for m in self.messages if m.role == "user"]
+        return users[-1] if users and isinstance(users[-1], str) else ""
+
+
+@v1_bp.post("/chat/completions")
+async def body_chat_completions() -> Response:
+    body = await json_body(BodyChatCompletionRequest)
+    if not body.chat_id:
+        raise data_error("`chat_id` is required.")
+    extra = {k: v for k, v in (body.model_extra or {}).items() if k not in ("model", "chat_id")}
+    return await _complete(body.chat_id, body, body.asked(), extra)
+
+
+async def _complete(chat_id: str, body: CompletionRequest, question: str, variables: dict[str, Any]) -> Response:
     if body.metadata_condition is not None and not isinstance(body.metadata_condition, dict):
         raise data_error("`metadata_condition` must be an object.")
     parse_condition(body.metadata_condition)  # a bad rule is 101 before the question is stored
-    return await completion_response(chat_id, body.question, body.session_id, body.user_id, body.stream,
-                                     variables=dict(body.model_extra or {}),
-                                     metadata_condition=body.metadata_condition or None)
+    return await completion_response(chat_id, question, body.session_id, body.user_id, body.stream,
+                                     variables=variables, metadata_condition=body.metadata_condition or None)

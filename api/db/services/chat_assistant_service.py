@@ -7,9 +7,14 @@ the row's own names (``llm_id``, ``llm_setting``, ``prompt_config: {system, prol
 ``meta_data_filter``). ``normalize`` turns either (or a mix) into the row's names; ``to_api``
 answers with both, so either SDK's ``Chat`` object fills.
 
-``keywords_similarity_weight`` (v0.22) is the weight of the term side while retrieval takes the
-vector weight: the row stores ``vector_similarity_weight = 1 - keywords_similarity_weight`` and
-the nested shape converts back, so a client reads what it wrote in the shape it wrote it.
+``keywords_similarity_weight`` (v0.22's nested name) is stored as RAGFlow v0.22 stores it: as
+the row's ``vector_similarity_weight`` unchanged, while the nested shape reads back
+``1 - vector_similarity_weight`` (so 0.3 stored reads as 0.7, the documented default). Its API
+tests assert exactly this, and a chat a v0.22 client configured retrieves as it did in RAGFlow.
+
+Where the two lines disagree on behaviour rather than shape (a few messages, two defaults, the
+check that ``{knowledge}`` is used), ``ChatLine`` says what each does; the route picks the
+request's line.
 """
 
 from __future__ import annotations
@@ -27,20 +32,25 @@ from api.db.services.metadata_service import parse_condition
 from api.errors import ApiError, RetCode, data_error
 from rag.prompts import PromptVariableError, check_prompt_variables
 
+# RAGFlow's default chat prompt word for word (both lines' API tests compare it whole).
 DEFAULT_SYSTEM_PROMPT = (
-    "You are an intelligent assistant. Please summarize the content of the knowledge base to answer the "
-    "question. Please list the data in the knowledge base and answer in detail. When all knowledge base "
-    "content is irrelevant to the question, your answer must include the sentence 'The answer you are looking "
-    "for is not found in the knowledge base!' Answers need to consider chat history.\n"
-    "Here is the knowledge base:\n{knowledge}\nThe above is the knowledge base."
+    "You are an intelligent assistant. Please summarize the content of the dataset to answer the question. "
+    "Please list the data in the dataset and answer in detail. When all dataset content is irrelevant to the "
+    'question, your answer must include the sentence "The answer you are looking for is not found in the dataset!" '
+    "Answers need to consider chat history.\n"
+    "      Here is the knowledge base:\n"
+    "      {knowledge}\n"
+    "      The above is the knowledge base."
 )
+DEFAULT_EMPTY_RESPONSE = "Sorry! No relevant content was found in the knowledge base!"
+KNOWLEDGE_PARAMETER = {"key": "knowledge", "optional": False}
 DEFAULT_LLM_SETTING: dict[str, Any] = {
     "temperature": 0.1, "top_p": 0.3, "presence_penalty": 0.4, "frequency_penalty": 0.7, "max_tokens": 512,
 }
 DEFAULT_PROMPT_CONFIG: dict[str, Any] = {
     "system": DEFAULT_SYSTEM_PROMPT,
-    "parameters": [{"key": "knowledge", "optional": True}],
-    "empty_response": "",
+    "parameters": [dict(KNOWLEDGE_PARAMETER)],
+    "empty_response": DEFAULT_EMPTY_RESPONSE,
     "prologue": "Hi! I'm your assistant. What can I do for you?",
     "quote": True,
     "refine_multiturn": False,
@@ -57,8 +67,9 @@ PLAIN_COLUMNS = ("name", "description", *RETRIEVAL_COLUMNS, "meta_data_filter")
 
 
 @dataclass(frozen=True)
-class Wording:
-    """Messages whose exact words differ between RAGFlow's two lines (their API tests assert them)."""
+class ChatLine:
+    """What differs between RAGFlow's two lines for chats: messages whose exact words their API
+    tests assert, and the few rules one line has and the other not."""
 
     name_required: str
     duplicate_on_create: str
@@ -66,14 +77,19 @@ class Wording:
     not_found: str  # a chat named in a delete that is not the caller's; ``{id}`` is filled in
     noun: str  # in "Duplicate <noun> ids: ..."
     no_such_chat: str  # a list filtered by an id or name that matches nothing (v0.22 refuses it)
+    similarity_threshold: float  # the default of a new chat
+    knowledge_must_be_used: bool  # v0.22 refuses a prompt without {knowledge} while it is required
+    knowledge_parameter_by_default: bool  # v0.27 declares {knowledge} when a chat with datasets has none
 
 
-WORDING: dict[str, Wording] = {
-    "0.22": Wording("`name` is required.", "Duplicated chat name in creating chat.",
-                    "Duplicated chat name in updating chat.", "Assistant({id}) not found.", "assistant",
-                    "The chat doesn't exist"),
-    "0.27": Wording("`name` is required", "duplicated chat name in creating chat", "Duplicated chat name.",
-                    "Chat({id}) not found.", "chat", ""),
+CHAT_LINES: dict[str, ChatLine] = {
+    "0.22": ChatLine("`name` is required.", "Duplicated chat name in creating chat.",
+                     "Duplicated chat name in updating chat.", "Assistant({id}) not found.", "assistant",
+                     "The chat doesn't exist", similarity_threshold=0.2, knowledge_must_be_used=True,
+                     knowledge_parameter_by_default=False),
+    "0.27": ChatLine("`name` is required", "duplicated chat name in creating chat", "Duplicated chat name.",
+                     "Chat({id}) not found.", "chat", "", similarity_threshold=0.1, knowledge_must_be_used=False,
+                     knowledge_parameter_by_default=True),
 }
 
 
@@ -157,8 +173,8 @@ def normalize(given: dict[str, Any]) -> dict[str, Any]:
     for column in RETRIEVAL_COLUMNS:
         if column in prompt:
             flat.setdefault(column, prompt[column])
-    if "keywords_similarity_weight" in prompt:
-        flat.setdefault("vector_similarity_weight", 1 - prompt["keywords_similarity_weight"])
+    if "keywords_similarity_weight" in prompt:  # stored as it comes, as RAGFlow v0.22 does (module doc)
+        flat.setdefault("vector_similarity_weight", prompt["keywords_similarity_weight"])
     if "rerank_model" in prompt:
         flat["rerank_id"] = prompt["rerank_model"]
     if "rerank_id" in given:
@@ -210,6 +226,10 @@ def get_owned(tenant_id: str, chat_id: str) -> Dialog:
     return dialog
 
 
+def is_owned(tenant_id: str, chat_id: str) -> bool:
+    return Dialog.select().where((Dialog.id == chat_id) & (Dialog.tenant_id == tenant_id)).exists()
+
+
 def get_one(tenant_id: str, chat_id: str) -> dict[str, Any]:
     """``GET /chats/<id>``: RAGFlow v0.27 answers 109 "No authorization." for a chat not the caller's."""
     dialog = Dialog.get_or_none((Dialog.id == chat_id) & (Dialog.tenant_id == tenant_id))
@@ -219,14 +239,17 @@ def get_one(tenant_id: str, chat_id: str) -> dict[str, Any]:
 
 
 def check_datasets(tenant_id: str, kb_ids: list[str]) -> None:
-    """The datasets must all be the caller's and share one embedding model (102 otherwise)."""
+    """The datasets must all be the caller's, hold parsed chunks, and share one embedding model
+    (102 otherwise, in RAGFlow's words: a chat on a dataset with nothing parsed answers nothing)."""
     if not kb_ids:
         return
-    owned = {kb.id for kb in Knowledgebase.select(Knowledgebase.id).where(
+    chunks = {kb.id: kb.chunk_num for kb in Knowledgebase.select(Knowledgebase.id, Knowledgebase.chunk_num).where(
         (Knowledgebase.tenant_id == tenant_id) & Knowledgebase.id.in_(kb_ids))}
     for kb_id in kb_ids:
-        if kb_id not in owned:
+        if kb_id not in chunks:
             raise data_error(f"You don't own the dataset {kb_id}")
+        if not chunks[kb_id]:
+            raise data_error(f"The dataset {kb_id} doesn't own parsed file")
     owned_with_one_model(tenant_id, kb_ids)
 
 
@@ -237,7 +260,7 @@ def _name_taken(tenant_id: str, name: str, except_id: str | None = None) -> bool
     return query.exists()
 
 
-def _apply(dialog: Dialog, flat: dict[str, Any]) -> None:
+def _apply(dialog: Dialog, flat: dict[str, Any], line: ChatLine) -> None:
     """Write ``normalize``d changes onto the row; settings merge into what is stored."""
     for column in (*PLAIN_COLUMNS, "avatar", "kb_ids", "llm_id"):
         if column in flat:
@@ -249,25 +272,39 @@ def _apply(dialog: Dialog, flat: dict[str, Any]) -> None:
     dialog.llm_setting = {**(dialog.llm_setting or {}), **flat.get("llm_setting", {})}
     config = {**(dialog.prompt_config or {}), **flat.get("prompt_config", {})}
     merged = {**DEFAULT_PROMPT_CONFIG, **config}
+    parameters = [p for p in merged.get("parameters") or []
+                  if line.knowledge_must_be_used or p.get("key") != KNOWLEDGE_PARAMETER["key"]]
     try:
-        check_prompt_variables(str(merged.get("system") or ""), merged.get("parameters") or [])
+        check_prompt_variables(str(merged.get("system") or ""), parameters)
     except PromptVariableError as error:
         unused = getattr(error, "names", None) or ["?"]
-        raise data_error(f"Parameter '{unused[0]}' is not used. {error}") from None
+        raise data_error(f"Parameter '{unused[0]}' is not used") from None
     dialog.prompt_config = config
 
 
+def _declare_knowledge(flat: dict[str, Any]) -> None:
+    """v0.27: a chat with datasets whose prompt uses ``{knowledge}`` but declares no parameters
+    gets the ``knowledge`` parameter, as RAGFlow v0.27 adds it on create."""
+    config = flat.get("prompt_config") or {}
+    system = config.get("system") or DEFAULT_SYSTEM_PROMPT
+    if flat.get("kb_ids") and "parameters" in config and not config["parameters"] and "{knowledge}" in system:
+        flat["prompt_config"] = {**config, "parameters": [dict(KNOWLEDGE_PARAMETER)]}
+
+
 def create(tenant_id: str, given: dict[str, Any], default_llm: str,
-           wording: Wording = WORDING["0.22"]) -> dict[str, Any]:
+           line: ChatLine = CHAT_LINES["0.22"]) -> dict[str, Any]:
     flat = normalize(given)
+    if line.knowledge_parameter_by_default:
+        _declare_knowledge(flat)
     with Dialog._meta.database.atomic():
         if _name_taken(tenant_id, flat["name"]):
-            raise data_error(wording.duplicate_on_create)
+            raise data_error(line.duplicate_on_create)
         check_datasets(tenant_id, flat.get("kb_ids") or [])
         dialog = Dialog(tenant_id=tenant_id, name=flat["name"], kb_ids=[], llm_id=default_llm,
                         llm_setting=dict(DEFAULT_LLM_SETTING), prompt_config=dict(DEFAULT_PROMPT_CONFIG),
-                        similarity_threshold=0.2, vector_similarity_weight=0.3, top_n=6, top_k=1024)
-        _apply(dialog, flat)
+                        similarity_threshold=line.similarity_threshold, vector_similarity_weight=0.3, top_n=6,
+                        top_k=1024)
+        _apply(dialog, flat, line)
         dialog.llm_id = dialog.llm_id or default_llm
         dialog.save(force_insert=True)
     return to_api(dialog)
@@ -295,15 +332,15 @@ def list_page(tenant_id: str, listing: ChatListing) -> tuple[list[dict[str, Any]
 
 
 def update(tenant_id: str, chat_id: str, given: dict[str, Any], default_llm: str,
-           wording: Wording = WORDING["0.22"]) -> dict[str, Any]:
+           line: ChatLine = CHAT_LINES["0.22"]) -> dict[str, Any]:
     flat = normalize(given)
     with Dialog._meta.database.atomic():
         dialog = get_owned(tenant_id, chat_id)
         if "name" in flat and _name_taken(tenant_id, flat["name"], except_id=chat_id):
-            raise data_error(wording.duplicate_on_update)
+            raise data_error(line.duplicate_on_update)
         if "kb_ids" in flat:
             check_datasets(tenant_id, flat["kb_ids"] or [])
-        _apply(dialog, flat)
+        _apply(dialog, flat, line)
         dialog.llm_id = dialog.llm_id or default_llm
         dialog.save()
     return to_api(dialog)
@@ -323,7 +360,7 @@ def duplicate_errors(ids: list[str], noun: str) -> list[str]:
     return [f"Duplicate {noun} ids: {', '.join(repeated)}"] if repeated else []
 
 
-def delete_many(tenant_id: str, chat_ids: list[str] | None, wording: Wording = WORDING["0.22"]) -> Deletion:
+def delete_many(tenant_id: str, chat_ids: list[str] | None, line: ChatLine = CHAT_LINES["0.22"]) -> Deletion:
     """Delete chats (every one of the tenant's when ``chat_ids`` is None) with their sessions.
 
     Ids that are not the caller's chats are reported, the others deleted; when none can be
@@ -335,8 +372,8 @@ def delete_many(tenant_id: str, chat_ids: list[str] | None, wording: Wording = W
             query = query.where(Dialog.id.in_(list(set(chat_ids))))
         found = [d.id for d in query]
         asked, present = (list(dict.fromkeys(chat_ids)) if chat_ids is not None else found), set(found)
-        errors = [wording.not_found.format(id=chat_id) for chat_id in asked if chat_id not in present]
-        errors += duplicate_errors(chat_ids or [], wording.noun)
+        errors = [line.not_found.format(id=chat_id) for chat_id in asked if chat_id not in present]
+        errors += duplicate_errors(chat_ids or [], line.noun)
         if found:
             sessions = [c.id for c in Conversation.select(Conversation.id).where(Conversation.dialog_id.in_(found))]
             if sessions:
