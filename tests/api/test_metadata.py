@@ -187,15 +187,29 @@ async def test_batch_update_refusals(client, auth, body, message) -> None:
     dataset_id, _ = await dataset_with_documents(client, auth, [{"a": "1"}])
     reply = await (await client.post(f"/api/v1/datasets/{dataset_id}/metadata/update", headers=auth,
                                      json=body)).get_json()
-    assert (reply["code"], reply["message"]) == (102, message)
+    assert (reply["code"], reply["message"]) == (100, message)
 
 
 async def test_batch_update_refuses_foreign_documents_and_changes_nothing(client, auth) -> None:
     dataset_id, (doc,) = await dataset_with_documents(client, auth, [{"a": "1"}])
     reply = await (await client.post(f"/api/v1/datasets/{dataset_id}/metadata/update", headers=auth, json={
         "selector": {"document_ids": [doc, "f" * 32]}, "updates": [{"key": "a", "value": "2"}]})).get_json()
-    assert reply["code"] == 102 and "f" * 32 in reply["message"]
+    assert reply["code"] == 100 and "f" * 32 in reply["message"]
     assert (await meta_of(client, auth, dataset_id))[doc] == {"a": "1"}
+
+
+async def test_batch_update_selects_by_key_and_values_and_an_empty_id_list_selects_none(client, auth) -> None:
+    dataset_id, (a, b) = await dataset_with_documents(client, auth, [{"category": "x"}, {"category": "y"}])
+    url = f"/api/v1/datasets/{dataset_id}/documents/metadatas"
+    by_values = {"selector": {"metadata_condition": {"conditions": [{"key": "category", "value": ["x", "z"]}]}},
+                 "updates": [{"key": "seen", "value": True}]}
+    assert (await (await client.patch(url, headers=auth, json=by_values)).get_json())["data"] == \
+        {"updated": 1, "matched_docs": 1}
+    none = {"selector": {"document_ids": []}, "updates": [{"key": "seen", "value": False}]}
+    assert (await (await client.patch(url, headers=auth, json=none)).get_json())["data"] == \
+        {"updated": 0, "matched_docs": 0}
+    metas = await meta_of(client, auth, dataset_id)
+    assert metas[a] == {"category": "x", "seen": True} and metas[b] == {"category": "y"}
 
 
 async def test_flattened_view_across_datasets(client, auth, make_key) -> None:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from api.db.models import Document, Knowledgebase
 from api.db.services.knowledgebase_service import get_owned as get_owned_dataset
-from api.errors import argument_error, data_error
+from api.errors import ApiError, RetCode, argument_error, data_error
 
 OPERATOR_ALIASES = {
     "is": "=", "==": "=", "equals": "=", "not is": "≠", "!=": "≠", "<>": "≠", ">=": "≥", "<=": "≤",
@@ -64,6 +64,9 @@ class MetadataRule(BaseModel):
             data = dict(data)
             data.setdefault("name", data.get("key"))
             data.setdefault("comparison_operator", data.get("op"))
+            if data["comparison_operator"] is None:
+                # A batch-edit selector names only ``key`` and ``value``: a list is "one of", a value equality.
+                data["comparison_operator"] = "in" if isinstance(data.get("value"), list) else "="
         return data
 
     @model_validator(mode="after")
@@ -322,16 +325,19 @@ class MetadataDelete(BaseModel):
 
 def selected_documents(tenant_id: str, kb_id: str, document_ids: list[str] | None,
                        condition: MetadataCondition | None) -> list[str]:
-    """The dataset's documents a batch edit selects: all of them, narrowed by the ids and by
-    the condition (both given: the intersection). Foreign ids are 102."""
+    """The dataset's documents a batch edit selects: all of them without ids (an empty list
+    selects none), narrowed by the ids and by the condition (both given: the intersection).
+    Foreign ids are refused, in RAGFlow's words and code."""
+    if document_ids == []:
+        return []
     owned = [doc_id for doc_id, meta in _documents(tenant_id, [kb_id]) if document_matches(meta, condition)]
-    if not document_ids:
+    if document_ids is None:
         return owned
     in_dataset = {doc_id for (doc_id,) in Document.select(Document.id).where(
         (Document.tenant_id == tenant_id) & (Document.kb_id == kb_id) & Document.id.in_(document_ids)).tuples()}
     missing = [doc_id for doc_id in dict.fromkeys(document_ids) if doc_id not in in_dataset]
     if missing:
-        raise data_error(f"These documents do not belong to dataset {kb_id}: {', '.join(missing)}")
+        raise batch_edit_error(f"These documents do not belong to dataset {kb_id}: {', '.join(missing)}")
     wanted = set(document_ids)
     return [doc_id for doc_id in owned if doc_id in wanted]
 
@@ -438,31 +444,37 @@ def set_document_config(tenant_id: str, kb_id: str, doc_id: str, metadata: Any) 
 
 @dataclass(frozen=True)
 class BatchEdit:
-    document_ids: list[str]
+    document_ids: list[str] | None  # None: not given (every document); []: none
     condition: MetadataCondition | None
     updates: list[MetadataUpdate]
     deletes: list[MetadataDelete]
 
 
+def batch_edit_error(message: str) -> ApiError:
+    """RAGFlow refuses a malformed batch edit with code 100 (its HTTP cases assert it)."""
+    return ApiError(RetCode.EXCEPTION_ERROR, message)
+
+
 def batch_edit_of(body: Mapping[str, Any]) -> BatchEdit:
-    """A batch edit request checked the way RAGFlow checks it (102 and its messages)."""
+    """A batch edit request checked the way RAGFlow checks it (code 100 and its messages)."""
     selector = body.get("selector") or {}
     updates, deletes = body.get("updates") or [], body.get("deletes") or []
     if not isinstance(selector, Mapping):
-        raise data_error("selector must be an object.")
+        raise batch_edit_error("selector must be an object.")
     if not isinstance(updates, list) or not isinstance(deletes, list):
-        raise data_error("updates and deletes must be lists.")
+        raise batch_edit_error("updates and deletes must be lists.")
     raw_condition = selector.get("metadata_condition") or None
     if raw_condition is not None and not isinstance(raw_condition, Mapping):
-        raise data_error("metadata_condition must be an object.")
-    document_ids = selector.get("document_ids") or []
-    if not isinstance(document_ids, list) or not all(isinstance(d, str) for d in document_ids):
-        raise data_error("document_ids must be a list.")
+        raise batch_edit_error("metadata_condition must be an object.")
+    document_ids = selector.get("document_ids")
+    if document_ids is not None and (not isinstance(document_ids, list)
+                                     or not all(isinstance(d, str) for d in document_ids)):
+        raise batch_edit_error("document_ids must be a list.")
     if any(not isinstance(u, Mapping) or not u.get("key") or not isinstance(u["key"], str) or "value" not in u
            for u in updates):
-        raise data_error("Each update requires key and value.")
+        raise batch_edit_error("Each update requires key and value.")
     if any(not isinstance(d, Mapping) or not d.get("key") or not isinstance(d["key"], str) for d in deletes):
-        raise data_error("Each delete requires key.")
+        raise batch_edit_error("Each delete requires key.")
     return BatchEdit(document_ids, parse_condition(raw_condition),
                      [MetadataUpdate.model_validate(u) for u in updates],
                      [MetadataDelete.model_validate(d) for d in deletes])
