@@ -51,6 +51,11 @@ ENV_NAMES: dict[str, str] = {
     "ingest_workers": "RAGLINE_INGEST_WORKERS",
     "ingest_documents_in_flight": "RAGLINE_INGEST_DOCUMENTS_IN_FLIGHT",
     "embed_processes": "RAGLINE_EMBED_PROCESSES",
+    "parse_timeout": "RAGLINE_PARSE_TIMEOUT",
+    "parse_memory_mb": "RAGLINE_PARSE_MEMORY_MB",
+    "parse_max_expanded_mb": "RAGLINE_PARSE_MAX_EXPANDED_MB",
+    "parse_max_xml_elements": "RAGLINE_PARSE_MAX_XML_ELEMENTS",
+    "parse_max_package_entries": "RAGLINE_PARSE_MAX_PACKAGE_ENTRIES",
 }
 
 DATABASE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
@@ -99,6 +104,13 @@ class Settings(BaseModel):
     ingest_workers: int = Field(2, ge=0, le=64)
     ingest_documents_in_flight: int = Field(128, ge=1, le=4096)
     embed_processes: int = Field(-1, ge=-1, le=64)  # builtin embedding models; -1: one per core, 0: in threads
+    # Per document, in the parse child processes (rag.svr.parse_processes): wall clock, address
+    # space, and what a ZIP-based file (.docx) may expand to (rag.app.parsers.package).
+    parse_timeout: float = Field(300.0, gt=0)
+    parse_memory_mb: int = Field(2048, ge=256)
+    parse_max_expanded_mb: int = Field(256, ge=1)
+    parse_max_xml_elements: int = Field(1_000_000, ge=1)
+    parse_max_package_entries: int = Field(10_000, ge=1)
 
     @field_validator("llm_model", "embedding_model")
     @classmethod

@@ -4,9 +4,12 @@
 ``ragline worker`` process; any number of them may share one database, because claiming and
 every later write about a task go through ``task_service``'s fenced, atomic transitions.
 
-The event loop never blocks: database work goes through ``parts.db.run``, file storage, the
-parser, the chunker, row building and the chunk store through ``asyncio.to_thread``, and a
-sync embedding model runs on the batcher's model threads while an async one is awaited.
+The event loop never blocks: database work goes through ``parts.db.run``, file storage, row
+building and the chunk store through ``asyncio.to_thread``, and a sync embedding model runs on
+the batcher's model threads while an async one is awaited. Parsing and chunking run in child
+processes (``ParseProcesses``), within per-document limits of time, memory and package size;
+while a document parses its standing is read every ``standing_interval`` seconds, and a
+cancelled document, a deleted dataset or ``stop()`` kills its parse at once.
 
 One executor keeps many documents in flight cheaply: a single claimer takes tasks from the queue
 (several per transaction) and starts a pipeline coroutine for each, while
@@ -46,10 +49,11 @@ import numpy as np
 from api.db.models import Document, Knowledgebase, Task
 from api.db.services import task_service
 from api.db.services.task_service import Outcome, Standing
-from rag.app.naive import ChunkText, chunk
-from rag.app.parsers import IngestError, ParseError, parse
+from rag.app.naive import ChunkText
+from rag.app.parsers import IngestError, ParseError
 from rag.svr.embed_batcher import EmbeddingBatcher
-from rag.utils.doc_store_conn import DocStoreError, chunk_id, index_name, make_chunk_row
+from rag.svr.parse_processes import ParseLimits, ParseProcesses
+from rag.utils.doc_store_conn import DocStoreError, index_name, make_chunk_row
 from rag.utils.storage import ObjectNotFoundError
 
 log = logging.getLogger("ragline.worker")
@@ -66,6 +70,9 @@ DEFAULT_DOCUMENTS_IN_FLIGHT = 128
 # every other writer of the queue waits for: thousands of small documents made these the
 # largest share of the worker's database time. Cancels still land within this interval.
 CHECKIN_INTERVAL = 0.5
+# While a document parses in its child, its standing (cancelled? dataset deleted?) is read this
+# often, so a parse nobody wants any more is killed within about this many seconds.
+STANDING_INTERVAL = 1.0
 PROGRESS_PARSING, PROGRESS_CHUNKING, PROGRESS_EMBED_END, PROGRESS_INDEXING = 0.1, 0.2, 0.9, 0.95
 
 
@@ -109,6 +116,10 @@ class _Stop(Exception):
     def __init__(self, standing: Standing) -> None:
         super().__init__(standing.value)
         self.standing = standing
+
+
+class _HandBack(Exception):
+    """The executor is stopping: the task goes back to the queue for the next worker."""
 
 
 class _Flow:
@@ -184,6 +195,9 @@ class TaskExecutor:
     (``parts.bundle``), which also records usage. ``handlers`` runs other kinds of task from
     the same queue (``llm_job`` → the gateway's job runner): ``await handler(parts, task,
     worker_id)`` settles the task itself; it counts as a document being prepared while it runs.
+    ``parse_processes`` parses and chunks (default: ``concurrency`` children with the
+    settings' ``ParseLimits``, started on first use and closed by ``stop()``; one handed in
+    is the caller's to close).
     """
 
     def __init__(
@@ -202,6 +216,8 @@ class TaskExecutor:
         embedder: EmbedderFactory | None = None,
         handlers: dict[str, TaskHandler] | None = None,
         checkin_interval: float = CHECKIN_INTERVAL,
+        standing_interval: float = STANDING_INTERVAL,
+        parse_processes: ParseProcesses | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -213,6 +229,9 @@ class TaskExecutor:
         self.max_attempts = max_attempts
         self.embed_batch_size = embed_batch_size
         self.checkin_interval = checkin_interval
+        self.standing_interval = standing_interval
+        self._owns_parser = parse_processes is None
+        self._parser = parse_processes or self._build_parser()
         self.documents_in_flight = max(concurrency, documents_in_flight or configured_in_flight(parts))
         self._batcher = EmbeddingBatcher(max_batch=embed_batch_size,
                                          threads=embed_parallelism or configured_embed_parallelism(parts))
@@ -225,6 +244,10 @@ class TaskExecutor:
         self._jobs: dict[str, asyncio.Task] = {}
         self._loops: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
+
+    def _build_parser(self) -> ParseProcesses:
+        """One parse child per preparation slot (lazy: no child starts until a document parses)."""
+        return ParseProcesses(self.concurrency, ParseLimits.from_settings(getattr(self.parts, "settings", None)))
 
     def _tenant_embedder(self, tenant_id: str, embd_id: str) -> Any:
         """The tenant's bundle, its local model pinned to the batcher's model threads."""
@@ -246,9 +269,14 @@ class TaskExecutor:
                                                       "in_flight": self.documents_in_flight}})
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop claiming; give running tasks ``grace`` seconds, then hand them back to the queue."""
+        """Stop claiming; give running tasks ``grace`` seconds, then hand them back to the queue.
+
+        A document still parsing goes back at once, its child killed: its parse would have to
+        finish within the grace to be of use, and a parse may take minutes.
+        """
         self._stopping.set()
         if not self._loops:
+            self._close_parser()
             return
         claimer, heartbeat = self._loops
         await asyncio.gather(claimer, return_exceptions=True)
@@ -261,8 +289,16 @@ class TaskExecutor:
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
         await self._batcher.close()
+        self._close_parser()
         self._loops = []
         log.info("worker stopped", extra={"fields": {"worker": self.worker_id}})
+
+    def _close_parser(self) -> None:
+        """Kill the parse children; an owned pool is replaced by an unstarted one (``start()``
+        may follow)."""
+        if self._owns_parser:
+            self._parser.close()
+            self._parser = self._build_parser()
 
     async def expire_dead_claims(self) -> int:
         """Release at once the tasks of workers that died on this host (a server restarted)."""
@@ -391,6 +427,9 @@ class TaskExecutor:
         except _Stop as stop:
             log.info("task stopped", extra={"fields": {**fields, "reason": stop.standing.value}})
             await self._stopped(job, stop.standing)
+        except _HandBack:
+            log.info("task handed back: the worker is stopping", extra={"fields": fields})
+            await self.parts.db.run(task_service.release, job.task.id, self.worker_id)
         except IngestError as error:
             await self._fail(job, str(error))
         except ObjectNotFoundError:
@@ -410,12 +449,11 @@ class TaskExecutor:
         self._check(standing)
         data = await asyncio.to_thread(self.parts.storage.get, job.doc.location)
         await self._checkpoint(job, PROGRESS_PARSING, f"Parsing {job.doc.name}")
-        sections = await asyncio.to_thread(parse, job.doc.name, data)
-        await self._checkpoint(job, PROGRESS_CHUNKING, f"Chunking {len(sections)} sections")
         parser_config = {**(job.kb.parser_config or {}), **(job.doc.parser_config or {})}
-        chunks = await asyncio.to_thread(_chunk_unique, job.doc_id, sections, parser_config)
+        chunks = await self._parse_watched(job, data, parser_config)
         if not chunks:
             raise ParseError("The file produced no chunks.")
+        await self._checkpoint(job, PROGRESS_CHUNKING, f"Parsed into {len(chunks)} chunks")
         job.chunked(len(chunks))
         vectors = await self._embed(job, chunks)
         rows = await asyncio.to_thread(_rows, job, chunks, vectors)
@@ -423,6 +461,26 @@ class TaskExecutor:
         await self._index(job, rows, vectors.shape[1])
         outcome = _outcome(job, chunks)
         self._check(await db.run(task_service.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
+
+    async def _parse_watched(self, job: _ParseJob, data: bytes, parser_config: dict) -> list[ChunkText]:
+        """Parse and chunk in a child, killed as soon as the document's standing is no longer OK
+        (raises ``_Stop``) or the executor stops (raises ``_HandBack``)."""
+        parsing = asyncio.ensure_future(self._parser.parse_and_chunk(job.doc_id, job.doc.name, data, parser_config))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                await asyncio.wait({parsing, stopping}, timeout=self.standing_interval,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if parsing.done():
+                    return parsing.result()
+                if stopping.done():
+                    raise _HandBack()
+                self._check(await self.parts.db.run(task_service.standing, job.task.id, self.worker_id))
+        finally:
+            stopping.cancel()
+            if not parsing.done():
+                parsing.cancel()  # kills the child
+                await asyncio.gather(parsing, return_exceptions=True)
 
     async def _embed(self, job: _ParseJob, chunks: list[ChunkText]) -> np.ndarray:
         """Vectors of the chunks, batch by batch with a check-in before each (cancel, progress)."""
@@ -527,18 +585,6 @@ def _begin(task_id: str, worker_id: str, doc_id: str) -> tuple[Document | None, 
     if loaded is None:
         return None, None, Standing.GONE
     return *loaded, task_service.begin_parse(task_id, worker_id, loaded[0])
-
-
-def _chunk_unique(doc_id: str, sections: list, parser_config: dict) -> list[ChunkText]:
-    """The document's chunks with distinct ids: two equal chunks would be one row anyway."""
-    seen: set[str] = set()
-    unique = []
-    for piece in chunk(sections, parser_config):
-        key = chunk_id(doc_id, piece.content)
-        if key not in seen:
-            seen.add(key)
-            unique.append(piece)
-    return unique
 
 
 def _rows(job: _ParseJob, chunks: list[ChunkText], vectors: np.ndarray) -> list[dict]:

@@ -11,7 +11,9 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -127,3 +129,194 @@ class ChildPool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
             self._announced.close()
+
+
+# -- children that can be stopped mid-call ------------------------------------------------------
+
+
+class ChildDied(RuntimeError):
+    """The child ended before answering: killed, out of memory, or crashed."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        self.exitcode = exitcode
+        how = f"was killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exited ({exitcode})"
+        super().__init__(f"the child process {how} before answering")
+
+
+def _serve_calls(conn: multiprocessing.connection.Connection, initializer: Callable[..., None],
+                 initargs: tuple) -> None:
+    """A ``StoppableChild``'s main: set up, then answer ``(fn, args)`` messages one at a time."""
+    initializer(*initargs)
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:  # the parent closed its end: nothing more to do
+            return
+        try:
+            reply = (True, fn(*args))
+        except BaseException as error:  # noqa: BLE001 - every failure travels back to the caller
+            reply = (False, _portable(error))
+        try:
+            conn.send(reply)
+        except Exception as error:  # noqa: BLE001 - an answer that does not pickle, or is too big
+            conn.send((False, RuntimeError(f"the answer could not be sent back: {type(error).__name__}: {error}")))
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if the parent can rebuild it, else a ``RuntimeError`` that names it (an
+    exception whose ``__init__`` takes other arguments than its ``args`` would fail to unpickle
+    in the parent, far from its cause)."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any failure to travel
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+class StoppableChild:
+    """One child process that runs the calls sent to it, one at a time, and can be killed in
+    the middle of one (``ProcessPoolExecutor`` cannot stop a call it has started).
+
+    ``call`` blocks (run it in a thread); ``kill`` is safe from any thread and makes a ``call``
+    in progress raise ``ChildDied`` at once.
+    """
+
+    def __init__(self, context: Any, initializer: Callable[..., None], initargs: tuple, name: str) -> None:
+        self._conn, child_end = context.Pipe()
+        self._process = context.Process(target=_serve_calls, args=(child_end, initializer, initargs),
+                                        name=name, daemon=True)
+        self._process.start()
+        child_end.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the child; the child's exception is raised here as it was there."""
+        try:
+            self._conn.send((fn, args))
+            ok, value = self._conn.recv()
+        except (EOFError, OSError) as error:
+            self._process.join(timeout=5)
+            self._conn.close()
+            raise ChildDied(self._process.exitcode) from error
+        if ok:
+            return value
+        raise value
+
+    def kill(self) -> None:
+        """SIGKILL: the child holds nothing worth a clean exit."""
+        if self._process.exitcode is None:
+            self._process.kill()
+
+    def close(self) -> None:
+        """Kill an idle child and release its pipe (never while a thread is in ``call``)."""
+        self.kill()
+        self._process.join(timeout=5)
+        self._conn.close()
+
+
+class StoppablePool:
+    """Up to ``processes`` warm children (``StoppableChild``), each running one call at a time.
+
+    A call given up on (over its ``timeout``, or its awaiting task cancelled) kills the child
+    that runs it and a fresh child takes its place, so the work stops at once and the next call
+    does not wait for a start. Children are started on first use or by ``warm_up``. Nothing in
+    the pool is bound to an event loop: one pool can serve several loops in turn (tests).
+
+    The caller bounds how many calls run at once; a call that finds no idle child starts one,
+    and a child coming back to a full pool is closed.
+    """
+
+    def __init__(self, processes: int, initializer: Callable[..., None], initargs: tuple = (),
+                 name: str = "ragline-child") -> None:
+        if processes < 1:
+            raise ValueError("a pool of child processes needs at least one process")
+        self.processes = processes
+        self._initializer = initializer
+        self._initargs = initargs
+        self._name = name
+        self._context = multiprocessing.get_context("spawn")  # see ChildPool.executor
+        self._lock = threading.Lock()
+        self._idle: list[StoppableChild] = []
+        self._busy: set[StoppableChild] = set()
+        self._closed = False
+        # A pool dropped without close() (a script, a test) still takes its children with it.
+        self._finalizer = weakref.finalize(self, _kill_all, self._idle, self._busy)
+
+    def _start(self) -> StoppableChild:
+        return StoppableChild(self._context, self._initializer, self._initargs, self._name)
+
+    def _take(self) -> StoppableChild:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool is closed")
+            child = self._idle.pop() if self._idle else self._start()
+            self._busy.add(child)
+            return child
+
+    def _give_back(self, child: StoppableChild) -> None:
+        with self._lock:
+            self._busy.discard(child)
+            keep = not self._closed and len(self._idle) < self.processes
+            if keep:
+                self._idle.append(child)
+        if not keep:
+            child.close()
+
+    def _replace(self, child: StoppableChild) -> None:
+        """Forget a dead or killed child; start its successor now, so it is warm when needed."""
+        child.kill()
+        with self._lock:
+            self._busy.discard(child)
+            if not self._closed and len(self._idle) < self.processes:
+                self._idle.append(self._start())
+
+    async def warm_up(self) -> list[int]:
+        """Start every child now and wait until each answers; returns their pids."""
+        with self._lock:
+            while len(self._idle) < self.processes and not self._closed:
+                self._idle.append(self._start())
+            children = list(self._idle)
+            self._idle.clear()
+            self._busy.update(children)
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT):
+                return sorted(await asyncio.gather(*(asyncio.to_thread(child.call, os.getpid)
+                                                     for child in children)))
+        finally:
+            for child in children:
+                self._give_back(child)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in an idle child.
+
+        Cancelling the awaiting task (``asyncio.timeout`` around the call, too) kills the child
+        at once; a child that died (``ChildDied``) or ran out of memory (``MemoryError``) is
+        replaced too.
+        """
+        child = self._take()
+        try:
+            result = await asyncio.to_thread(child.call, fn, *args)
+        except (ChildDied, MemoryError, asyncio.CancelledError):
+            self._replace(child)
+            raise
+        except BaseException:
+            self._give_back(child)
+            raise
+        self._give_back(child)
+        return result
+
+    def close(self) -> None:
+        """Kill every child, idle or busy: a call in progress raises ``ChildDied``."""
+        with self._lock:
+            self._closed = True
+        self._finalizer()
+
+
+def _kill_all(idle: list[StoppableChild], busy: set[StoppableChild]) -> None:
+    for child in list(busy):
+        child.kill()
+    while idle:
+        idle.pop().close()

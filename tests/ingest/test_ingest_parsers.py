@@ -8,13 +8,13 @@ import pytest
 
 from rag.app.parsers import (
     SUPPORTED_EXTENSIONS,
+    PackageLimits,
     ParseError,
     Section,
     UnsupportedFormatError,
     parse,
     require_supported,
 )
-from rag.app.parsers import docx as docx_parser
 from tests.ingest import documents
 
 
@@ -214,7 +214,6 @@ def test_json_nested_too_deeply_is_a_parse_error():
         parse("deep.json", b"[" * 100_000 + b"]" * 100_000)
 
 
-def test_docx_that_would_expand_beyond_the_limit_is_refused(monkeypatch):
-    monkeypatch.setattr(docx_parser, "MAX_EXPANDED_BYTES", 1000)
+def test_docx_that_would_expand_beyond_the_limit_is_refused():
     with pytest.raises(ParseError, match="expands to"):
-        parse("bomb.docx", documents.docx_document())
+        parse("bomb.docx", documents.docx_document(), PackageLimits(max_expanded_bytes=1000))

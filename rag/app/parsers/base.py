@@ -22,7 +22,12 @@ class UnsupportedFormatError(IngestError):
     def __init__(self, extension: str, supported: tuple[str, ...]) -> None:
         self.extension = extension
         shown = f"'{extension}'" if extension else "(no extension)"
+        self.supported = supported
         super().__init__(f"Unsupported file type {shown}; supported: {', '.join(supported)}")
+
+    def __reduce__(self) -> tuple:
+        """Rebuilt from its own arguments: it travels back from a parse child process."""
+        return type(self), (self.extension, self.supported)
 
 
 class ParseError(IngestError):
