@@ -196,6 +196,14 @@ async def test_knowledge_graph_is_empty_until_built(client, auth, path) -> None:
     assert foreign["code"] == 102
 
 
+async def test_a_search_of_the_knowledge_graph_finds_the_empty_graph(client, auth) -> None:
+    dataset_id = (await create(client, auth, name="kg"))["data"]["id"]
+    got = await (await client.get(f"{BASE}/{dataset_id}/graph/search", headers=auth)).get_json()
+    assert got["code"] == 0 and got["data"] == {"graph": {}, "mind_map": {}}
+    foreign = await (await client.get(f"{BASE}/{'0' * 32}/graph/search", headers=auth)).get_json()
+    assert foreign["code"] == 102
+
+
 @pytest.mark.parametrize(("method", "path"), [("post", "run_graphrag"), ("get", "trace_graphrag"),
                                               ("post", "run_raptor"), ("get", "trace_raptor")])
 async def test_graphrag_and_raptor_say_they_are_not_supported(client, auth, method, path) -> None:

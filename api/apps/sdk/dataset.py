@@ -294,8 +294,10 @@ async def delete_datasets() -> Response:
 
 @bp.get("/<dataset_id>/knowledge_graph")
 @bp.get("/<dataset_id>/graph")
+@bp.get("/<dataset_id>/graph/search")
 async def knowledge_graph(dataset_id: str) -> Response:
-    """Ragline builds no knowledge graph, so every dataset has RAGFlow's empty one."""
+    """Ragline builds no knowledge graph, so every dataset has RAGFlow's empty one (a search
+    of it, the route newer RAGFlow clients read, finds the same empty graph)."""
     await components().db.run(knowledgebase_service.get, g.tenant_id, dataset_id)
     return ok({"graph": {}, "mind_map": {}})
 
