@@ -24,6 +24,7 @@ def test_create_chat_defaults_and_custom_settings(live_server, stub_llm) -> None
     assert plain.prompt.top_n == 8  # what the SDK sends by default
     assert "{knowledge}" in plain.prompt.prompt
     assert plain.prompt.opener == "Hi! I'm your assistant. What can I do for you?"
+    assert plain.prompt.empty_response == ""  # the SDK sends null: no canned answer, the model is asked
     assert plain.dataset_ids == [dataset.id]
 
     llm = Chat.LLM(client, {"model_name": STUB_MODEL, "temperature": 0.5, "max_tokens": 64})

@@ -137,6 +137,10 @@ class ChatFields(BaseModel):
     def given(self) -> dict[str, Any]:
         fields = self.model_dump(exclude_none=True)
         fields.get("llm_setting", {}).pop("model_name", None)
+        for name in ("prompt", "prompt_config"):  # an explicit null: no canned answer (ragflow-sdk 0.22's default)
+            section = getattr(self, name)
+            if section is not None and "empty_response" in section.model_fields_set and section.empty_response is None:
+                fields.setdefault(name, {})["empty_response"] = ""
         return fields
 
 
