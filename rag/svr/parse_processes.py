@@ -16,7 +16,6 @@ ZIP-based formats (``rag.app.parsers.package``). Every way a limit ends a parse 
 
 from __future__ import annotations
 
-import asyncio
 import resource
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +59,32 @@ def _open_child(niceness: int, memory_bytes: int) -> None:
 
     encoder()
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def parse_and_chunk_in_child(doc_id: str, filename: str, data: bytes, parser_config: dict,
+                             limits: PackageLimits) -> list[ChunkText]:
+    """``parse_and_chunk_unique``, where a failure that came from the address-space cap is a
+    ``MemoryError`` whatever the library made of it (lxml reports a failed allocation as
+    "unknown error" XML, which would read as a damaged file)."""
+    try:
+        return parse_and_chunk_unique(doc_id, filename, data, parser_config, limits)
+    except Exception:
+        if _address_space_exhausted():
+            raise MemoryError("address space limit reached") from None
+        raise
+
+
+def _address_space_exhausted(margin: float = 0.9) -> bool:
+    """Whether this process's peak address space came within ``margin`` of its cap (Linux)."""
+    cap = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if cap == resource.RLIM_INFINITY:
+        return False
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmPeak:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return peak_kb * 1024 >= margin * cap
 
 
 def parse_and_chunk_unique(doc_id: str, filename: str, data: bytes, parser_config: dict,
@@ -109,9 +134,8 @@ class ParseProcesses:
         """
         limits = self.limits
         try:
-            async with asyncio.timeout(limits.timeout):
-                return await self._children.run(parse_and_chunk_unique, doc_id, filename, data, parser_config,
-                                                limits.package)
+            return await self._children.run(parse_and_chunk_in_child, doc_id, filename, data, parser_config,
+                                            limits.package, time_limit=limits.timeout)
         except TimeoutError:
             raise ParseError(f"Parsing stopped after {limits.timeout:g} s, the limit per document "
                              "(RAGLINE_PARSE_TIMEOUT): the file is too large or too complex.") from None

@@ -145,8 +145,9 @@ class ChildDied(RuntimeError):
 
 def _serve_calls(conn: multiprocessing.connection.Connection, initializer: Callable[..., None],
                  initargs: tuple) -> None:
-    """A ``StoppableChild``'s main: set up, then answer ``(fn, args)`` messages one at a time."""
+    """A ``StoppableChild``'s main: set up, say so, then answer ``(fn, args)`` messages one at a time."""
     initializer(*initargs)
+    conn.send(os.getpid())
     while True:
         try:
             fn, args = conn.recv()
@@ -177,8 +178,8 @@ class StoppableChild:
     """One child process that runs the calls sent to it, one at a time, and can be killed in
     the middle of one (``ProcessPoolExecutor`` cannot stop a call it has started).
 
-    ``call`` blocks (run it in a thread); ``kill`` is safe from any thread and makes a ``call``
-    in progress raise ``ChildDied`` at once.
+    ``wait_ready`` and ``call`` block (run them in a thread); ``kill`` is safe from any thread
+    and makes either raise ``ChildDied`` at once.
     """
 
     def __init__(self, context: Any, initializer: Callable[..., None], initargs: tuple, name: str) -> None:
@@ -187,23 +188,37 @@ class StoppableChild:
                                         name=name, daemon=True)
         self._process.start()
         child_end.close()
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
         return self._process.pid
 
+    def wait_ready(self) -> int:
+        """Wait until the child has set itself up (imports, initializer); returns its pid."""
+        if not self._ready:
+            self._exchange(None)
+            self._ready = True
+        return self._process.pid
+
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the child; the child's exception is raised here as it was there."""
+        self.wait_ready()
+        ok, value = self._exchange((fn, args))
+        if ok:
+            return value
+        raise value
+
+    def _exchange(self, message: Any) -> Any:
+        """Send ``message`` (unless None), return the answer; ``ChildDied`` if the child is gone."""
         try:
-            self._conn.send((fn, args))
-            ok, value = self._conn.recv()
+            if message is not None:
+                self._conn.send(message)
+            return self._conn.recv()
         except (EOFError, OSError) as error:
             self._process.join(timeout=5)
             self._conn.close()
             raise ChildDied(self._process.exitcode) from error
-        if ok:
-            return value
-        raise value
 
     def kill(self) -> None:
         """SIGKILL: the child holds nothing worth a clean exit."""
@@ -283,23 +298,25 @@ class StoppablePool:
             self._busy.update(children)
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT):
-                return sorted(await asyncio.gather(*(asyncio.to_thread(child.call, os.getpid)
-                                                     for child in children)))
+                return sorted(await asyncio.gather(*(asyncio.to_thread(child.wait_ready) for child in children)))
         finally:
             for child in children:
                 self._give_back(child)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in an idle child.
+    async def run(self, fn: Callable[..., T], *args: Any, time_limit: float | None = None) -> T:
+        """``fn(*args)`` in an idle child; ``TimeoutError`` if it runs longer than ``time_limit``
+        seconds (counted once the child is ready: a fresh child's start is not the call's time).
 
-        Cancelling the awaiting task (``asyncio.timeout`` around the call, too) kills the child
-        at once; a child that died (``ChildDied``) or ran out of memory (``MemoryError``) is
-        replaced too.
+        Past the limit, or when the awaiting task is cancelled, the child is killed at once; a
+        child that died (``ChildDied``) or ran out of memory (``MemoryError``) is replaced too.
         """
         child = self._take()
         try:
-            result = await asyncio.to_thread(child.call, fn, *args)
-        except (ChildDied, MemoryError, asyncio.CancelledError):
+            async with asyncio.timeout(STARTUP_TIMEOUT):
+                await asyncio.to_thread(child.wait_ready)
+            async with asyncio.timeout(time_limit):
+                result = await asyncio.to_thread(child.call, fn, *args)
+        except (ChildDied, MemoryError, TimeoutError, asyncio.CancelledError):
             self._replace(child)
             raise
         except BaseException:

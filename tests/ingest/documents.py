@@ -63,3 +63,24 @@ def docx_with_broken_xml() -> bytes:
             data = b"<w:document><broken" if item.filename == "word/document.xml" else source.read(item)
             target.writestr(item, data)
     return buffer.getvalue()
+
+
+def docx_of_empty_paragraphs(paragraphs: int, text: str = "") -> bytes:
+    """A real .docx (python-docx) whose body then gets ``paragraphs`` more paragraphs, written
+    back with zipfile at the highest compression: the decompression bomb of issue 18 (2 million
+    empty paragraphs fit in about 50 KB). With ``text``, each paragraph holds it (a long but
+    legitimate document)."""
+    document = docx.Document()
+    document.add_paragraph("The first paragraph.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    paragraph = f"<w:p><w:r><w:t>{text}</w:t></w:r></w:p>".encode() if text else b"<w:p/>"
+    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as package:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "word/document.xml":
+                data = data.replace(b"<w:body>", b"<w:body>" + paragraph * paragraphs, 1)
+            package.writestr(item.filename, data)
+    return out.getvalue()
