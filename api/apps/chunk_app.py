@@ -127,10 +127,8 @@ def update_changes(body: dict[str, Any]) -> dict[str, Any]:
     """What an update body changes, in ``chunk_service.update``'s terms; unknown keys are
     ignored as RAGFlow ignores them."""
     changes: dict[str, Any] = {}
-    if body.get("content") is not None:
+    if body.get("content") is not None:  # null leaves the content as it is (RAGFlow's cases on both lines)
         changes["content"] = _content(body["content"])
-    elif "content" in body and getattr(g, "dialect", "0.22") == "0.22":
-        raise ApiError(RetCode.EXCEPTION_ERROR, "TypeError('expected string or bytes-like object')")
     fields = stored_fields(body, adding=False)
     if "important_kwd" in fields:
         changes["important_keywords"] = fields.pop("important_kwd")
