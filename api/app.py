@@ -131,7 +131,7 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
         key = presented_key(request.headers.get("Authorization"), None)  # ?token= is the WebSocket's only
         if not key and not uses_plain_http(request.path):
             raise ApiError(RetCode.UNAUTHORIZED, RAGFLOW_UNAUTHORIZED_MESSAGE)
-        g.tenant_id = await parts.tenant_resolver.resolve(key)
+        g.tenant_id = await _tenant_of(parts, key)
         g.dialect = await _client_dialect(parts)
 
     @app.before_websocket
@@ -161,6 +161,22 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
         return response
 
 
+async def _tenant_of(parts: Components, key: str) -> str:
+    """The key's tenant. A wrong key on a RAGFlow route is 109 as v0.22 says it, or 401 as v0.27
+    says it when the client at this address has shown v0.27 (a bad key has no tenant to ask)."""
+    try:
+        return await parts.tenant_resolver.resolve(key)
+    except ApiError as error:
+        if (error.code == RetCode.AUTHENTICATION_ERROR and not uses_plain_http(request.path)
+                and parts.dialects.known(_address_key()) == "0.27"):
+            raise ApiError(RetCode.UNAUTHORIZED, RAGFLOW_UNAUTHORIZED_MESSAGE) from None
+        raise
+
+
+def _address_key() -> str:
+    return f"address:{request.remote_addr}"
+
+
 async def _client_dialect(parts: Components) -> str:
     """The RAGFlow API line this request's client speaks (see ``api.utils.compat``), remembered
     per tenant. Only bodies that can carry a signal are read (Quart caches the parsed JSON)."""
@@ -172,6 +188,7 @@ async def _client_dialect(parts: Components) -> str:
         said = dialect_of_query(request.method, request.path, request.args.keys())
     tenant_id = g.tenant_id
     if said is not None:
+        parts.dialects.remember(_address_key(), said)
         if parts.dialects.remember(tenant_id, said):
             await parts.db.run(tenant_service.set_api_line, tenant_id, said)
         return said

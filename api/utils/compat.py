@@ -14,6 +14,8 @@ simply serves the union. Two are not, and this module is where they are decided:
   a v0.22-shaped chat body marks it v0.22. An explicit ``X-RAGFlow-API: 0.27`` (or ``0.22``)
   header decides for that request and is remembered too. The line is kept on the tenant's row,
   so a restart does not forget it. Tenants never seen get v0.22, the shape ``API.md`` documents.
+- **A wrong API key** is 109 in v0.22 and 401 in v0.27. A bad key has no tenant, so the line
+  the client's address last showed decides (in memory only; v0.22 when unknown).
 """
 
 from __future__ import annotations

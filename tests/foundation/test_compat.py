@@ -153,3 +153,14 @@ async def test_deep_json_on_a_dialect_signalling_delete_is_not_a_500(client, aut
                                    data=deep)
     assert response.status_code == 200
     assert (await response.get_json())["code"] == 101
+
+
+async def test_a_wrong_key_answers_in_the_line_this_address_last_showed(client, auth) -> None:
+    wrong = {"Authorization": "Bearer ragline-wrong"}
+    first = await (await client.get("/api/v1/datasets", headers=wrong)).get_json()
+    assert first["code"] == 109 and first["message"] == "Authentication error: API key is invalid!"
+    await client.patch("/api/v1/chats/" + "0" * 32, headers=auth, json={})  # a v0.27 client here
+    later = await (await client.get("/api/v1/datasets", headers=wrong)).get_json()
+    assert later == {"code": 401, "message": "<Unauthorized '401: Unauthorized'>"}
+    gateway = await client.post("/api/v1/llm/generate", headers=wrong, json={"user_message": "hi"})
+    assert gateway.status_code == 401 and (await gateway.get_json())["code"] == 109  # not a RAGFlow route
