@@ -68,9 +68,9 @@ def test_v022_body_fills_the_v027_fields(live_server, stub_llm) -> None:
     }))
     assert (chat["llm_id"], chat["llm_setting"]["temperature"], chat["icon"]) == (STUB_MODEL, 0.2, "a.png")
     assert (chat["prompt_config"]["system"], chat["prompt_config"]["prologue"]) == ("Hi {knowledge}", "Yo")
-    # Stored as it comes and read back as 1 - it, as RAGFlow v0.22 does (its API tests assert both).
-    assert (chat["vector_similarity_weight"], chat["top_n"], chat["rerank_id"]) == (0.25, 3, "")
-    assert chat["prompt"]["keywords_similarity_weight"] == pytest.approx(0.75)
+    # The term side's weight: stored as the vector weight 1 - it, and read back as given.
+    assert (chat["vector_similarity_weight"], chat["top_n"], chat["rerank_id"]) == (0.75, 3, "")
+    assert chat["prompt"]["keywords_similarity_weight"] == pytest.approx(0.25)
 
 
 def test_patch_and_put_merge_settings(live_server, stub_llm) -> None:

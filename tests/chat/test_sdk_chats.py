@@ -17,10 +17,9 @@ def test_create_chat_defaults_and_custom_settings(live_server, stub_llm) -> None
     plain = client.create_chat("plain", dataset_ids=[dataset.id])
     assert plain.llm.model_name == STUB_MODEL
     assert (plain.llm.temperature, plain.llm.max_tokens) == (0.1, 512)
-    # RAGFlow v0.22 stores the SDK's keywords_similarity_weight (0.7) as the vector weight and
-    # reads back 1 - it; its API tests assert exactly that, and so does Ragline.
-    assert plain.prompt.keywords_similarity_weight == pytest.approx(0.3)
-    assert dialog_row(live_server, plain.id).vector_similarity_weight == pytest.approx(0.7)
+    # keywords_similarity_weight is the term side's weight: the SDK's 0.7 retrieves at w = 0.3
+    assert plain.prompt.keywords_similarity_weight == pytest.approx(0.7)
+    assert dialog_row(live_server, plain.id).vector_similarity_weight == pytest.approx(0.3)
     assert plain.prompt.top_n == 8  # what the SDK sends by default
     assert "{knowledge}" in plain.prompt.prompt
     assert plain.prompt.opener == "Hi! I'm your assistant. What can I do for you?"
@@ -33,8 +32,8 @@ def test_create_chat_defaults_and_custom_settings(live_server, stub_llm) -> None
     custom = client.create_chat("custom", dataset_ids=[dataset.id], llm=llm, prompt=prompt)
     assert (custom.llm.temperature, custom.llm.max_tokens) == (0.5, 64)
     assert custom.prompt.prompt == "Answer as a pirate. {knowledge}"
-    assert custom.prompt.keywords_similarity_weight == pytest.approx(0.75)
-    assert dialog_row(live_server, custom.id).vector_similarity_weight == pytest.approx(0.25)
+    assert custom.prompt.keywords_similarity_weight == pytest.approx(0.25)
+    assert dialog_row(live_server, custom.id).vector_similarity_weight == pytest.approx(0.75)
     assert (custom.prompt.opener, custom.prompt.top_n, custom.prompt.empty_response) == ("Ahoy!", 3, "Nothing found.")
 
     no_dataset = client.create_chat("solo")
@@ -61,9 +60,9 @@ def test_list_update_and_delete_chats(live_server, stub_llm) -> None:
     assert updated.name == "renamed"
     assert updated.llm.temperature == pytest.approx(0.9)
     assert updated.llm.model_name == STUB_MODEL
-    assert updated.prompt.keywords_similarity_weight == pytest.approx(0.6)
+    assert updated.prompt.keywords_similarity_weight == pytest.approx(0.4)
     assert updated.prompt.prompt == "Be brief. {knowledge}"
-    assert dialog_row(live_server, target.id).vector_similarity_weight == pytest.approx(0.4)
+    assert dialog_row(live_server, target.id).vector_similarity_weight == pytest.approx(0.6)
     with pytest.raises(Exception, match="Duplicated"):
         target.update({"name": "chat-1"})
 

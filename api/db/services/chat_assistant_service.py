@@ -7,10 +7,11 @@ the row's own names (``llm_id``, ``llm_setting``, ``prompt_config: {system, prol
 ``meta_data_filter``). ``normalize`` turns either (or a mix) into the row's names; ``to_api``
 answers with both, so either SDK's ``Chat`` object fills.
 
-``keywords_similarity_weight`` (v0.22's nested name) is stored as RAGFlow v0.22 stores it: as
-the row's ``vector_similarity_weight`` unchanged, while the nested shape reads back
-``1 - vector_similarity_weight`` (so 0.3 stored reads as 0.7, the documented default). Its API
-tests assert exactly this, and a chat a v0.22 client configured retrieves as it did in RAGFlow.
+``keywords_similarity_weight`` (v0.22's nested name) is the weight of the term side, as API.md
+and RAGFlow's own documentation define it: the row stores ``vector_similarity_weight = 1 - it``
+and the nested shape reads it back as given (the SDK's default 0.7 retrieves at w = 0.3).
+RAGFlow v0.22's code stored it unchanged and read back ``1 - it`` (an inversion its own tests
+pinned and newer RAGFlow normalises away); Ragline keeps the documented meaning.
 
 Where the two lines disagree on behaviour rather than shape (a few messages, two defaults, the
 check that ``{knowledge}`` is used), ``ChatLine`` says what each does; the route picks the
@@ -173,8 +174,8 @@ def normalize(given: dict[str, Any]) -> dict[str, Any]:
     for column in RETRIEVAL_COLUMNS:
         if column in prompt:
             flat.setdefault(column, prompt[column])
-    if "keywords_similarity_weight" in prompt:  # stored as it comes, as RAGFlow v0.22 does (module doc)
-        flat.setdefault("vector_similarity_weight", prompt["keywords_similarity_weight"])
+    if prompt.get("keywords_similarity_weight") is not None:  # the term side's weight (module doc)
+        flat.setdefault("vector_similarity_weight", round(1 - prompt["keywords_similarity_weight"], 6))
     if "rerank_model" in prompt:
         flat["rerank_id"] = prompt["rerank_model"]
     if "rerank_id" in given:
