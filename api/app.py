@@ -27,7 +27,7 @@ from api.errors import ApiError, RetCode
 from api.observability import LoopLagMonitor
 from api.settings import Settings
 from api.utils.api_utils import error_body, error_status, uses_plain_http
-from api.utils.auth import PUBLIC_PATHS, RAGFLOW_UNAUTHORIZED_MESSAGE, presented_key
+from api.utils.auth import PUBLIC_BLUEPRINTS, PUBLIC_PATHS, RAGFLOW_UNAUTHORIZED_MESSAGE, presented_key
 from api.utils.body_limit import LimitedRequest
 from api.utils.compat import (
     DEFAULT_DIALECT,
@@ -126,7 +126,7 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
         g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
         g.tenant_id = None
-        if request.url_rule is None or request.path in PUBLIC_PATHS:
+        if request.url_rule is None or request.path in PUBLIC_PATHS or request.blueprint in PUBLIC_BLUEPRINTS:
             return
         key = presented_key(request.headers.get("Authorization"), None)  # ?token= is the WebSocket's only
         if not key and not uses_plain_http(request.path):

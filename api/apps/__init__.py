@@ -9,6 +9,7 @@ from api.apps import (
     messages_app,
     openai_app,
     system_app,
+    ui_app,
     usage_app,
     ws_app,
 )
@@ -30,4 +31,5 @@ BLUEPRINTS: list[Blueprint] = [
     messages_app.bp,
     usage_app.bp,
     ws_app.bp,
+    ui_app.bp,
 ]

@@ -8,12 +8,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, Response, g, jsonify
+from quart import Blueprint, Response, g, jsonify, request
 
 from api.components import components
 from api.db.models import Tenant
 from api.db.services import task_service, tenant_service
+from api.errors import data_error
 from api.utils.api_utils import json_body, ok
+from api.utils.auth import presented_key
 
 bp = Blueprint("system", __name__)
 
@@ -72,3 +74,27 @@ async def create_token() -> Response:
 
     issued = await components().db.run(issue)
     return ok({"token": issued.key, "tenant_id": issued.tenant_id, "name": body.name})
+
+
+@bp.get("/api/v1/system/tokens")
+async def list_tokens() -> Response:
+    """The caller's tenant's keys: id, label, prefix, creation time, and which one is in use,
+    so a person (or script) can tell which to revoke. Keys themselves are never shown again."""
+    digest = tenant_service.hash_key(presented_key(request.headers.get("Authorization"), None))
+    keys = await components().db.run(tenant_service.list_keys, g.tenant_id, digest)
+    return ok(keys)
+
+
+@bp.delete("/api/v1/system/tokens/<token_id>")
+async def revoke_token(token_id: str) -> Response:
+    """Revoke one of the caller's tenant's keys; it stops working at once (the resolver's
+    cache forgets it). Another tenant's key is "not found", and the last key is refused."""
+    parts = components()
+    try:
+        digest = await parts.db.run(tenant_service.revoke_key, g.tenant_id, token_id)
+    except tenant_service.LastKeyError as error:
+        raise data_error(str(error)) from None
+    if digest is None:
+        raise data_error(f"No API key with id {token_id!r} in this tenant.")
+    parts.tenant_resolver.forget(digest)
+    return ok(True)

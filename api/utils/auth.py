@@ -13,6 +13,8 @@ from api.db.services import tenant_service
 from api.errors import ApiError, RetCode
 
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/v1/system/healthz"})
+# The web UI's static files (api/apps/ui_app.py): they hold no data; their scripts send the key.
+PUBLIC_BLUEPRINTS = frozenset({"ui"})
 # What RAGFlow (v0.27) answers on its /api/v1 routes when no key is presented, with code 401;
 # its clients and test suites compare the message verbatim.
 RAGFLOW_UNAUTHORIZED_MESSAGE = "<Unauthorized '401: Unauthorized'>"
@@ -48,3 +50,7 @@ class TenantResolver:
             self._cache.clear()
         self._cache[digest] = (tenant_id, time.monotonic() + CACHE_SECONDS)
         return tenant_id
+
+    def forget(self, digest: str) -> None:
+        """Drop a revoked key's cached tenant so it stops working now, not in CACHE_SECONDS."""
+        self._cache.pop(digest, None)

@@ -77,3 +77,31 @@ def api_line_of(tenant_id: str) -> str | None:
 
 def set_api_line(tenant_id: str, line: str) -> None:
     Tenant.update(api_line=line).where(Tenant.id == tenant_id).execute()
+
+
+def list_keys(tenant_id: str, current_digest: str = "") -> list[dict]:
+    """The tenant's keys as an operator recognises them (prefix, label, age), newest first;
+    ``current`` marks the key whose digest is ``current_digest`` (the one the caller used).
+
+    The digest never leaves this function: a listing must not help anyone forge a key."""
+    rows = ApiToken.select().where(ApiToken.tenant_id == tenant_id).order_by(ApiToken.create_time.desc(),
+                                                                             ApiToken.id)
+    return [{"id": row.id, "name": row.name, "prefix": row.prefix, "create_time": row.create_time,
+             "current": hmac.compare_digest(row.token_hash, current_digest)} for row in rows]
+
+
+class LastKeyError(ValueError):
+    """Revoking the tenant's only key would lock it out for good (only the CLI could mint another)."""
+
+
+def revoke_key(tenant_id: str, key_id: str) -> str | None:
+    """Delete the tenant's key ``key_id``; returns its digest (for caches to forget), or None
+    when the tenant has no such key. The tenant's last key is refused (``LastKeyError``)."""
+    with ApiToken._meta.database.atomic():
+        token = ApiToken.get_or_none((ApiToken.id == key_id) & (ApiToken.tenant_id == tenant_id))
+        if token is None:
+            return None
+        if ApiToken.select().where(ApiToken.tenant_id == tenant_id).count() <= 1:
+            raise LastKeyError("This is the tenant's last API key; mint another one before revoking it.")
+        token.delete_instance()
+        return token.token_hash
