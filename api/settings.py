@@ -56,6 +56,7 @@ ENV_NAMES: dict[str, str] = {
     "parse_max_expanded_mb": "RAGLINE_PARSE_MAX_EXPANDED_MB",
     "parse_max_xml_elements": "RAGLINE_PARSE_MAX_XML_ELEMENTS",
     "parse_max_package_entries": "RAGLINE_PARSE_MAX_PACKAGE_ENTRIES",
+    "response_cache_ttl": "RAGLINE_RESPONSE_CACHE_TTL",
 }
 
 DATABASE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
@@ -111,6 +112,7 @@ class Settings(BaseModel):
     parse_max_expanded_mb: int = Field(256, ge=1)
     parse_max_xml_elements: int = Field(1_000_000, ge=1)
     parse_max_package_entries: int = Field(10_000, ge=1)
+    response_cache_ttl: float = Field(3600.0, ge=0)  # seconds a cached answer lives; 0: no response cache
 
     @field_validator("llm_model", "embedding_model")
     @classmethod
