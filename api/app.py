@@ -27,7 +27,13 @@ from api.errors import ApiError, RetCode
 from api.observability import LoopLagMonitor
 from api.settings import Settings
 from api.utils.api_utils import error_body, error_status, uses_plain_http
-from api.utils.auth import PUBLIC_BLUEPRINTS, PUBLIC_PATHS, RAGFLOW_UNAUTHORIZED_MESSAGE, presented_key
+from api.utils.auth import (
+    PUBLIC_BLUEPRINTS,
+    PUBLIC_PATHS,
+    RAGFLOW_UNAUTHORIZED_MESSAGE,
+    RAGFLOW_V022_MISSING_KEY_MESSAGE,
+    presented_key,
+)
 from api.utils.body_limit import LimitedRequest
 from api.utils.compat import (
     DEFAULT_DIALECT,
@@ -130,7 +136,7 @@ def _install_request_hooks(app: Quart, parts: Components) -> None:
             return
         key = presented_key(request.headers.get("Authorization"), None)  # ?token= is the WebSocket's only
         if not key and not uses_plain_http(request.path):
-            raise ApiError(RetCode.UNAUTHORIZED, RAGFLOW_UNAUTHORIZED_MESSAGE)
+            raise _missing_key_error(parts)
         g.tenant_id = await _tenant_of(parts, key)
         g.dialect = await _client_dialect(parts)
 
@@ -173,6 +179,14 @@ async def _tenant_of(parts: Components, key: str) -> str:
         raise
 
 
+def _missing_key_error(parts: Components) -> ApiError:
+    """No key on a RAGFlow route: v0.27 answers 401; v0.22 answers code 0 with ``data: false``
+    and a sentence naming the header (its clients and test suites rely on that exact answer)."""
+    if parts.dialects.known(_address_key()) == "0.27":
+        return ApiError(RetCode.UNAUTHORIZED, RAGFLOW_UNAUTHORIZED_MESSAGE)
+    return ApiError(RetCode.SUCCESS, RAGFLOW_V022_MISSING_KEY_MESSAGE)
+
+
 def _address_key() -> str:
     return f"address:{request.remote_addr}"
 
@@ -186,14 +200,20 @@ async def _client_dialect(parts: Components) -> str:
         said = dialect_of_body(request.method, request.path, body)
     if said is None:
         said = dialect_of_query(request.method, request.path, request.args.keys())
-    tenant_id = g.tenant_id
+    line = await _tenant_line(parts, g.tenant_id, said)
+    parts.dialects.remember(_address_key(), line)  # key-less and bad-key answers from here follow it
+    return line
+
+
+async def _tenant_line(parts: Components, tenant_id: str, said: str | None) -> str:
+    """The tenant's line: what this request said (persisted when it changed), else what its
+    client showed before, in this process or (first request after a restart) on its row."""
     if said is not None:
-        parts.dialects.remember(_address_key(), said)
         if parts.dialects.remember(tenant_id, said):
             await parts.db.run(tenant_service.set_api_line, tenant_id, said)
         return said
     known = parts.dialects.known(tenant_id)
-    if known is None:  # first request of this tenant in this process: what did its client show before?
+    if known is None:
         stored = await parts.db.run(tenant_service.api_line_of, tenant_id)
         known = stored if stored in ("0.22", "0.27") else DEFAULT_DIALECT
         parts.dialects.remember(tenant_id, known)

@@ -18,6 +18,8 @@ PUBLIC_BLUEPRINTS = frozenset({"ui"})
 # What RAGFlow (v0.27) answers on its /api/v1 routes when no key is presented, with code 401;
 # its clients and test suites compare the message verbatim.
 RAGFLOW_UNAUTHORIZED_MESSAGE = "<Unauthorized '401: Unauthorized'>"
+# What RAGFlow v0.22 answers there instead, with code 0 and ``data: false``.
+RAGFLOW_V022_MISSING_KEY_MESSAGE = "`Authorization` can't be empty"
 CACHE_SECONDS = 30.0
 CACHE_MAX_ENTRIES = 10_000
 

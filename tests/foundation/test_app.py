@@ -26,16 +26,22 @@ async def test_a_wrong_key_is_code_109(client) -> None:
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer "}])
-async def test_no_key_on_a_ragflow_route_is_code_401_as_ragflow_says_it(client, headers: dict[str, str]) -> None:
+async def test_no_key_on_a_ragflow_route_answers_as_each_ragflow_line_does(client, auth, headers) -> None:
     response = await client.get("/api/v1/datasets", headers=headers)
     assert response.status_code == 200
+    assert await response.get_json() == {"code": 0, "message": "`Authorization` can't be empty"}  # v0.22
+    await client.get("/api/v1/datasets?ids=x", headers=auth)  # this address's client shows v0.27
+    response = await client.get("/api/v1/datasets", headers=headers)
     assert await response.get_json() == {"code": 401, "message": "<Unauthorized '401: Unauthorized'>"}
+    await client.post("/api/v1/chats", headers=auth, json={"name": "x", "llm": {}, "prompt": {}})  # and v0.22
+    response = await client.get("/api/v1/datasets", headers=headers)
+    assert (await response.get_json())["code"] == 0
 
 
 async def test_a_query_token_does_not_authenticate_http_routes(client, auth: dict[str, str]) -> None:
     key = auth["Authorization"].split()[1]
     response = await client.get(f"/api/v1/datasets?token={key}")
-    assert (await response.get_json())["code"] == 401
+    assert await response.get_json() == {"code": 0, "message": "`Authorization` can't be empty"}  # no data
 
 
 async def test_gateway_routes_answer_401_for_a_bad_key(client) -> None:

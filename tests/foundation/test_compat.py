@@ -164,3 +164,14 @@ async def test_a_wrong_key_answers_in_the_line_this_address_last_showed(client, 
     assert later == {"code": 401, "message": "<Unauthorized '401: Unauthorized'>"}
     gateway = await client.post("/api/v1/llm/generate", headers=wrong, json={"user_message": "hi"})
     assert gateway.status_code == 401 and (await gateway.get_json())["code"] == 109  # not a RAGFlow route
+
+
+async def test_the_address_follows_the_tenant_that_last_spoke_from_it(client, auth, make_key) -> None:
+    wrong = {"Authorization": "Bearer ragline-wrong"}
+    await client.delete("/api/v1/chats", headers=auth, json={"ids": [], "delete_all": False})  # acme: v0.27
+    assert (await (await client.get("/api/v1/datasets", headers=wrong)).get_json())["code"] == 401
+    other = {"Authorization": f"Bearer {make_key('fresh')}"}  # a tenant never seen: v0.22
+    await client.get("/api/v1/datasets", headers=other)
+    assert (await (await client.get("/api/v1/datasets", headers=wrong)).get_json())["code"] == 109
+    await client.get("/api/v1/datasets", headers=auth)  # acme again, no signal: its remembered v0.27
+    assert (await (await client.get("/api/v1/datasets", headers=wrong)).get_json())["code"] == 401

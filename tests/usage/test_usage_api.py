@@ -101,7 +101,8 @@ async def test_bad_arguments_are_code_101(client, seeded, query) -> None:
 
 async def test_needs_a_key(client) -> None:
     response = await client.get("/api/v1/usage")
-    assert (await response.get_json())["code"] == 401
+    body = await response.get_json()
+    assert body["message"] == "`Authorization` can't be empty" and "data" not in body
 
 
 def test_a_chat_completion_shows_up_in_usage(live_server, stub_llm) -> None:
