@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from quart import current_app
 
 from api.db.database import MetaDB
+from api.db.services.cache_service import ResponseCacheStore
 from api.db.services.chat_directory import ChatDirectory
 from api.db.services.llm_service import LLMBundle
 from api.db.services.usage_service import UsageService
@@ -79,10 +80,12 @@ class Components:
     search_processes: SearchProcesses | None = None
     embedding_processes: EmbeddingProcesses | None = None
     chats: ChatDirectory = field(init=False)
+    response_cache: ResponseCacheStore = field(init=False)
     dialects: DialectMemory = field(default_factory=DialectMemory)
 
     def __post_init__(self) -> None:
         self.chats = ChatDirectory(self.db)
+        self.response_cache = ResponseCacheStore(self.db, self.settings.response_cache_ttl, self.metrics)
 
     async def run_compute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in the compute pool (CPU-bound work: searches)."""

@@ -40,6 +40,7 @@ class Reply:
     tokens_used: dict[str, int]
     cost: dict[str, Any]
     references: list[dict[str, Any]] = field(default_factory=list)
+    cached: bool = False  # answered from the response cache (``cache=True``), at no cost
 
 
 class LocalRagline:
@@ -74,11 +75,13 @@ class LocalRagline:
 
     async def generate(self, conversation_id: str | None, message: str, *, max_tokens: int | None = None,
                        temperature: float | None = None, tone: str | None = None, model: str | None = None,
-                       knowledge_base_ids: Sequence[str] = ()) -> Reply:
+                       knowledge_base_ids: Sequence[str] = (), cache: bool | None = None,
+                       cache_sampled: bool = False) -> Reply:
         """The whole answer to ``message`` (``conversation_id`` None starts a new conversation)."""
         return await self.process_message(conversation_id, message, None, max_tokens=max_tokens,
                                           temperature=temperature, tone=tone, model=model,
-                                          knowledge_base_ids=knowledge_base_ids)
+                                          knowledge_base_ids=knowledge_base_ids, cache=cache,
+                                          cache_sampled=cache_sampled)
 
     async def process_message(self, conversation_id: str | None, message: str, on_delta: DeltaCallback | None,
                               **options: Any) -> Reply:
@@ -90,7 +93,7 @@ class LocalRagline:
         final = await gateway_service.final_event(self._relay(events, on_delta))
         tokens_used, cost = gateway_service.usage_summary(self.parts, final)
         return Reply(final.answer, conversation_id or conversation.id, final.message_id, tokens_used, cost,
-                     gateway_service.references_of(final))
+                     gateway_service.references_of(final), **gateway_service.answer_facts(final))
 
     @staticmethod
     async def _relay(events: AsyncIterator[ChatEvent], on_delta: DeltaCallback | None) -> AsyncIterator[ChatEvent]:

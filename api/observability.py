@@ -63,6 +63,10 @@ class Metrics:
             "ragline_chat_step_seconds", "Steps of an answer: history, refine, keywords, retrieval, prompt, first_token",
             ["step"], buckets=STEP_BUCKETS, registry=self.registry,
         )
+        self.response_cache = Counter(
+            "ragline_response_cache", "Response cache lookups by outcome (hit, miss, bypass: a sampled call)",
+            ["outcome"], registry=self.registry,
+        )
         self.task_queue = Gauge(
             "ragline_task_queue", "Unfinished tasks of the ingestion/job queue by state, read at scrape time",
             ["state"], registry=self.registry,

@@ -32,8 +32,12 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 def answer_data(event: ChatEvent, session_id: str) -> dict[str, Any]:
-    return {"answer": event.answer, "reference": event.reference if event.final else {}, "audio_binary": None,
+    """RAGFlow's answer shape; a final answer from the response cache also says ``cached: true``."""
+    data = {"answer": event.answer, "reference": event.reference if event.final else {}, "audio_binary": None,
             "id": event.message_id, "session_id": session_id}
+    if event.final and event.result is not None and event.result.cached:
+        data["cached"] = True
+    return data
 
 
 async def _session_for(dialog: Dialog, session_id: str | None, user_id: str | None,

@@ -38,17 +38,19 @@ class GenerateRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = False
+    cache: bool | None = None
+    cache_sampled: bool = False
 
     def options(self) -> GenerateOptions:
         return GenerateOptions(knowledge_base_ids=self.knowledge_base_ids, tone=self.tone,
                                system_prompt=self.system_prompt, model=self.model, max_tokens=self.max_tokens,
-                               temperature=self.temperature)
+                               temperature=self.temperature, cache=self.cache, cache_sampled=self.cache_sampled)
 
 
 def done_payload(parts: Components, conversation_id: str, event: ChatEvent) -> dict[str, Any]:
     tokens_used, cost = gateway_service.usage_summary(parts, event)
     return {"conversation_id": conversation_id, "message_id": event.message_id, "tokens_used": tokens_used,
-            "cost": cost, "references": gateway_service.references_of(event)}
+            "cost": cost, "references": gateway_service.references_of(event), **gateway_service.answer_facts(event)}
 
 
 async def generate_result(parts: Components, tenant_id: str, body: GenerateRequest) -> dict[str, Any]:

@@ -24,6 +24,8 @@ class MessagesRequest(BaseModel):
 
     conversation_id: str | None = Field(None, max_length=32)
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=1000)
+    cache: bool | None = None
+    cache_sampled: bool = False
 
     @model_validator(mode="after")
     def _ends_with_a_question(self) -> MessagesRequest:
@@ -41,6 +43,11 @@ async def messages() -> Response:
         prior = [m.model_dump() for m in body.messages[:-1]]
         conversation_id = await parts.db.run(gateway_service.start_with_history, g.tenant_id, prior, question)
     conversation, events = await gateway_service.answer(parts, g.tenant_id, conversation_id, question,
-                                                        GenerateOptions(), stream=False)
+                                                        GenerateOptions(cache=body.cache,
+                                                                        cache_sampled=body.cache_sampled),
+                                                        stream=False)
     final = await gateway_service.final_event(events)
-    return jsonify({"conversation_id": conversation.id, "reply": final.answer})
+    reply = {"conversation_id": conversation.id, "reply": final.answer}
+    if body.cache is not None or body.cache_sampled:  # the door's plain shape unless the client opted in
+        reply.update(gateway_service.answer_facts(final))
+    return jsonify(reply)

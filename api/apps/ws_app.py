@@ -41,6 +41,8 @@ class RequestMetadata(BaseModel):
     knowledge_base_ids: list[str] = Field(default_factory=list, max_length=256)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     temperature: float | None = Field(None, ge=0, le=2)
+    cache: bool | None = None
+    cache_sampled: bool = False
 
 
 class LLMRequest(BaseModel):
@@ -115,8 +117,11 @@ class Socket:
         elif final.error is not None:
             await self.error(str(final.error), conversation_id)
         else:
+            tokens_used, cost = gateway_service.usage_summary(self.parts, final)
             await self.send("llm_response", {"success": True, "conversation_id": conversation_id,
-                                             "response": final.answer, "message_id": final.message_id})
+                                             "response": final.answer, "message_id": final.message_id,
+                                             "tokens_used": tokens_used, "cost": cost,
+                                             **gateway_service.answer_facts(final)})
 
     async def close(self) -> None:
         for task in list(self.tasks):

@@ -225,6 +225,22 @@ class Usage(BaseModel):
     outcome = CharField(max_length=32, default="ok")
 
 
+class ResponseCache(BaseModel):
+    """One cached answer (migration 0007): ``key`` hashes tenant, model, the whole prompt and the
+    generation parameters, so only an exact repeat of a call finds it; the tenant is in the key and
+    in the row, and every lookup filters on both."""
+
+    tenant_id = CharField(max_length=32, index=True)
+    key = CharField(max_length=64, unique=True)
+    model = CharField(max_length=128)
+    answer = TextField(default="")
+    prompt_tokens = IntegerField(default=0)
+    completion_tokens = IntegerField(default=0)
+    cost = FloatField(null=True)  # what the original call cost
+    expires_time = BigIntegerField(index=True)
+    hits = IntegerField(default=0)
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     Tenant,
     ApiToken,
@@ -236,4 +252,5 @@ ALL_MODELS: list[type[BaseModel]] = [
     Conversation,
     Message,
     Usage,
+    ResponseCache,
 ]

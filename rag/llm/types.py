@@ -53,3 +53,9 @@ class ChatResult:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     outcome: str = "ok"
+    cache: str | None = None  # the response cache's part: None (off), "hit", "miss" or "bypass"
+
+    @property
+    def cached(self) -> bool:
+        """True when the answer came from the response cache (no model was called)."""
+        return self.cache == "hit"

@@ -56,6 +56,8 @@ class LLMSettings(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    response_cache: bool | None = None  # Ragline: answer exact repeats from the response cache
+    response_cache_sampled: bool | None = None  # ... also when sampling (temperature > 0)
 
 
 class Variable(BaseModel):

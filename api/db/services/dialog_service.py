@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from api.db.models import Dialog, Document
+from api.db.services.cache_service import CachePolicy
 from api.db.services.chat_assistant_service import DEFAULT_PROMPT_CONFIG, metadata_condition_of
 from api.db.services.metadata_service import is_filtering, matching_document_ids, parse_condition
 from rag.llm.errors import LLMServiceError
@@ -98,6 +99,7 @@ class ChatRequest:
     gen_conf: dict[str, Any] = field(default_factory=dict)
     retrieved: dict[str, Any] | None = None  # knowledge fetched already (alongside the history)
     metadata_condition: dict[str, Any] | None = None  # this request's document filter (besides the chat's)
+    cache: CachePolicy | None = None  # this request's response-cache wish; None: the assistant's setting
 
 
 def retrieval_filters(metadata_condition: dict[str, Any] | None) -> dict[str, Any]:
@@ -206,7 +208,8 @@ class DialogService:
             if prompt is None:  # near the context window: only counting tokens can tell, off the loop
                 prompt = await asyncio.to_thread(self._prompt, llm, config, chunks, history, request)
         used, system, history = prompt
-        llm = llm.bind(retrieval_ms=state.timings.get("retrieval_ms"))
+        llm = llm.bind(retrieval_ms=state.timings.get("retrieval_ms")).with_cache(
+            self.parts.response_cache, request.cache or CachePolicy.of_settings(dialog.llm_setting))
         if gen_conf.get("max_tokens"):  # the answer gets what the prompt left of the window
             gen_conf["max_tokens"] = max(min(int(gen_conf["max_tokens"]), llm.max_length - used), 1)
         answering = self._stream if request.stream else self._whole

@@ -17,6 +17,7 @@ from peewee import IntegrityError
 
 from api.db.models import Conversation, Dialog, Message
 from api.db.services import chat_assistant_service, conversation_service
+from api.db.services.cache_service import CachePolicy
 from api.db.services.common import require_all
 from api.db.services.dialog_service import ChatEvent, DialogService
 from api.errors import ApiError, RetCode, data_error
@@ -38,6 +39,13 @@ class GenerateOptions:
     model: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    cache: bool | None = None  # the response cache: None follows the conversation's assistant
+    cache_sampled: bool = False  # also cache an answer sampled at temperature > 0 (implies ``cache``)
+
+    def cache_policy(self) -> CachePolicy | None:
+        if self.cache is None and not self.cache_sampled:
+            return None
+        return CachePolicy(enabled=bool(self.cache) or self.cache_sampled, sampled=self.cache_sampled)
 
 
 def conversation_to_api(conversation: Conversation, messages: list[Message] | None = None) -> dict[str, Any]:
@@ -178,7 +186,8 @@ def request_options(options: GenerateOptions) -> dict[str, Any]:
     """The per-request part of a ``ChatRequest`` (tone, system prompt, generation settings)."""
     gen_conf = {key: value for key, value in (("max_tokens", options.max_tokens),
                                               ("temperature", options.temperature)) if value is not None}
-    return {"tone": options.tone, "system_prompt": options.system_prompt, "gen_conf": gen_conf}
+    return {"tone": options.tone, "system_prompt": options.system_prompt, "gen_conf": gen_conf,
+            "cache": options.cache_policy()}
 
 
 async def answer(parts: Components, tenant_id: str, conversation_id: str | None, user_message: str,
@@ -201,19 +210,31 @@ async def answer(parts: Components, tenant_id: str, conversation_id: str | None,
 
 
 def usage_summary(parts: Components, event: ChatEvent) -> tuple[dict[str, int], dict[str, Any]]:
-    """``tokens_used`` and ``cost`` (split into prompt and completion, USD; null when unknown)."""
+    """``tokens_used`` and ``cost`` (split into prompt and completion, USD; null when unknown).
+
+    An answer from the response cache reports the tokens of the call that produced it and a
+    cost of zero: nothing was spent on it."""
     result = event.result
     usage = result.usage if result is not None else None
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
     model = result.model if result is not None and result.model else parts.default_chat_model
-    prompt_cost = parts.registry.cost(model, prompt, 0) if usage else None
-    completion_cost = parts.registry.cost(model, 0, completion) if usage else None
+    if result is not None and result.cached:
+        prompt_cost, completion_cost = 0.0, 0.0
+    else:
+        prompt_cost = parts.registry.cost(model, prompt, 0) if usage else None
+        completion_cost = parts.registry.cost(model, 0, completion) if usage else None
     total_cost = None if prompt_cost is None or completion_cost is None else prompt_cost + completion_cost
     return (
         {"prompt": prompt, "completion": completion, "total": prompt + completion},
         {"prompt": prompt_cost, "completion": completion_cost, "total": total_cost, "currency": "USD"},
     )
+
+
+def answer_facts(event: ChatEvent) -> dict[str, Any]:
+    """What every gateway door reports beside the text: whether the response cache answered."""
+    result = event.result
+    return {"cached": bool(result is not None and result.cached)}
 
 
 def references_of(event: ChatEvent) -> list[dict[str, Any]]:

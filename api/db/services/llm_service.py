@@ -20,7 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from api.db.services.cache_service import (
+    BYPASS,
+    HIT,
+    MISS,
+    CachedAnswer,
+    CachePolicy,
+    ResponseCacheStore,
+    cache_key,
+)
 from api.db.services.usage_service import UsageRow, UsageSink
+from rag.llm.chat_model import build_messages
 from rag.llm.errors import LLMServiceError, translate_exception
 from rag.llm.invoke import call_model, iterate_model
 from rag.llm.registry import ModelRegistry
@@ -101,6 +111,14 @@ class LLMBundle:
         self.mdl = model if model is not None else registry.model(self.model_name, kind)
         self.usage_sink = usage_sink
         self.ids = {"dialog_id": dialog_id, "conversation_id": conversation_id, "message_id": message_id}
+        self.cache: ResponseCacheStore | None = None
+        self.cache_policy = CachePolicy()
+
+    def with_cache(self, cache: ResponseCacheStore | None, policy: CachePolicy) -> LLMBundle:
+        """The same bundle answering chat calls from ``cache`` when ``policy`` asks for it."""
+        cached = copy.copy(self)
+        cached.cache, cached.cache_policy = cache, policy
+        return cached
 
     def bind(self, **ids: str | None) -> LLMBundle:
         """The same bundle writing these ids (dialog_id, conversation_id, message_id) on its rows."""
@@ -124,15 +142,54 @@ class LLMBundle:
 
     # -- chat ---------------------------------------------------------------------------------
 
-    def _prepare(self, gen_conf: dict[str, Any] | None) -> dict[str, Any]:
-        clean = self.registry.validate(self.model_name, gen_conf)
-        self.registry.admit(self.tenant_id, self.model_name)
-        return clean
+    def _cache_key(self, system: str | None, history: list[dict], conf: dict[str, Any], result: ChatResult
+                   ) -> str | None:
+        """The call's response-cache key, or None when this call does not use the cache (the
+        reason is left on ``result.cache``)."""
+        if self.cache is None or not self.cache.active or not self.cache_policy.enabled:
+            return None
+        if self.cache_policy.bypasses(conf):
+            result.cache = BYPASS
+            self.cache.count(BYPASS)
+            return None
+        result.cache = MISS
+        return cache_key(self.tenant_id, self.model_name, build_messages(system, history), conf)
+
+    async def _from_cache(self, key: str | None, result: ChatResult) -> CachedAnswer | None:
+        """The cached answer under ``key``, filled into ``result`` and accounted at zero cost."""
+        if key is None or self.cache is None:
+            return None
+        started = time.perf_counter()
+        hit = await self.cache.lookup(self.tenant_id, key)
+        if hit is None:
+            return None
+        result.text, result.cache, result.model, result.finish_reason = hit.text, HIT, hit.model, "stop"
+        result.usage = TokenUsage(prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens)
+        result.cost, result.latency_ms = 0.0, _ms_since(started)
+        result.ttft_ms = result.latency_ms
+        await self._record(cost=0.0, latency_ms=result.latency_ms, ttft_ms=result.ttft_ms, outcome="cached")
+        return hit
+
+    async def _to_cache(self, key: str | None, result: ChatResult) -> None:
+        """Keep a complete answer for the next identical call; a cache failure never fails the answer."""
+        if key is None or self.cache is None or result.outcome != "ok" or not result.text or result.usage is None:
+            return
+        answer = CachedAnswer(result.text, result.model or self.model_name, result.usage.prompt_tokens,
+                              result.usage.completion_tokens, result.cost)
+        try:
+            await self.cache.store(self.tenant_id, key, answer)
+        except Exception:
+            logger.exception("could not cache an answer of %s for tenant %s", self.model_name, self.tenant_id)
 
     async def chat(self, system: str | None, history: list[dict], gen_conf: dict[str, Any] | None = None
                    ) -> ChatResult:
         """The whole answer. Raises an ``LLMServiceError``; the usage row is written either way."""
-        conf = self._prepare(gen_conf)
+        conf = self.registry.validate(self.model_name, gen_conf)
+        cached = ChatResult(model=self.model_name)
+        key = self._cache_key(system, history, conf, cached)
+        if await self._from_cache(key, cached) is not None:
+            return cached
+        self.registry.admit(self.tenant_id, self.model_name)
         started = time.perf_counter()
         try:
             result = await call_model(self.mdl.chat, system, history, conf)
@@ -144,7 +201,9 @@ class LLMBundle:
             await self._record_failure(error.outcome, error.attempts, started, system, history)
             raise error from exc
         result.model = result.model or self.model_name
+        result.cache = cached.cache
         await self._finish(result, started, system, history)
+        await self._to_cache(key, result)
         return result
 
     def chat_streamly(self, system: str | None, history: list[dict], gen_conf: dict[str, Any] | None = None
@@ -158,10 +217,16 @@ class LLMBundle:
 
     async def _stream(self, system: str | None, history: list[dict], gen_conf: dict[str, Any] | None,
                       result: ChatResult) -> AsyncIterator[str]:
-        conf = self._prepare(gen_conf)
+        conf = self.registry.validate(self.model_name, gen_conf)
+        key = self._cache_key(system, history, conf, result)
+        if await self._from_cache(key, result) is not None:
+            yield result.text
+            return
+        self.registry.admit(self.tenant_id, self.model_name)
         started = time.perf_counter()
         texts: list[str] = []
         thoughts: list[str] = []
+        complete = False
         try:
             async with contextlib.aclosing(iterate_model(self.mdl.chat_streamly, system, history, conf)) as items:
                 async for item in items:
@@ -173,6 +238,7 @@ class LLMBundle:
                             result.ttft_ms = _ms_since(started)
                         texts.append(delta.text)
                         yield delta.text
+            complete = True
         except (GeneratorExit, asyncio.CancelledError):
             result.outcome = "cancelled"
             raise
@@ -183,6 +249,8 @@ class LLMBundle:
         finally:
             result.text, result.reasoning = "".join(texts), "".join(thoughts)
             await self._finish(result, started, system, history)
+            if complete:
+                await self._to_cache(key, result)
 
     @staticmethod
     def _absorb(delta: ChatDelta, result: ChatResult) -> None:
