@@ -29,9 +29,14 @@ async def test_nothing_outside_the_static_folder_is_served(client, path: str) ->
     assert response.status_code == 404
 
 
-async def test_api_routes_still_need_a_key(client) -> None:
+async def test_api_routes_still_need_a_key(client, make_key) -> None:
+    """Making the UI public opened no API route: without a key, no data (v0.22's keyless answer
+    is code 0 with ``data: false``, v0.27's a 401)."""
+    key = make_key("acme")
+    await client.post("/api/v1/datasets", json={"name": "private"}, headers={"Authorization": f"Bearer {key}"})
     body = await (await client.get("/api/v1/datasets")).get_json()
-    assert body["code"] != 0
+    assert body["code"] != 0 or body.get("data") in (None, False)
+    assert "private" not in str(body)
 
 
 async def test_keys_are_listed_without_secrets_and_the_current_one_is_marked(client, make_key) -> None:
