@@ -191,3 +191,37 @@ def test_a_wrong_key_gets_a_clear_refusal(page, watch, live_server) -> None:
     expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
     assert watch.outside == []
+
+
+def test_datasets_are_edited_and_deleted_with_confirmation(page, watch, live_server) -> None:
+    key = live_server.key("acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(f"{live_server.url}/api/v1/datasets", json={"name": "Drafts"}, headers=auth).json()["data"]
+    sign_in(page, live_server.url, key)
+    row = page.locator("tbody tr").filter(has_text="Drafts")
+    row.get_by_role("button", name="Edit Drafts").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Name").fill("Final drafts")
+    dialog.get_by_label("Chunk size (tokens)").fill("256")
+    dialog.get_by_role("button", name="Save changes").click()
+    expect(page.locator("tbody tr").filter(has_text="Final drafts")).to_have_count(1)
+    [stored] = httpx.get(f"{live_server.url}/api/v1/datasets", params={"id": created["id"]}, headers=auth).json()["data"]
+    assert stored["name"] == "Final drafts" and stored["parser_config"]["chunk_token_num"] == 256
+
+    # Deleting asks first; "Cancel" keeps the dataset, "Delete" removes it.
+    page.get_by_role("button", name="Delete Final drafts").click()
+    page.locator("#confirm").get_by_role("button", name="Cancel").click()
+    expect(page.locator("tbody tr").filter(has_text="Final drafts")).to_have_count(1)
+    page.get_by_role("button", name="Delete Final drafts").click()
+    page.locator("#confirm").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No dataset yet")).to_be_visible()
+    assert httpx.get(f"{live_server.url}/api/v1/datasets", headers=auth).json()["data"] == []
+
+    # An error is shown where it happened: a duplicate name is refused in the form, in Ragline's words.
+    httpx.post(f"{live_server.url}/api/v1/datasets", json={"name": "Taken"}, headers=auth)
+    page.reload()
+    page.locator("summary", has_text="New dataset").click()
+    page.get_by_label("Name", exact=True).fill("taken")
+    page.get_by_role("button", name="Create dataset").click()
+    expect(page.locator("details .error")).to_contain_text("already exists")
+    assert watch.outside == [] and watch.errors == []
