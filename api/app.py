@@ -34,7 +34,6 @@ from api.utils.auth import (
     RAGFLOW_V022_MISSING_KEY_MESSAGE,
     presented_key,
 )
-from api.utils.body_limit import LimitedRequest
 from api.utils.compat import (
     DEFAULT_DIALECT,
     DIALECT_HEADER,
@@ -44,6 +43,7 @@ from api.utils.compat import (
     parse_dialect_header,
     unsupported_feature_message,
 )
+from api.utils.http_request import LimitedRequest
 from rag.svr.task_executor import TaskExecutor
 
 log = logging.getLogger("ragline.app")

@@ -62,11 +62,38 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# Numbers a client may send: JSON-safe integers (what JavaScript and every database column we
+# bind them to hold), and pages no list reaches (page × page_size must stay a 64-bit offset).
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_PAGE = 1_000_000_000
+
+
 def validate(model: type[ModelT], data: Any) -> ModelT:
     try:
-        return model.model_validate(data)
+        validated = model.model_validate(data)
     except ValidationError as error:
         raise argument_error(describe_validation_error(error)) from None
+    problem = _out_of_range(validated.model_dump(), "")
+    if problem:
+        raise argument_error(problem)
+    return validated
+
+
+def _out_of_range(value: Any, where: str) -> str | None:
+    """The first integer in ``value`` that no database can bind (SQLite raised OverflowError on
+    them, a 500), as a sentence naming its field; None when every number is in range."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        limit = MAX_PAGE if where.rsplit(".", 1)[-1] == "page" else MAX_SAFE_INTEGER
+        return None if -limit <= value <= limit else f"{where or 'value'}: must be between {-limit} and {limit}"
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}.{index}" if where else str(index), item) for index, item in enumerate(value))
+    else:
+        return None
+    return next((found for path, item in items if (found := _out_of_range(item, path))), None)
 
 
 async def json_body(model: type[ModelT]) -> ModelT:

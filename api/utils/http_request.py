@@ -1,5 +1,7 @@
-"""A request body that enforces ``MAX_CONTENT_LENGTH`` on the bytes received, however they come.
+"""The app's request class: Quart's, made safe against two kinds of hostile body.
 
+**Size.** A request body that enforces ``MAX_CONTENT_LENGTH`` on the bytes received, however
+they come.
 Quart checks the limit against ``Content-Length`` up front and against the bytes *buffered*
 while reading; a streamed reader (the multipart parser behind ``request.files``) empties that
 buffer as it goes, so a chunked upload without ``Content-Length`` passed any limit. This body
@@ -10,8 +12,10 @@ parsed as if it were whole).
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart.wrappers.request import Body, Request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 
 class CountedBody(Body):
@@ -42,6 +46,16 @@ class CountedBody(Body):
 
 
 class LimitedRequest(Request):
-    """The app's request class: Quart's, with a body that counts what it receives."""
+    """Quart's request with a body that counts what it receives, and JSON parsing that treats an
+    undecodable body (invalid UTF-8, a UTF-16 byte-order mark) as bad JSON: Quart decodes the
+    text outside the guard that turns bad JSON into ``None``, so such a body escaped as a 500."""
 
     body_class = CountedBody
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except UnicodeDecodeError as error:
+            if silent:
+                return None
+            raise BadRequest("The request body is not UTF-8 text.") from error
