@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.app.parsers import Section, parse
+from rag.app.parsers.limits import ReadLimits
 from rag.utils.token_utils import encoder, num_tokens, truncate
 
 DEFAULT_CHUNK_TOKENS = 512
@@ -61,12 +62,25 @@ _WHITESPACE = re.compile(r"\s+")
 
 @dataclass(frozen=True)
 class ChunkText:
-    """One chunk ready for embedding; ``heading`` is the path it starts under, ``page`` its first page."""
+    """One chunk ready for embedding; ``heading`` is the path it starts under, ``page`` its first page.
+
+    The optional fields are what templates other than naive add (``rag.app.chunking``):
+    ``match_text`` and ``embed_text`` replace ``content`` for the full-text index and the
+    embedding (a Q&A pair is found by its question and returns question and answer),
+    ``questions``, ``keywords`` and ``tags`` fill ``question_kwd``, ``important_kwd`` and
+    ``tag_kwd``, and ``fields`` are extra typed fields of the chunk (a table row's columns).
+    """
 
     content: str
     token_count: int
     heading: str | None = None
     page: int | None = None
+    match_text: str | None = None
+    embed_text: str | None = None
+    questions: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    fields: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,9 +141,11 @@ def chunk(sections: list[Section], parser_config: dict[str, Any] | None = None) 
     return _Packer(sections, headings, config).pack(pieces)
 
 
-def parse_and_chunk(filename: str, data: bytes, parser_config: dict[str, Any] | None = None) -> list[ChunkText]:
+def parse_and_chunk(filename: str, data: bytes, parser_config: dict[str, Any] | None = None,
+                    limits: ReadLimits | None = None) -> list[ChunkText]:
     """Parse a file and chunk it; raises the parsers' ``IngestError`` subclasses."""
-    return chunk(parse(filename, data), parser_config)
+    limits = limits or ReadLimits()
+    return chunk(parse(filename, data, limits.package, limits.formats), parser_config)
 
 
 def _heading_line(section: Section, chunk_tokens: int) -> str:

@@ -10,8 +10,12 @@ loop's priority, and is killed when its document no longer wants it.
 Each child is bounded: ``ParseLimits.timeout`` seconds of wall clock per document (the parent
 kills the child), ``memory_mb`` of address space (``RLIMIT_AS`` inside the child: an allocation
 past it fails with ``MemoryError`` instead of swapping the host), and the package limits of
-ZIP-based formats (``rag.app.parsers.package``). Every way a limit ends a parse is a
+ZIP-based formats (``rag.app.parsers.package``), and the rows, slides, pages and pixels a
+document may hold (``rag.app.parsers.limits.FormatLimits``). Every way a limit ends a parse is a
 ``ParseError`` whose message says which limit and which setting raises it.
+
+The document is chunked by the template of its ``chunk_method`` (``rag.app.chunking``); OCR of
+images and scanned pages runs here too, never in the serving process.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.app.naive import ChunkText, chunk
-from rag.app.parsers import PackageLimits, ParseError, parse
+from rag.app.chunking import chunk_document
+from rag.app.naive import ChunkText
+from rag.app.parsers import FormatLimits, PackageLimits, ParseError
+from rag.app.parsers.limits import ReadLimits
 from rag.utils.child_process import ChildDied, StoppablePool, settle_in_child
 from rag.utils.doc_store_conn import chunk_id
 
@@ -36,6 +42,7 @@ class ParseLimits:
     timeout: float = 300.0  # seconds of wall clock for parse + chunk
     memory_mb: int = 2048  # address space of a parse child
     package: PackageLimits = field(default_factory=PackageLimits)
+    formats: FormatLimits = field(default_factory=FormatLimits)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ParseLimits:
@@ -45,7 +52,24 @@ class ParseLimits:
         package = PackageLimits(max_expanded_bytes=settings.parse_max_expanded_mb * MIB,
                                 max_entries=settings.parse_max_package_entries,
                                 max_xml_elements=settings.parse_max_xml_elements)
-        return cls(timeout=settings.parse_timeout, memory_mb=settings.parse_memory_mb, package=package)
+        return cls(timeout=settings.parse_timeout, memory_mb=settings.parse_memory_mb, package=package,
+                   formats=_format_limits(settings))
+
+    @property
+    def read(self) -> ReadLimits:
+        return ReadLimits(self.package, self.formats)
+
+
+def _format_limits(settings: Any) -> FormatLimits:
+    """The settings' ``parse_max_rows`` etc. where they exist, the defaults otherwise."""
+    default = FormatLimits()
+    names = {"max_rows": "parse_max_rows", "max_slides": "parse_max_slides", "max_pages": "parse_max_pages",
+             "max_ocr_pages": "parse_max_ocr_pages", "max_attachments": "parse_max_attachments"}
+    values = {name: getattr(settings, setting, getattr(default, name)) for name, setting in names.items()}
+    megapixels = getattr(settings, "parse_max_image_megapixels", None)
+    if megapixels is not None:
+        values["max_image_pixels"] = int(megapixels * 1_000_000)
+    return FormatLimits(**values)
 
 
 # -- inside a child -------------------------------------------------------------------------------
@@ -62,12 +86,12 @@ def _open_child(niceness: int, memory_bytes: int) -> None:
 
 
 def parse_and_chunk_in_child(doc_id: str, filename: str, data: bytes, parser_config: dict,
-                             limits: PackageLimits) -> list[ChunkText]:
+                             limits: ReadLimits, chunk_method: str = "naive") -> list[ChunkText]:
     """``parse_and_chunk_unique``, where a failure that came from the address-space cap is a
     ``MemoryError`` whatever the library made of it (lxml reports a failed allocation as
     "unknown error" XML, which would read as a damaged file)."""
     try:
-        return parse_and_chunk_unique(doc_id, filename, data, parser_config, limits)
+        return parse_and_chunk_unique(doc_id, filename, data, parser_config, limits, chunk_method)
     except Exception:
         if _address_space_exhausted():
             raise MemoryError("address space limit reached") from None
@@ -88,11 +112,11 @@ def _address_space_exhausted(margin: float = 0.9) -> bool:
 
 
 def parse_and_chunk_unique(doc_id: str, filename: str, data: bytes, parser_config: dict,
-                           limits: PackageLimits) -> list[ChunkText]:
+                           limits: ReadLimits, chunk_method: str = "naive") -> list[ChunkText]:
     """The document's chunks with distinct ids: two equal chunks would be one row anyway."""
     seen: set[str] = set()
     unique = []
-    for piece in chunk(parse(filename, data, limits), parser_config):
+    for piece in chunk_document(chunk_method, filename, data, parser_config, limits):
         key = chunk_id(doc_id, piece.content)
         if key not in seen:
             seen.add(key)
@@ -126,8 +150,8 @@ class ParseProcesses:
         return await self._children.warm_up()
 
     async def parse_and_chunk(self, doc_id: str, filename: str, data: bytes,
-                              parser_config: dict) -> list[ChunkText]:
-        """The document's distinct chunks, computed in a child within ``limits``.
+                              parser_config: dict, chunk_method: str = "naive") -> list[ChunkText]:
+        """The document's distinct chunks under ``chunk_method``, computed in a child within ``limits``.
 
         Raises the parsers' ``IngestError``s, ``ValueError`` for a parser_config the chunker
         refuses, and ``ParseError`` naming the limit for a parse stopped by one.
@@ -135,7 +159,7 @@ class ParseProcesses:
         limits = self.limits
         try:
             return await self._children.run(parse_and_chunk_in_child, doc_id, filename, data, parser_config,
-                                            limits.package, time_limit=limits.timeout)
+                                            limits.read, chunk_method, time_limit=limits.timeout)
         except TimeoutError:
             raise ParseError(f"Parsing stopped after {limits.timeout:g} s, the limit per document "
                              "(RAGLINE_PARSE_TIMEOUT): the file is too large or too complex.") from None

@@ -51,6 +51,7 @@ from api.db.services import task_service
 from api.db.services.task_service import Outcome, Standing
 from rag.app.naive import ChunkText
 from rag.app.parsers import IngestError, ParseError
+from rag.nlp import tokenize
 from rag.svr.embed_batcher import EmbeddingBatcher
 from rag.svr.parse_processes import ParseLimits, ParseProcesses
 from rag.utils.doc_store_conn import DocStoreError, index_name, make_chunk_row
@@ -450,7 +451,7 @@ class TaskExecutor:
         data = await asyncio.to_thread(self.parts.storage.get, job.doc.location)
         await self._checkpoint(job, PROGRESS_PARSING, f"Parsing {job.doc.name}")
         parser_config = {**(job.kb.parser_config or {}), **(job.doc.parser_config or {})}
-        chunks = await self._parse_watched(job, data, parser_config)
+        chunks = await self._parse_watched(job, data, parser_config, chunk_method(job.doc, job.kb))
         if not chunks:
             raise ParseError("The file produced no chunks.")
         await self._checkpoint(job, PROGRESS_CHUNKING, f"Parsed into {len(chunks)} chunks")
@@ -462,10 +463,12 @@ class TaskExecutor:
         outcome = _outcome(job, chunks)
         self._check(await db.run(task_service.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
 
-    async def _parse_watched(self, job: _ParseJob, data: bytes, parser_config: dict) -> list[ChunkText]:
+    async def _parse_watched(self, job: _ParseJob, data: bytes, parser_config: dict,
+                             method: str) -> list[ChunkText]:
         """Parse and chunk in a child, killed as soon as the document's standing is no longer OK
         (raises ``_Stop``) or the executor stops (raises ``_HandBack``)."""
-        parsing = asyncio.ensure_future(self._parser.parse_and_chunk(job.doc_id, job.doc.name, data, parser_config))
+        parsing = asyncio.ensure_future(self._parser.parse_and_chunk(job.doc_id, job.doc.name, data, parser_config,
+                                                                     method))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while True:
@@ -485,7 +488,7 @@ class TaskExecutor:
     async def _embed(self, job: _ParseJob, chunks: list[ChunkText]) -> np.ndarray:
         """Vectors of the chunks, batch by batch with a check-in before each (cancel, progress)."""
         model = self.embedder(job.task.tenant_id, job.kb.embd_id)
-        texts = [c.content for c in chunks]
+        texts = [c.embed_text or c.content for c in chunks]
         size = self.embed_batch_size
         batches: list[np.ndarray] = []
         for start in range(0, len(texts), size):
@@ -587,12 +590,28 @@ def _begin(task_id: str, worker_id: str, doc_id: str) -> tuple[Document | None, 
     return *loaded, task_service.begin_parse(task_id, worker_id, loaded[0])
 
 
+def chunk_method(doc: Document, kb: Knowledgebase) -> str:
+    """The document's ``chunk_method`` (set from its dataset's at upload, changeable per document)."""
+    return doc.parser_id or kb.parser_id or "naive"
+
+
 def _rows(job: _ParseJob, chunks: list[ChunkText], vectors: np.ndarray) -> list[dict]:
-    return [
-        make_chunk_row(job.doc_id, job.kb.id, job.doc.name, piece.content, vector,
-                       positions=[[piece.page, 0, 0, 0, 0]] if piece.page else (), token_count=piece.token_count)
-        for piece, vector in zip(chunks, vectors, strict=True)
-    ]
+    return [_row(job, piece, vector) for piece, vector in zip(chunks, vectors, strict=True)]
+
+
+def _row(job: _ParseJob, piece: ChunkText, vector: np.ndarray) -> dict:
+    """The chunk's row, with what a template adds: the text it is matched by (a Q&A pair's
+    question), its questions, keywords and tags, and typed fields (a table row's columns)."""
+    row = make_chunk_row(job.doc_id, job.kb.id, job.doc.name, piece.content, vector,
+                         important_kwd=piece.keywords, question_kwd=piece.questions,
+                         positions=[[piece.page, 0, 0, 0, 0]] if piece.page else (), token_count=piece.token_count)
+    if piece.match_text is not None:
+        row["content_ltks"] = tokenize(piece.match_text)
+    if piece.tags:
+        row["tag_kwd"] = list(piece.tags)
+    for name, value in piece.fields:
+        row.setdefault(name, value)
+    return row
 
 
 def _outcome(job: _ParseJob, chunks: list[ChunkText]) -> Outcome:

@@ -4,8 +4,10 @@ The extension picks the parser (content sniffing would let a renamed binary thro
 wrong parser); ``SUPPORTED_EXTENSIONS`` is the single list the upload route checks against,
 so an upload is refused with the same rule that would later fail to parse it.
 
-ZIP-based formats (``PACKAGE_FORMATS``) pass ``rag.app.parsers.package``'s limits before
-their parser sees them; a new one (.xlsx, .pptx) is guarded by being listed there.
+Two kinds of limits hold before and while a parser reads (both fail the document with the
+reason): ZIP-based formats (``PACKAGE_FORMATS``: .docx, .xlsx, .pptx) pass
+``rag.app.parsers.package``'s size and element checks before their parser sees them, and
+``FormatLimits`` bounds rows, slides, pages and image pixels as they are read.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from rag.app.parsers import csv, docx, html, json, md, pdf, txt
+from rag.app.parsers import csv, docx, eml, html, image, json, md, pdf, pptx, txt, xlsx
 from rag.app.parsers.base import IngestError, ParseError, Section, UnsupportedFormatError
+from rag.app.parsers.limits import FormatLimitError, FormatLimits
 from rag.app.parsers.package import PackageLimitError, PackageLimits, check_package
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "PACKAGE_FORMATS",
+    "FormatLimitError",
+    "FormatLimits",
     "IngestError",
     "PackageLimitError",
     "PackageLimits",
@@ -31,20 +36,38 @@ __all__ = [
     "require_supported",
 ]
 
-_PARSERS: dict[str, Callable[[bytes], list[Section]]] = {
-    ".txt": txt.parse,
-    ".md": md.parse,
-    ".markdown": md.parse,
-    ".html": html.parse,
-    ".htm": html.parse,
+Parser = Callable[[bytes, FormatLimits], list[Section]]
+
+
+def _unlimited(parser: Callable[[bytes], list[Section]]) -> Parser:
+    """A parser of a format whose size is bounded by its bytes alone (text, HTML, JSON)."""
+    return lambda data, _limits: parser(data)
+
+
+def _eml(data: bytes, limits: FormatLimits) -> list[Section]:
+    """E-mail, its text attachments parsed by their own parsers within the same limits."""
+    return eml.parse(data, limits, lambda name, payload: parse(name, payload, format_limits=limits))
+
+
+_PARSERS: dict[str, Parser] = {
+    ".txt": _unlimited(txt.parse),
+    ".md": _unlimited(md.parse),
+    ".markdown": _unlimited(md.parse),
+    ".html": _unlimited(html.parse),
+    ".htm": _unlimited(html.parse),
     ".pdf": pdf.parse,
-    ".docx": docx.parse,
-    ".csv": csv.parse,
-    ".json": json.parse,
+    ".docx": _unlimited(docx.parse),
+    ".csv": _unlimited(csv.parse),
+    ".json": _unlimited(json.parse),
+    ".xlsx": xlsx.parse_xlsx,
+    ".xls": xlsx.parse_xls,
+    ".pptx": pptx.parse,
+    ".eml": _eml,
+    **{extension: image.parse for extension in image.EXTENSIONS},
 }
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_PARSERS)
-PACKAGE_FORMATS: frozenset[str] = frozenset({".docx"})
+PACKAGE_FORMATS: frozenset[str] = frozenset({".docx", ".xlsx", ".pptx"})
 
 
 def file_extension(filename: str) -> str:
@@ -60,20 +83,31 @@ def require_supported(filename: str) -> str:
     return extension
 
 
-def parse(filename: str, data: bytes, limits: PackageLimits | None = None) -> list[Section]:
-    """Sections of the file, in document order, never empty.
+def check_limits(filename: str, data: bytes, limits: PackageLimits | None = None) -> str:
+    """The file's extension once it is supported, non-empty and (for a package) within ``limits``.
 
-    Raises ``UnsupportedFormatError`` for an unknown extension and ``ParseError`` (with the
-    reason in its message) for an empty, binary, damaged or text-less file, or a package over
-    ``limits`` (default: ``PackageLimits()``).
+    The checks every reader of a file runs first, whether it wants sections (``parse``) or
+    rows (the ``table``, ``qa`` and ``tag`` templates).
     """
     extension = require_supported(filename)
-    parser = _PARSERS[extension]
     if not data.strip():
         raise ParseError("The file is empty.")
     if extension in PACKAGE_FORMATS:
         check_package(data, extension, limits or PackageLimits())
-    sections = [section for section in parser(data) if section.text.strip()]
+    return extension
+
+
+def parse(filename: str, data: bytes, limits: PackageLimits | None = None,
+          format_limits: FormatLimits | None = None) -> list[Section]:
+    """Sections of the file, in document order, never empty.
+
+    Raises ``UnsupportedFormatError`` for an unknown extension and ``ParseError`` (with the
+    reason in its message) for an empty, binary, damaged or text-less file, a package over
+    ``limits`` (default: ``PackageLimits()``) or content over ``format_limits``.
+    """
+    extension = check_limits(filename, data, limits)
+    sections = [section for section in _PARSERS[extension](data, format_limits or FormatLimits())
+                if section.text.strip()]
     if not sections:
         raise ParseError("The file contains no text.")
     return sections

@@ -17,7 +17,7 @@ _DELIMITERS = ",;\t|"
 
 def parse(data: bytes) -> list[Section]:
     text = decode_text(data)
-    rows = _read_rows(text)
+    rows = read_rows(text)
     if not rows:
         raise ParseError("The CSV file has no rows.")
     if len(rows) == 1:
@@ -26,7 +26,8 @@ def parse(data: bytes) -> list[Section]:
     return [Section(line) for line in (_row_line(header, row) for row in rows[1:]) if line]
 
 
-def _read_rows(text: str) -> list[list[str]]:
+def read_rows(text: str) -> list[list[str]]:
+    """Non-empty rows of stripped cells, in the dialect sniffed from the first 8 KiB."""
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=_DELIMITERS)
     except csv.Error:
