@@ -76,7 +76,26 @@ async def serve_until(settings: Settings, stop: asyncio.Event) -> None:
     async def _warm_up() -> None:  # after the app's own start-up, registered first
         await warm_up_and_freeze(app)
 
-    await serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+    announcer = asyncio.create_task(announce_when_listening(settings.host, settings.port, stop))
+    try:
+        await serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+    finally:
+        announcer.cancel()
+
+
+async def announce_when_listening(host: str, port: int, stop: asyncio.Event, poll: float = 0.05) -> None:
+    """Say "listening" once a connection to the port succeeds: hypercorn binds only after the
+    app's start-up (migrations, model warm-up), and a line printed before that sent newcomers
+    to a port that refused them."""
+    while not stop.is_set():
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(poll)
+            continue
+        writer.close()
+        print(f"Ragline listening on http://{host}:{port}", flush=True)
+        return
 
 
 async def _serve_with_signals(settings: Settings) -> None:
@@ -89,5 +108,4 @@ async def _serve_with_signals(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     """Serve in the foreground until a stop signal."""
-    print(f"Ragline listening on http://{settings.host}:{settings.port}", flush=True)
     asyncio.run(_serve_with_signals(settings))

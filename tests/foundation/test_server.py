@@ -105,7 +105,10 @@ def test_cli_token_create_prints_a_working_key_last(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for_url(f"{url}/healthz")
+        for line in server.stdout:  # "listening" is said only once the port answers: no retry below
+            if "listening" in line:
+                break
+        assert f"Ragline listening on {url}" in line
         good = httpx.get(f"{url}/api/v1/datasets", headers={"Authorization": f"Bearer {key}"}).json()
         bad = httpx.get(f"{url}/api/v1/datasets", headers={"Authorization": "Bearer nope"}).json()
         assert good["code"] == 0 and bad["code"] == 109
@@ -139,3 +142,4 @@ def test_the_database_is_named_without_its_password(make_settings) -> None:
 
     settings = make_settings(database_url="postgresql://ragline:s3cret@db.internal:5432/ragline")
     assert described_database(settings) == "postgresql://ragline:***@db.internal:5432/ragline"
+
