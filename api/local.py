@@ -41,6 +41,7 @@ class Reply:
     cost: dict[str, Any]
     references: list[dict[str, Any]] = field(default_factory=list)
     cached: bool = False  # answered from the response cache (``cache=True``), at no cost
+    arm: str | None = None  # the A/B arm that served, when the conversation's assistant runs an A/B test
 
 
 class LocalRagline:

@@ -32,11 +32,14 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 def answer_data(event: ChatEvent, session_id: str) -> dict[str, Any]:
-    """RAGFlow's answer shape; a final answer from the response cache also says ``cached: true``."""
+    """RAGFlow's answer shape; a final answer from the response cache also says ``cached: true``,
+    one of an A/B test the ``arm`` that served it."""
     data = {"answer": event.answer, "reference": event.reference if event.final else {}, "audio_binary": None,
             "id": event.message_id, "session_id": session_id}
     if event.final and event.result is not None and event.result.cached:
         data["cached"] = True
+    if event.final and event.result is not None and event.result.arm:
+        data["arm"] = event.result.arm
     return data
 
 

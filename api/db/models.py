@@ -223,6 +223,7 @@ class Usage(BaseModel):
     retrieval_ms = FloatField(null=True)
     attempts = IntegerField(default=1)
     outcome = CharField(max_length=32, default="ok")
+    arm = CharField(max_length=128, null=True, index=True)  # migration 0008: the A/B arm that served the call
 
 
 class ResponseCache(BaseModel):

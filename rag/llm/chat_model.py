@@ -51,6 +51,7 @@ class LiteLLMChat:
     def _error(self, exc: BaseException, budget: CallBudget) -> LLMServiceError:
         error = translate_exception(exc, self.model_name)
         error.attempts = max(budget.attempts, 1)
+        error.arm = budget.arm
         return error
 
     async def chat(self, system: str | None, history: list[dict], gen_conf: dict[str, Any]) -> ChatResult:
@@ -70,8 +71,9 @@ class LiteLLMChat:
             reasoning=reasoning,
             usage=_usage_of(getattr(response, "usage", None)),
             finish_reason=choice.finish_reason,
-            model=self.model_name,
+            model=budget.arm or self.model_name,
             attempts=max(budget.attempts, 1),
+            arm=budget.arm,
         )
 
     async def _open_stream(self, messages: list[dict], gen_conf: dict[str, Any], budget: CallBudget) -> Any:
@@ -113,10 +115,10 @@ class LiteLLMChat:
                 answer, thought = splitter.feed(chunk.text)
                 thought = chunk.reasoning + thought
                 if answer or thought:
-                    yield ChatDelta(text=answer, reasoning=thought, attempts=attempts)
+                    yield ChatDelta(text=answer, reasoning=thought, attempts=attempts, arm=budget.arm)
             answer, thought = splitter.flush()
             yield ChatDelta(text=answer, reasoning=thought, usage=usage, finish_reason=finish_reason,
-                            attempts=attempts)
+                            attempts=attempts, arm=budget.arm)
         finally:
             with contextlib.suppress(Exception):
                 await chunks.aclose()

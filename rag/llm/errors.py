@@ -28,6 +28,7 @@ class LLMServiceError(Exception):
         self.model = model
         self.retry_after = retry_after
         self.attempts = 1  # calls made to the provider, retries and fallbacks included
+        self.arm: str | None = None  # the A/B arm that failed, when the model is an A/B group
 
 
 class ProviderError(LLMServiceError):

@@ -9,7 +9,11 @@ model when no LLM is configured.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from rag.llm.specs import ModelCatalog, ModelSpec, validate_request
 
 DEFAULT_MODELS_YAML = Path(__file__).resolve().parents[2] / "conf" / "models.yaml"
 KINDS = ("chat", "embedding", "rerank")
+AB_PREFIX = "ab:"  # the model group of an A/B test: several deployments with weights
 
 
 async def _stop_litellm_logging_worker() -> None:
@@ -109,6 +114,8 @@ class ModelRegistry:
 
     def spec(self, model_name: str) -> ModelSpec:
         with self._lock:
+            if model_name.startswith(AB_PREFIX) and model_name not in self._specs:
+                raise UnsupportedProviderError(f"No A/B test is called {model_name}.", model=model_name)
             if model_name not in self._specs:
                 name, factory = split_model_name(model_name)
                 keys = [] if factory.lower() == BUILTIN_FACTORY.lower() else provider_for(factory).model_map_keys(name)
@@ -125,6 +132,49 @@ class ModelRegistry:
     def admit(self, tenant_id: str, model_name: str) -> None:
         """Count one call against the tenant's per-model rpm (RateLimitError when over)."""
         self.tenant_limiter.admit(tenant_id, model_name)
+
+    # -- A/B groups ---------------------------------------------------------------------------
+
+    def ab_group(self, arms: Sequence[tuple[str, float]]) -> str:
+        """The name of one Router model group whose deployments are these chat models, chosen
+        per call in proportion to their weights by the Router's own weighted shuffle.
+
+        Each deployment's ``model_info`` names its arm, so the call's answer (and its usage row)
+        says which one served. The group's spec is the strictest of its arms' (smallest context
+        window and output); its price is each arm's own. The same arms give the same group.
+        """
+        canonical = sorted((model, float(weight)) for model, weight in arms)
+        if len(canonical) < 2 or len({model for model, _ in canonical}) != len(canonical):
+            raise ValueError("an A/B test needs two or more different models")
+        digest = hashlib.sha1(json.dumps(canonical).encode("utf-8")).hexdigest()[:16]
+        group = f"{AB_PREFIX}{digest}"
+        with self._lock:
+            if group in self._specs:
+                return group
+            specs = [self.spec(model) for model, _ in canonical]
+            if any(spec.extractive or split_model_name(spec.name)[1].lower() == BUILTIN_FACTORY.lower()
+                   for spec in specs):
+                raise UnsupportedProviderError("Builtin models cannot take part in an A/B test.", model=group)
+            for model, weight in canonical:
+                self._add_arm(group, model, weight)
+            self._specs[group] = self._strictest(group, specs)
+            self._models[("chat", group)] = LiteLLMChat(group, self.router, self.timeout)
+        return group
+
+    @staticmethod
+    def _strictest(group: str, specs: list[ModelSpec]) -> ModelSpec:
+        narrowest = min(specs, key=lambda spec: spec.context_window)
+        return dataclasses.replace(
+            narrowest, name=group, max_output_tokens=min(spec.max_output_tokens for spec in specs),
+            temperature_max=min(spec.temperature_max for spec in specs),
+            streaming=all(spec.streaming for spec in specs), input_cost_per_token=None, output_cost_per_token=None)
+
+    def _add_arm(self, group: str, model_name: str, weight: float) -> None:
+        name, factory = split_model_name(model_name)
+        params = provider_for(factory).call_params(name, self.provider_settings, "chat")
+        params.update(timeout=self.timeout, stream_timeout=self.timeout, weight=weight)
+        self.router.add_deployment(Deployment(model_name=group, litellm_params=params,
+                                              model_info={"id": f"{group}/{model_name}", "arm": model_name}))
 
     # -- model objects ------------------------------------------------------------------------
 

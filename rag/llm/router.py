@@ -7,7 +7,9 @@ things it cannot know are added here, through the two hooks it calls on every at
 * the whole call (all attempts and sleeps) must end within LLM_TIMEOUT: a retry whose sleep
   would overrun the budget is not taken; the last error is raised instead (so a 429 asking
   for 60 s fails fast as a rate limit instead of sleeping into a timeout);
-* the number of attempts, for the usage row.
+* the number of attempts, for the usage row;
+* which deployment an A/B model group sent the call to (its ``model_info["arm"]``), so the
+  answer and its usage row say which arm served, or failed.
 
 Both live in a ``CallBudget`` put in a context variable by the caller (``call_budget``).
 
@@ -45,6 +47,7 @@ SSE_LINE_BYTES = 1 << 20  # the longest SSE line a provider may send (aiohttp's 
 class CallBudget:
     deadline: float  # time.monotonic() by which the call must be over
     attempts: int = 0
+    arm: str | None = None  # the A/B arm the latest attempt went to (None outside A/B groups)
 
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.0)
@@ -137,6 +140,13 @@ class BudgetedRouter(Router):
         if key not in self._model_info_cache:
             self._model_info_cache[key] = super().get_router_model_info(deployment, received_model_name, id)
         return dict(self._model_info_cache[key])
+
+    def _update_kwargs_with_deployment(self, deployment: dict, kwargs: dict, *args: Any, **more: Any) -> None:
+        """Called once the Router has chosen the attempt's deployment (streamed or not)."""
+        budget = CURRENT_BUDGET.get()
+        if budget is not None:
+            budget.arm = (deployment.get("model_info") or {}).get("arm") or budget.arm
+        super()._update_kwargs_with_deployment(deployment, kwargs, *args, **more)
 
     async def make_call(self, original_function: Any, *args: Any, **kwargs: Any) -> Any:
         budget = CURRENT_BUDGET.get()

@@ -32,6 +32,7 @@ class ChatDelta:
     usage: TokenUsage | None = None
     finish_reason: str | None = None
     attempts: int | None = None
+    arm: str | None = None  # the A/B arm (a ``name@factory``) serving the stream
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ChatResult:
     ttft_ms: float | None = None
     outcome: str = "ok"
     cache: str | None = None  # the response cache's part: None (off), "hit", "miss" or "bypass"
+    arm: str | None = None  # the A/B arm (a ``name@factory``) that answered, when the model is an A/B group
 
     @property
     def cached(self) -> bool:

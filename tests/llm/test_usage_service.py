@@ -24,9 +24,10 @@ async def test_rows_and_totals(usage_service: UsageService) -> None:
     by_model = await usage_service.totals("t1", group_by="model")
     assert by_model == [
         {"model": "a@OpenAI", "calls": 2, "prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17,
-         "cost": pytest.approx(0.75), "calls_without_price": 0, "currency": "USD"},
+         "cost": pytest.approx(0.75), "calls_without_price": 0, "errors": 0, "avg_latency_ms": None,
+         "currency": "USD"},
         {"model": "b@Ollama", "calls": 1, "prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7,
-         "cost": None, "calls_without_price": 1, "currency": "USD"},
+         "cost": None, "calls_without_price": 1, "errors": 0, "avg_latency_ms": None, "currency": "USD"},
     ]
     by_chat = {row["chat"]: row["calls"] for row in await usage_service.totals("t1", group_by="chat")}
     assert by_chat == {"d1": 2, "d2": 1}

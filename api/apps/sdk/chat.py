@@ -42,6 +42,15 @@ def _known_tone(value: str | None) -> str | None:
     return value or None
 
 
+class ABArm(BaseModel):
+    """One arm of a chat's A/B test: a chat model and its share of the answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., min_length=3, max_length=128)
+    weight: float = Field(1.0, gt=0, le=1_000_000)
+
+
 class LLMSettings(BaseModel):
     """v0.22's ``llm`` (with ``model_name``) and v0.27's ``llm_setting`` (without).
 
@@ -58,6 +67,7 @@ class LLMSettings(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     response_cache: bool | None = None  # Ragline: answer exact repeats from the response cache
     response_cache_sampled: bool | None = None  # ... also when sampling (temperature > 0)
+    ab_models: list[ABArm] | None = Field(None, min_length=2, max_length=16)  # Ragline: A/B test of models
 
 
 class Variable(BaseModel):
@@ -227,6 +237,21 @@ def _check_models(raw: dict[str, Any]) -> None:
             except (ApiError, LLMServiceError, ValueError) as error:
                 log.info("chat body names an unknown %s model %r: %s", kind, model, error)
                 raise data_error(f"`{field}` {model} doesn't exist") from None
+    setting = raw.get("llm_setting") if isinstance(raw.get("llm_setting"), dict) else {}
+    _check_ab_models(llm.get("ab_models") or setting.get("ab_models"))
+
+
+def _check_ab_models(arms: Any) -> None:
+    """Every arm of an A/B test must be a routable chat model (builtin ones cannot be split),
+    each named once; refused before it is stored."""
+    if not isinstance(arms, list) or not all(isinstance(arm, dict) for arm in arms):
+        return  # the shape was checked with the fields
+    try:
+        for arm in arms:
+            components().check_chat_model(str(arm.get("model")))
+        components().registry.ab_group([(str(arm.get("model")), float(arm.get("weight", 1))) for arm in arms])
+    except (ApiError, LLMServiceError, ValueError) as error:
+        raise data_error(f"`ab_models` is not a valid A/B test: {getattr(error, 'message', error)}") from None
 
 
 async def chat_body(creating: bool) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from rag.utils.token_utils import CountingAllowance
 if TYPE_CHECKING:
     from api.components import Components
     from api.db.services.llm_service import LLMBundle
+    from rag.llm.registry import ModelRegistry
 
 COALESCE_TOKENS = 16
 COALESCE_SECONDS = 0.05
@@ -100,6 +101,15 @@ class ChatRequest:
     retrieved: dict[str, Any] | None = None  # knowledge fetched already (alongside the history)
     metadata_condition: dict[str, Any] | None = None  # this request's document filter (besides the chat's)
     cache: CachePolicy | None = None  # this request's response-cache wish; None: the assistant's setting
+
+
+def chat_model_of(registry: ModelRegistry, dialog: Dialog) -> str | None:
+    """The model answering for ``dialog``: its ``llm_id``, or the A/B group of the models its
+    ``llm_setting.ab_models`` names with their weights (``[{"model": "a@X", "weight": 3}, ...]``)."""
+    arms = (dialog.llm_setting or {}).get("ab_models")
+    if not arms:
+        return dialog.llm_id
+    return registry.ab_group([(arm["model"], float(arm.get("weight", 1))) for arm in arms])
 
 
 def retrieval_filters(metadata_condition: dict[str, Any] | None) -> dict[str, Any]:
@@ -184,7 +194,7 @@ class DialogService:
         config = {**DEFAULT_PROMPT_CONFIG, **(dialog.prompt_config or {})}
         if request.system_prompt is not None:
             config["system"] = request.system_prompt
-        llm = self.parts.bundle(dialog.tenant_id, dialog.llm_id, "chat").bind(
+        llm = self.parts.bundle(dialog.tenant_id, chat_model_of(self.parts.registry, dialog), "chat").bind(
             dialog_id=dialog.id, conversation_id=request.conversation_id, message_id=request.message_id)
         history = chat_history(request.messages)
         chunks: list[dict[str, Any]] = []

@@ -232,9 +232,10 @@ def usage_summary(parts: Components, event: ChatEvent) -> tuple[dict[str, int], 
 
 
 def answer_facts(event: ChatEvent) -> dict[str, Any]:
-    """What every gateway door reports beside the text: whether the response cache answered."""
+    """What every gateway door reports beside the text: whether the response cache answered, and
+    which arm served when the assistant runs an A/B test (null otherwise)."""
     result = event.result
-    return {"cached": bool(result is not None and result.cached)}
+    return {"cached": bool(result is not None and result.cached), "arm": result.arm if result is not None else None}
 
 
 def references_of(event: ChatEvent) -> list[dict[str, Any]]:

@@ -198,7 +198,7 @@ class LLMBundle:
             raise
         except Exception as exc:
             error = translate_exception(exc, self.model_name)
-            await self._record_failure(error.outcome, error.attempts, started, system, history)
+            await self._record_failure(error.outcome, error.attempts, started, system, history, error.arm)
             raise error from exc
         result.model = result.model or self.model_name
         result.cache = cached.cache
@@ -245,6 +245,7 @@ class LLMBundle:
         except Exception as exc:
             error = translate_exception(exc, self.model_name)
             result.outcome, result.attempts = error.outcome, error.attempts
+            result.arm = error.arm or result.arm
             raise error from exc
         finally:
             result.text, result.reasoning = "".join(texts), "".join(thoughts)
@@ -257,6 +258,8 @@ class LLMBundle:
         result.usage = delta.usage or result.usage
         result.finish_reason = delta.finish_reason or result.finish_reason
         result.attempts = delta.attempts or result.attempts
+        if delta.arm:
+            result.arm = result.model = delta.arm
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -265,8 +268,9 @@ class LLMBundle:
         result.latency_ms = _ms_since(started)
         if result.usage is None:
             result.usage = await asyncio.to_thread(_counted_usage, system, history, result)
-        result.cost = self._cost(result.usage.prompt_tokens, result.usage.completion_tokens)
+        result.cost = self._cost(result.usage.prompt_tokens, result.usage.completion_tokens, result.arm)
         await self._record(
+            arm=result.arm,
             prompt_tokens=result.usage.prompt_tokens,
             completion_tokens=result.usage.completion_tokens,
             cost=result.cost,
@@ -277,22 +281,25 @@ class LLMBundle:
         )
 
     async def _record_failure(self, outcome: str, attempts: int, started: float, system: str | None,
-                              history: list[dict]) -> None:
+                              history: list[dict], arm: str | None = None) -> None:
         prompt = await asyncio.to_thread(_prompt_tokens, system, history)
         await self._record(prompt_tokens=prompt, latency_ms=_ms_since(started), attempts=attempts, outcome=outcome,
-                           cost=self._cost(0, 0))
+                           cost=self._cost(0, 0, arm), arm=arm)
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+    def _cost(self, prompt_tokens: int, completion_tokens: int, arm: str | None = None) -> float | None:
+        """The price of the call at the rates of the model that served it (an A/B arm's own)."""
         try:
-            return self.registry.cost(self.model_name, prompt_tokens, completion_tokens)
+            return self.registry.cost(arm or self.model_name, prompt_tokens, completion_tokens)
         except LLMServiceError:
             return None
 
-    async def _record(self, **values: Any) -> None:
-        """Write the usage row; accounting trouble is logged, never raised into the answer."""
+    async def _record(self, arm: str | None = None, **values: Any) -> None:
+        """Write the usage row (under the arm's name when an A/B arm served); accounting trouble
+        is logged, never raised into the answer."""
         if self.usage_sink is None:
             return
-        row = UsageRow(tenant_id=self.tenant_id, model=self.model_name, kind=self.kind, **self.ids, **values)
+        row = UsageRow(tenant_id=self.tenant_id, model=arm or self.model_name, kind=self.kind, arm=arm, **self.ids,
+                       **values)
         try:
             await self.usage_sink.record(row)
         except Exception:

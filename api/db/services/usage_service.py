@@ -16,7 +16,8 @@ from api.db.database import MetaDB
 from api.db.models import Usage
 
 MS_PER_DAY = 86_400_000
-GroupBy = Literal["model", "chat", "day"]
+GroupBy = Literal["model", "chat", "day", "arm"]
+CLEAN_OUTCOMES = ("ok", "cached")  # every other outcome is an error of the call
 
 
 @dataclass
@@ -37,6 +38,7 @@ class UsageRow:
     conversation_id: str | None = None
     message_id: str | None = None
     retrieval_ms: float | None = None
+    arm: str | None = None  # the A/B arm that served (or failed) the call, when the model was an A/B group
 
 
 class UsageSink(Protocol):
@@ -67,17 +69,21 @@ class UsageService:
         return list(Usage.select().where(Usage.tenant_id == tenant_id).order_by(Usage.create_time))
 
     async def totals(
-        self, tenant_id: str, from_ms: int | None = None, to_ms: int | None = None, group_by: GroupBy = "model"
+        self, tenant_id: str, from_ms: int | None = None, to_ms: int | None = None, group_by: GroupBy = "model",
+        chat_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Calls, tokens and cost per model, per chat (dialog) or per day, within [from, to)."""
-        return await self.db.run(self._totals, tenant_id, from_ms, to_ms, group_by)
+        """Calls, tokens, cost, errors and mean latency per model, per chat (dialog), per day or
+        per A/B arm, within [from, to), of one chat when ``chat_id`` is given."""
+        return await self.db.run(self._totals, tenant_id, from_ms, to_ms, group_by, chat_id)
 
     @staticmethod
-    def _totals(tenant_id: str, from_ms: int | None, to_ms: int | None, group_by: GroupBy) -> list[dict[str, Any]]:
+    def _totals(tenant_id: str, from_ms: int | None, to_ms: int | None, group_by: GroupBy,
+                chat_id: str | None = None) -> list[dict[str, Any]]:
         key = {
             "model": Usage.model,
             "chat": Usage.dialog_id,
             "day": (Usage.create_time / MS_PER_DAY).cast("INTEGER"),
+            "arm": Usage.arm,
         }[group_by]
         query = Usage.select(
             key.alias("key"),
@@ -86,7 +92,13 @@ class UsageService:
             fn.SUM(Usage.completion_tokens).alias("completion_tokens"),
             fn.SUM(Usage.cost).alias("cost"),
             fn.SUM(Usage.cost.is_null().cast("INTEGER")).alias("calls_without_price"),
+            fn.SUM(Usage.outcome.not_in(CLEAN_OUTCOMES).cast("INTEGER")).alias("errors"),
+            fn.AVG(Usage.latency_ms).alias("avg_latency_ms"),
         ).where(Usage.tenant_id == tenant_id)
+        if group_by == "arm":
+            query = query.where(Usage.arm.is_null(False))
+        if chat_id is not None:
+            query = query.where(Usage.dialog_id == chat_id)
         if from_ms is not None:
             query = query.where(Usage.create_time >= from_ms)
         if to_ms is not None:
@@ -107,6 +119,8 @@ class UsageService:
                     "total_tokens": prompt + completion,
                     "cost": row["cost"],
                     "calls_without_price": int(row["calls_without_price"] or 0),
+                    "errors": int(row["errors"] or 0),
+                    "avg_latency_ms": None if row["avg_latency_ms"] is None else round(float(row["avg_latency_ms"]), 3),
                     "currency": "USD",
                 }
             )
