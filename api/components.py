@@ -22,12 +22,13 @@ from api.db.services.cache_service import ResponseCacheStore
 from api.db.services.chat_directory import ChatDirectory
 from api.db.services.llm_service import LLMBundle
 from api.db.services.usage_service import UsageService
-from api.errors import data_error
+from api.errors import argument_error, data_error
 from api.observability import MeteredUsageSink, Metrics
 from api.settings import Settings
 from api.utils.auth import TenantResolver
 from api.utils.compat import DialectMemory
 from api.utils.llm_bridge import SyncLLMWrapper
+from rag.llm.embedding_model import BUILTIN_FACTORY, BUILTIN_MINILM, split_model_name
 from rag.llm.embedding_processes import EmbeddingProcesses
 from rag.llm.errors import LLMServiceError
 from rag.llm.registry import ModelRegistry
@@ -153,6 +154,21 @@ class Components:
             self.registry.validate(model_name, {})
         except LLMServiceError as error:
             raise data_error(f"Model {model_name!r} is not supported: {error}") from None
+
+    def check_embedding_model(self, model_name: str) -> None:
+        """Refuse an embedding model nothing here serves (101 naming the ones that are), before a
+        dataset is stored with it: otherwise every document of that dataset failed at parse time."""
+        name, factory = split_model_name(model_name)
+        if factory.lower() == BUILTIN_FACTORY.lower():
+            if name != BUILTIN_MINILM:
+                raise argument_error(f"Unsupported model: <{model_name}>. The builtin embedding model is "
+                                     f"{BUILTIN_MINILM}@{BUILTIN_FACTORY}; other models are named "
+                                     f"name@provider (e.g. text-embedding-3-small@OpenAI).")
+            return
+        try:
+            self.registry.spec(model_name)
+        except LLMServiceError as error:
+            raise argument_error(f"Unsupported model: <{model_name}>. {error}") from None
 
     async def aclose(self) -> None:
         await self.question_batcher.close()

@@ -252,6 +252,8 @@ async def create_dataset() -> Response:
     fields = body.changes()
     if fields.get("embedding_model") is None:
         fields["embedding_model"] = components().settings.embedding_model
+    else:
+        components().check_embedding_model(fields["embedding_model"])
     dataset = await components().db.run(knowledgebase_service.create, g.tenant_id, fields)
     return ok(dataset)
 
@@ -278,6 +280,8 @@ async def update_dataset(dataset_id: str) -> Response:
     changes = (await json_body(UpdateDataset)).changes()
     if "embedding_model" in changes and changes["embedding_model"] is None:
         changes["embedding_model"] = components().settings.embedding_model
+    elif "embedding_model" in changes:
+        components().check_embedding_model(changes["embedding_model"])
     dataset = await components().db.run(knowledgebase_service.update, g.tenant_id, dataset_id, changes)
     return ok(dataset)
 
