@@ -25,8 +25,9 @@ from rag.utils.doc_store_conn import DocStoreConnection, index_name
 from rag.utils.storage import Storage, new_key, sanitize_filename
 
 RUN_UNSTART, RUN_RUNNING, RUN_CANCEL, RUN_DONE, RUN_FAIL = "UNSTART", "RUNNING", "CANCEL", "DONE", "FAIL"
-FILE_TYPES = {".pdf": "pdf", ".docx": "doc", ".txt": "doc", ".md": "doc", ".markdown": "doc", ".html": "doc",
-              ".htm": "doc", ".csv": "doc", ".json": "doc"}
+# RAGFlow's file type names; anything else a parser accepts is a "doc".
+FILE_TYPES = {".pdf": "pdf", ".png": "visual", ".jpg": "visual", ".jpeg": "visual", ".webp": "visual",
+              ".bmp": "visual", ".tif": "visual", ".tiff": "visual"}
 NAME_QUERY_BATCH = 500  # names per lookup query, well below every backend's limit on parameters
 
 
@@ -148,7 +149,7 @@ def _create_rows(kb: Knowledgebase, checked: list[tuple[str, Upload]], keys: lis
         stored = File.create(tenant_id=kb.tenant_id, name=name, location=key, size=len(item.data),
                              type=extension.lstrip("."))
         documents.append(Document.create(
-            tenant_id=kb.tenant_id, kb_id=kb.id, file_id=stored.id, name=name, type=FILE_TYPES[extension],
+            tenant_id=kb.tenant_id, kb_id=kb.id, file_id=stored.id, name=name, type=FILE_TYPES.get(extension, "doc"),
             suffix=extension.lstrip("."), size=len(item.data), location=key, parser_id=kb.parser_id,
             parser_config=kb.parser_config,
         ))
@@ -255,6 +256,7 @@ def update(tenant_id: str, kb_id: str, doc_id: str, changes: dict[str, Any],
         _, doc = _owned_for_update(tenant_id, kb_id, doc_id)
         if "name" in changes:
             _rename(doc, kb_id, changes["name"])
+        chunking_before = (doc.parser_id, doc.parser_config)
         if "chunk_method" in changes:
             method = changes["chunk_method"]
             if method not in DOCUMENT_CHUNK_METHODS:
@@ -262,6 +264,8 @@ def update(tenant_id: str, kb_id: str, doc_id: str, changes: dict[str, Any],
             doc.parser_id = method
         if "parser_config" in changes:
             doc.parser_config = merge_parser_config(doc.parser_config or {}, changes["parser_config"])
+        if (doc.parser_id, doc.parser_config) != chunking_before and doc.run in (RUN_DONE, RUN_FAIL):
+            _requeue_for_new_chunking(tenant_id, kb_id, doc)
         if "meta_fields" in changes:
             doc.meta_fields = changes["meta_fields"]
         enabled_changed = "enabled" in changes and bool(changes["enabled"]) != doc.enabled
@@ -273,6 +277,14 @@ def update(tenant_id: str, kb_id: str, doc_id: str, changes: dict[str, Any],
     if "name" in changes and doc.chunk_num:
         doc_store.update({"doc_id": doc.id}, {"docnm_kwd": doc.name}, index_name(tenant_id), kb_id)
     return to_api(doc)
+
+
+def _requeue_for_new_chunking(tenant_id: str, kb_id: str, doc: Document) -> None:
+    """A parsed document whose chunk method or settings changed is parsed again, so its chunks
+    never disagree with the method it shows; the old chunks stay searchable until the new ones
+    replace them."""
+    doc.run, doc.progress, doc.progress_msg, doc.process_duration = RUN_RUNNING, 0.0, "Queued: chunking changed", 0.0
+    task_service.enqueue_parse(tenant_id, kb_id, [doc.id])
 
 
 def delete_many(tenant_id: str, kb_id: str, doc_ids: list[str] | None, doc_store: DocStoreConnection,
