@@ -618,4 +618,5 @@ def _outcome(job: _ParseJob, chunks: list[ChunkText]) -> Outcome:
     duration = time.monotonic() - job.started
     tokens = sum(piece.token_count for piece in chunks)
     return Outcome(chunk_num=len(chunks), token_num=tokens, duration=round(duration, 3),
-                   message=f"Done: {len(chunks)} chunks, {tokens} tokens in {duration:.2f}s")
+                   # RAGFlow's clients and API cases look for "Task done" in the final progress_msg
+                   message=f"Task done: {len(chunks)} chunks, {tokens} tokens in {duration:.2f}s")

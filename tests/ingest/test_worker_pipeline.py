@@ -63,7 +63,7 @@ def assert_indexed(parts: Components, tenant_id: str, kb_id: str, doc_id: str, n
     assert (doc.run, doc.progress) == ("DONE", 1.0), doc.progress_msg
     assert sorted(stored) == sorted(expected)
     assert doc.chunk_num == len(expected)
-    assert doc.token_num > 0 and doc.progress_msg.startswith("Done:")
+    assert doc.token_num > 0 and doc.progress_msg.startswith("Task done:")
 
 
 @pytest.mark.parametrize("model_class", [FakeEmbedding, AsyncFakeEmbedding])
