@@ -36,14 +36,20 @@ def make_dataset(url: str, headers: dict[str, str]) -> str:
     return httpx.post(f"{url}/api/v1/datasets", headers=headers, json={"name": "limits"}).json()["data"]["id"]
 
 
-def test_a_chunked_upload_over_the_limit_is_413_and_stores_nothing(live_server) -> None:
-    headers = {"Authorization": f"Bearer {live_server.key()}"}
-    dataset_id = make_dataset(live_server.url, headers)
+def upload_chunked(server, payload_bytes: int) -> tuple[httpx.Response, str, dict[str, str]]:
+    """A new dataset and a chunked upload of ``payload_bytes`` into it: (response, dataset, auth)."""
+    headers = {"Authorization": f"Bearer {server.key()}"}
+    dataset_id = make_dataset(server.url, headers)
     response = httpx.post(
-        f"{live_server.url}/api/v1/datasets/{dataset_id}/documents",
+        f"{server.url}/api/v1/datasets/{dataset_id}/documents",
         headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-        content=chunked_multipart(LIMIT * 8), timeout=30,
+        content=chunked_multipart(payload_bytes), timeout=30,
     )
+    return response, dataset_id, headers
+
+
+def test_a_chunked_upload_over_the_limit_is_413_and_stores_nothing(live_server) -> None:
+    response, dataset_id, headers = upload_chunked(live_server, LIMIT * 8)
     assert response.status_code == 413, response.text
     assert live_server.parts.db.call(Document.select().count) == 0
     listed = httpx.get(f"{live_server.url}/api/v1/datasets/{dataset_id}/documents", headers=headers).json()
@@ -51,13 +57,7 @@ def test_a_chunked_upload_over_the_limit_is_413_and_stores_nothing(live_server) 
 
 
 def test_a_chunked_upload_under_the_limit_is_stored(live_server) -> None:
-    headers = {"Authorization": f"Bearer {live_server.key()}"}
-    dataset_id = make_dataset(live_server.url, headers)
-    response = httpx.post(
-        f"{live_server.url}/api/v1/datasets/{dataset_id}/documents",
-        headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-        content=chunked_multipart(LIMIT // 2), timeout=30,
-    )
+    response, _, _ = upload_chunked(live_server, LIMIT // 2)
     assert response.json()["code"] == 0
     assert live_server.parts.db.call(Document.select().count) == 1
 
