@@ -20,6 +20,7 @@ from quart import current_app
 from api.db.database import MetaDB
 from api.db.services.cache_service import ResponseCacheStore
 from api.db.services.chat_directory import ChatDirectory
+from api.db.services.intent_service import IntentIndexCache
 from api.db.services.llm_service import LLMBundle
 from api.db.services.usage_service import UsageService
 from api.errors import argument_error, data_error
@@ -83,6 +84,7 @@ class Components:
     chats: ChatDirectory = field(init=False)
     response_cache: ResponseCacheStore = field(init=False)
     dialects: DialectMemory = field(default_factory=DialectMemory)
+    intent_indexes: IntentIndexCache = field(default_factory=IntentIndexCache)
 
     def __post_init__(self) -> None:
         self.chats = ChatDirectory(self.db)

@@ -22,7 +22,7 @@ from typing import Any
 
 from api.components import Components, build_components
 from api.db.migrate import upgrade
-from api.db.services import gateway_service, tenant_service
+from api.db.services import gateway_service, intent_service, tenant_service
 from api.db.services.dialog_service import ChatEvent
 from api.db.services.gateway_service import GenerateOptions
 from api.settings import Settings, load_settings
@@ -42,6 +42,7 @@ class Reply:
     references: list[dict[str, Any]] = field(default_factory=list)
     cached: bool = False  # answered from the response cache (``cache=True``), at no cost
     arm: str | None = None  # the A/B arm that served, when the conversation's assistant runs an A/B test
+    intent: dict[str, Any] | None = None  # the routing decision (``route=True``): intent, confidence, method, chat
 
 
 class LocalRagline:
@@ -77,12 +78,17 @@ class LocalRagline:
     async def generate(self, conversation_id: str | None, message: str, *, max_tokens: int | None = None,
                        temperature: float | None = None, tone: str | None = None, model: str | None = None,
                        knowledge_base_ids: Sequence[str] = (), cache: bool | None = None,
-                       cache_sampled: bool = False) -> Reply:
-        """The whole answer to ``message`` (``conversation_id`` None starts a new conversation)."""
+                       cache_sampled: bool = False, route: bool = False) -> Reply:
+        """The whole answer to ``message`` (``conversation_id`` None starts a new conversation;
+        ``route``: the tenant's intent routes pick the assistant)."""
         return await self.process_message(conversation_id, message, None, max_tokens=max_tokens,
                                           temperature=temperature, tone=tone, model=model,
                                           knowledge_base_ids=knowledge_base_ids, cache=cache,
-                                          cache_sampled=cache_sampled)
+                                          cache_sampled=cache_sampled, route=route)
+
+    async def classify_intent(self, message: str) -> dict[str, Any]:
+        """Where intent routing would send ``message`` (intent, confidence, stage, chat), without answering."""
+        return (await intent_service.classify(self.parts, self.tenant_id, message)).to_api()
 
     async def process_message(self, conversation_id: str | None, message: str, on_delta: DeltaCallback | None,
                               **options: Any) -> Reply:

@@ -67,6 +67,14 @@ class Metrics:
             "ragline_response_cache", "Response cache lookups by outcome (hit, miss, bypass: a sampled call)",
             ["outcome"], registry=self.registry,
         )
+        self.intent_routes = Counter(
+            "ragline_intent_routes", "Messages routed by intent routing, by intent (fallback: none fit) and "
+            "deciding stage (embedding, llm, fallback)", ["intent", "method"], registry=self.registry,
+        )
+        self.intent_latency = Histogram(
+            "ragline_intent_classify_seconds", "Time to classify a message's intent, by deciding stage",
+            ["method"], buckets=STEP_BUCKETS, registry=self.registry,
+        )
         self.task_queue = Gauge(
             "ragline_task_queue", "Unfinished tasks of the ingestion/job queue by state, read at scrape time",
             ["state"], registry=self.registry,
@@ -81,6 +89,11 @@ class Metrics:
             self.llm_cost.labels(model=row.model).inc(row.cost)
         if row.ttft_ms is not None:
             self.llm_first_token.labels(model=row.model).observe(row.ttft_ms / 1000)
+
+    def observe_intent(self, intent: str, method: str, seconds: float) -> None:
+        """One routing decision."""
+        self.intent_routes.labels(intent=intent, method=method).inc()
+        self.intent_latency.labels(method=method).observe(seconds)
 
     def observe_steps(self, timings: dict[str, float]) -> None:
         """The step timings of one answer (``retrieval_ms`` → step ``retrieval``)."""

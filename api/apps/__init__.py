@@ -5,6 +5,7 @@ from quart import Blueprint
 from api.apps import (
     chunk_app,
     conversation_app,
+    intent_app,
     llm_app,
     messages_app,
     openai_app,
@@ -32,4 +33,5 @@ BLUEPRINTS: list[Blueprint] = [
     usage_app.bp,
     ws_app.bp,
     ui_app.bp,
+    intent_app.bp,
 ]

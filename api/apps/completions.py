@@ -15,9 +15,9 @@ from typing import Any
 
 from quart import Response, g
 
-from api.components import components
+from api.components import Components, components
 from api.db.models import Dialog
-from api.db.services import chat_assistant_service, conversation_service
+from api.db.services import chat_assistant_service, conversation_service, intent_service
 from api.db.services.dialog_service import ChatEvent, DialogService
 from api.errors import ApiError, RetCode, argument_error
 from api.utils.api_utils import ok
@@ -33,13 +33,15 @@ def sse(payload: dict[str, Any]) -> str:
 
 def answer_data(event: ChatEvent, session_id: str) -> dict[str, Any]:
     """RAGFlow's answer shape; a final answer from the response cache also says ``cached: true``,
-    one of an A/B test the ``arm`` that served it."""
+    one of an A/B test the ``arm`` that served it; a routed answer's events carry its ``intent``."""
     data = {"answer": event.answer, "reference": event.reference if event.final else {}, "audio_binary": None,
             "id": event.message_id, "session_id": session_id}
     if event.final and event.result is not None and event.result.cached:
         data["cached"] = True
     if event.final and event.result is not None and event.result.arm:
         data["arm"] = event.result.arm
+    if event.intent is not None:
+        data["intent"] = event.intent
     return data
 
 
@@ -81,10 +83,26 @@ async def completion_response(chat_id: str, question: str, session_id: str | Non
 
 def answer_events(dialog: Dialog, conversation_id: str, question: str, *, stream: bool, **options: Any
                   ) -> AsyncIterator[ChatEvent]:
-    """The dialog's events for one question in a stored conversation."""
+    """The dialog's events for one question in a stored conversation. A router chat
+    (``prompt_config.intent_router``) hands each question to the assistant of its intent."""
     parts = components()
+    if (dialog.prompt_config or {}).get("intent_router"):
+        return _routed_events(parts, dialog, conversation_id, question, stream=stream, **options)
     return conversation_service.completion(parts, DialogService(parts), dialog, conversation_id, question,
                                            stream=stream, **options)
+
+
+async def _routed_events(parts: Components, router: Dialog, conversation_id: str, question: str, *, stream: bool,
+                         **options: Any) -> AsyncIterator[ChatEvent]:
+    """The routed assistant's events, stored in the router chat's session; when no intent fits
+    and no fallback assistant is set, the router chat answers itself."""
+    decision = await intent_service.classify(parts, router.tenant_id, question)
+    target = await parts.db.run(intent_service.routed_dialog, router.tenant_id, decision) or router
+    events = conversation_service.completion(parts, DialogService(parts), target, conversation_id, question,
+                                             stream=stream, intent=decision.to_api(), **options)
+    async with contextlib.aclosing(events):
+        async for event in events:
+            yield event
 
 
 async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str, request_id: str | None

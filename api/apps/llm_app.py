@@ -40,11 +40,13 @@ class GenerateRequest(BaseModel):
     stream: bool = False
     cache: bool | None = None
     cache_sampled: bool = False
+    route: bool = False
 
     def options(self) -> GenerateOptions:
         return GenerateOptions(knowledge_base_ids=self.knowledge_base_ids, tone=self.tone,
                                system_prompt=self.system_prompt, model=self.model, max_tokens=self.max_tokens,
-                               temperature=self.temperature, cache=self.cache, cache_sampled=self.cache_sampled)
+                               temperature=self.temperature, cache=self.cache, cache_sampled=self.cache_sampled,
+                               route=self.route)
 
 
 def done_payload(parts: Components, conversation_id: str, event: ChatEvent) -> dict[str, Any]:
@@ -83,17 +85,21 @@ async def generate() -> Response:
 async def _delta_stream(parts: Components, conversation_id: str, events: AsyncIterator[ChatEvent],
                         request_id: str | None) -> AsyncIterator[str]:
     """``data: {"delta"}`` events, then ``event: done`` (its ``response`` is the final text, with
-    any citations the last step added) or ``event: error``.
+    any citations the last step added) or ``event: error``. A routed answer (``route: true``)
+    starts with ``event: intent`` carrying the routing decision.
 
     The closing event goes out only once the pipeline is closed and the answer stored, so a
     client that continues the conversation on ``done`` finds the answer in the history. This
     runs after the request context is gone (Quart sends a streamed body later), so what it
     needs from the request (``request_id``) is handed in rather than read from ``g``.
     """
-    final = None
+    final, announced = None, False
     try:
         async with contextlib.aclosing(gateway_service.with_deltas(events)) as pieces:
             async for event, delta in pieces:
+                if event.intent is not None and not announced:
+                    announced = True
+                    yield sse_event({**event.intent, "conversation_id": conversation_id}, "intent")
                 if delta:
                     yield sse_event({"delta": delta})
                 if event.final or event.error is not None:

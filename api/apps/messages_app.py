@@ -26,6 +26,7 @@ class MessagesRequest(BaseModel):
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=1000)
     cache: bool | None = None
     cache_sampled: bool = False
+    route: bool = False
 
     @model_validator(mode="after")
     def _ends_with_a_question(self) -> MessagesRequest:
@@ -44,10 +45,11 @@ async def messages() -> Response:
         conversation_id = await parts.db.run(gateway_service.start_with_history, g.tenant_id, prior, question)
     conversation, events = await gateway_service.answer(parts, g.tenant_id, conversation_id, question,
                                                         GenerateOptions(cache=body.cache,
-                                                                        cache_sampled=body.cache_sampled),
+                                                                        cache_sampled=body.cache_sampled,
+                                                                        route=body.route),
                                                         stream=False)
     final = await gateway_service.final_event(events)
     reply = {"conversation_id": conversation.id, "reply": final.answer}
-    if body.cache is not None or body.cache_sampled:  # the door's plain shape unless the client opted in
+    if body.cache is not None or body.cache_sampled or body.route:  # the plain shape unless the client opted in
         reply.update(gateway_service.answer_facts(final))
     return jsonify(reply)

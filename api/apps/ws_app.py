@@ -43,6 +43,7 @@ class RequestMetadata(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     cache: bool | None = None
     cache_sampled: bool = False
+    route: bool = False
 
 
 class LLMRequest(BaseModel):
@@ -103,10 +104,14 @@ class Socket:
 
     async def relay(self, conversation_id: str, events: AsyncIterator[ChatEvent]) -> None:
         """Deltas as they come; the closing frame only once the pipeline has stored the answer,
-        so a client that continues the conversation on ``llm_response`` finds it in the history."""
-        final = None
+        so a client that continues the conversation on ``llm_response`` finds it in the history.
+        A routed answer starts with an ``llm_intent`` frame carrying the routing decision."""
+        final, announced = None, False
         async with contextlib.aclosing(gateway_service.with_deltas(events)) as pieces:
             async for event, delta in pieces:
+                if event.intent is not None and not announced:
+                    announced = True
+                    await self.send("llm_intent", {"conversation_id": conversation_id, **event.intent})
                 if delta:
                     await self.send("llm_delta", {"conversation_id": conversation_id, "delta": delta})
                 if event.final or event.error is not None:

@@ -201,6 +201,8 @@ class Message(BaseModel):
     reference = JSONField(null=True)
     status = CharField(max_length=16, default="complete")
     error = TextField(null=True)
+    intent = CharField(max_length=64, null=True)  # migration 0009: the intent an answer was routed by
+    intent_confidence = FloatField(null=True)  # migration 0009
 
     class Meta:
         indexes = ((("conversation_id", "seq"), True),)
@@ -242,6 +244,30 @@ class ResponseCache(BaseModel):
     hits = IntegerField(default=0)
 
 
+class IntentRoute(BaseModel):
+    """One intent of a tenant's router (migration 0009): messages like ``examples`` (or, without
+    examples, like ``description``) go to the chat assistant ``dialog_id``."""
+
+    tenant_id = CharField(max_length=32, index=True)
+    name = CharField(max_length=64)
+    description = TextField(default="")
+    examples = JSONField(default=list)
+    dialog_id = CharField(max_length=32)
+
+    class Meta:
+        indexes = ((("tenant_id", "name"), True),)
+
+
+class IntentSettings(BaseModel):
+    """A tenant's router settings (migration 0009); absent values take the tuned defaults."""
+
+    tenant_id = CharField(max_length=32, unique=True)
+    fallback_dialog_id = CharField(max_length=32, null=True)
+    accept = FloatField(null=True)
+    margin = FloatField(null=True)
+    classifier_model = CharField(max_length=128, null=True)
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     Tenant,
     ApiToken,
@@ -254,4 +280,6 @@ ALL_MODELS: list[type[BaseModel]] = [
     Message,
     Usage,
     ResponseCache,
+    IntentRoute,
+    IntentSettings,
 ]

@@ -117,6 +117,7 @@ class PromptConfig(BaseModel):
     keyword: bool | None = None
     tone: str | None = None
     meta_data_filter: dict[str, Any] | None = None
+    intent_router: bool | None = None  # Ragline: a router chat hands each question to its intent's assistant
 
     @field_validator("tone")
     @classmethod

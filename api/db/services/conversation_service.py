@@ -36,6 +36,8 @@ def message_to_api(message: Message) -> dict[str, Any]:
     shaped: dict[str, Any] = {"id": message.id, "role": message.role, "content": message.content}
     if message.role == "assistant" and message.reference is not None:
         shaped["reference"] = message.reference
+    if message.intent is not None:
+        shaped["intent"] = {"intent": message.intent, "confidence": message.intent_confidence}
     if message.status != STATUS_COMPLETE:
         shaped["status"] = message.status
     return shaped
@@ -72,7 +74,8 @@ def turns_of(conversation_id: str) -> list[dict[str, str]]:
 
 
 def append_message(conversation: Conversation, role: str, content: str, *, reference: Any = None,
-                   status: str = STATUS_COMPLETE, error: str | None = None, message_id: str | None = None) -> Message:
+                   status: str = STATUS_COMPLETE, error: str | None = None, message_id: str | None = None,
+                   intent: dict[str, Any] | None = None) -> Message:
     """Store one turn at the end of the conversation (its own transaction).
 
     Two writers that read the same last ``seq`` (MySQL, PostgreSQL) collide on the unique
@@ -82,7 +85,7 @@ def append_message(conversation: Conversation, role: str, content: str, *, refer
     while True:
         try:
             with Message._meta.database.atomic():
-                return _append(conversation, role, content, reference, status, error, message_id)
+                return _append(conversation, role, content, reference, status, error, message_id, intent)
         except IntegrityError:
             if attempts >= APPEND_ATTEMPTS:
                 raise
@@ -90,11 +93,13 @@ def append_message(conversation: Conversation, role: str, content: str, *, refer
 
 
 def _append(conversation: Conversation, role: str, content: str, reference: Any, status: str, error: str | None,
-            message_id: str | None) -> Message:
+            message_id: str | None, intent: dict[str, Any] | None = None) -> Message:
     last = Message.select(fn.MAX(Message.seq)).where(Message.conversation_id == conversation.id).scalar()
     fields = {"tenant_id": conversation.tenant_id, "conversation_id": conversation.id,
               "seq": (last if last is not None else -1) + 1, "role": role, "content": content,
               "reference": reference, "status": status, "error": error}
+    if intent is not None:
+        fields.update(intent=intent["intent"], intent_confidence=intent["confidence"])
     if message_id:
         fields["id"] = message_id
     message = Message.create(**fields)
@@ -210,9 +215,10 @@ def start_turn(conversation_id: str, question: str) -> Turn:
     return Turn(conversation=conversation, message_id=new_id(), history=turns_of(conversation_id))
 
 
-def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str | None) -> None:
+def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str | None,
+                intent: dict[str, Any] | None = None) -> None:
     append_message(turn.conversation, "assistant", answer, reference=reference, status=status, error=error,
-                   message_id=turn.message_id)
+                   message_id=turn.message_id, intent=intent)
 
 
 async def _history_and_knowledge(parts: Components, dialog_service: DialogService, dialog: Dialog,
@@ -251,7 +257,8 @@ async def _history_and_knowledge(parts: Components, dialog_service: DialogServic
 
 
 async def completion(parts: Components, dialog_service: DialogService, dialog: Dialog, conversation_id: str,
-                     question: str, *, stream: bool, **options: Any) -> AsyncIterator[ChatEvent]:
+                     question: str, *, stream: bool, intent: dict[str, Any] | None = None,
+                     **options: Any) -> AsyncIterator[ChatEvent]:
     """Answer ``question`` in a conversation, storing both turns whatever happens.
 
     The question is stored before the model is called; the answer is stored when the
@@ -259,6 +266,8 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
     the client (the partial answer, marked interrupted). The final store is shielded so the
     cancellation that abandons the stream cannot also abandon the write. Any failure, the
     model's or not, ends the events with a final one carrying the error and the partial answer.
+    ``intent`` (the decision of intent routing, when it chose ``dialog``) rides on every event
+    and is stored on the answer.
     """
     state = ChatState()
     turn, retrieved = await _history_and_knowledge(parts, dialog_service, dialog, conversation_id, question, state,
@@ -271,14 +280,15 @@ async def completion(parts: Components, dialog_service: DialogService, dialog: D
             if event.final:
                 status = STATUS_ERROR if event.error else STATUS_COMPLETE
                 error_text = str(event.error) if event.error else None
+            event.intent = intent
             yield event
     except Exception as error:  # noqa: BLE001 - not only the model's: a failed step ends the answer too
         logger.exception("answer in conversation %s failed", conversation_id)
         status, error_text = STATUS_ERROR, f"{type(error).__name__}: {error}"
         yield ChatEvent(state.answer, final=True, reference=state.reference, error=error, timings=state.timings,
-                        message_id=turn.message_id)
+                        message_id=turn.message_id, intent=intent)
     finally:
         saving = asyncio.ensure_future(
-            parts.db.write(finish_turn, turn, state.answer, state.reference, status, error_text))
+            parts.db.write(finish_turn, turn, state.answer, state.reference, status, error_text, intent))
         parts.metrics.observe_steps(state.timings)
         await asyncio.shield(saving)

@@ -74,6 +74,7 @@ class ChatEvent:
     result: ChatResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     message_id: str | None = None
+    intent: dict[str, Any] | None = None  # the routing decision, when intent routing chose the assistant
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from peewee import IntegrityError
 
 from api.db.models import Conversation, Dialog, Message
-from api.db.services import chat_assistant_service, conversation_service
+from api.db.services import chat_assistant_service, conversation_service, intent_service
 from api.db.services.cache_service import CachePolicy
 from api.db.services.common import require_all
 from api.db.services.dialog_service import ChatEvent, DialogService
@@ -41,6 +41,7 @@ class GenerateOptions:
     temperature: float | None = None
     cache: bool | None = None  # the response cache: None follows the conversation's assistant
     cache_sampled: bool = False  # also cache an answer sampled at temperature > 0 (implies ``cache``)
+    route: bool = False  # intent routing: the tenant's routes pick the chat assistant that answers
 
     def cache_policy(self) -> CachePolicy | None:
         if self.cache is None and not self.cache_sampled:
@@ -194,18 +195,23 @@ async def answer(parts: Components, tenant_id: str, conversation_id: str | None,
                  options: GenerateOptions, *, stream: bool,
                  adopt_client_ids: bool = False) -> tuple[Conversation, AsyncIterator[ChatEvent]]:
     """The conversation answered in and the pipeline's events for ``user_message``
-    (``adopt_client_ids``: see ``open_conversation``)."""
+    (``adopt_client_ids``: see ``open_conversation``). With ``options.route`` the message is
+    classified first and the chat assistant of its intent answers (the fallback assistant, or
+    the ordinary one, when none fits); the decision rides on every event."""
     check_tone(options.tone)
     if options.model:
         check_model(parts, options.model)
+    decision = await intent_service.classify(parts, tenant_id, user_message) if options.route else None
 
     def prepare() -> tuple[Conversation, Dialog]:
         conversation = open_conversation(tenant_id, conversation_id, user_message, adopt_client_ids=adopt_client_ids)
-        return conversation, dialog_for(tenant_id, conversation, options, parts.default_chat_model)
+        routed = intent_service.routed_dialog(tenant_id, decision) if decision is not None else None
+        return conversation, routed or dialog_for(tenant_id, conversation, options, parts.default_chat_model)
 
     conversation, dialog = await parts.db.run(prepare)
     events = conversation_service.completion(parts, DialogService(parts), dialog, conversation.id, user_message,
-                                             stream=stream, **request_options(options))
+                                             stream=stream, intent=decision.to_api() if decision else None,
+                                             **request_options(options))
     return conversation, events
 
 
@@ -232,10 +238,14 @@ def usage_summary(parts: Components, event: ChatEvent) -> tuple[dict[str, int], 
 
 
 def answer_facts(event: ChatEvent) -> dict[str, Any]:
-    """What every gateway door reports beside the text: whether the response cache answered, and
-    which arm served when the assistant runs an A/B test (null otherwise)."""
+    """What every gateway door reports beside the text: whether the response cache answered,
+    which arm served when the assistant runs an A/B test (null otherwise), and the routing
+    decision when intent routing chose the assistant."""
     result = event.result
-    return {"cached": bool(result is not None and result.cached), "arm": result.arm if result is not None else None}
+    facts = {"cached": bool(result is not None and result.cached), "arm": result.arm if result is not None else None}
+    if event.intent is not None:
+        facts["intent"] = event.intent
+    return facts
 
 
 def references_of(event: ChatEvent) -> list[dict[str, Any]]:
