@@ -194,13 +194,14 @@ async def test_another_tenant_never_sees_chunks(client, auth, make_key) -> None:
 
 
 async def test_an_unusable_embedding_model_refuses_the_chunk_without_a_500(client, auth) -> None:
+    # a provider Ragline knows, with no endpoint configured: accepted when set, unusable when called
     created = await (await client.post("/api/v1/datasets", headers=auth, json={
-        "name": "unroutable", "embedding_model": "ghost-embedder@NoSuchFactory"})).get_json()
+        "name": "unroutable", "embedding_model": "ghost-embedder@OpenAI-API-Compatible"})).get_json()
     dataset_id = created["data"]["id"]
     body = await (await upload(client, auth, dataset_id, ("notes.txt", b"placeholder"))).get_json()
     doc_id = body["data"][0]["id"]
     response = await client.post(chunks_url(dataset_id, doc_id), headers=auth, json={"content": "Hello there."})
     assert response.status_code == 200
     reply = await response.get_json()
-    assert reply["code"] == 103 and "ghost-embedder@NoSuchFactory" in reply["message"]
+    assert reply["code"] == 103 and "ghost-embedder@OpenAI-API-Compatible" in reply["message"]
     assert await counters(client, auth, dataset_id, doc_id) == (0, 0, 0, 0)
