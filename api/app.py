@@ -37,6 +37,7 @@ from api.utils.auth import (
 from api.utils.compat import (
     DEFAULT_DIALECT,
     DIALECT_HEADER,
+    auth_line_of_route,
     dialect_of_body,
     dialect_of_query,
     may_signal_dialect,
@@ -174,7 +175,7 @@ async def _tenant_of(parts: Components, key: str) -> str:
         return await parts.tenant_resolver.resolve(key)
     except ApiError as error:
         if (error.code == RetCode.AUTHENTICATION_ERROR and not uses_plain_http(request.path)
-                and parts.dialects.known(_address_key()) == "0.27"):
+                and _auth_answer_line(parts) == "0.27"):
             raise ApiError(RetCode.UNAUTHORIZED, RAGFLOW_UNAUTHORIZED_MESSAGE) from None
         raise
 
@@ -182,9 +183,15 @@ async def _tenant_of(parts: Components, key: str) -> str:
 def _missing_key_error(parts: Components) -> ApiError:
     """No key on a RAGFlow route: v0.27 answers 401; v0.22 answers code 0 with ``data: false``
     and a sentence naming the header (its clients and test suites rely on that exact answer)."""
-    if parts.dialects.known(_address_key()) == "0.27":
+    if _auth_answer_line(parts) == "0.27":
         return ApiError(RetCode.UNAUTHORIZED, RAGFLOW_UNAUTHORIZED_MESSAGE)
     return ApiError(RetCode.SUCCESS, RAGFLOW_V022_MISSING_KEY_MESSAGE)
+
+
+def _auth_answer_line(parts: Components) -> str | None:
+    """Whose words an auth failure here is answered in: the route's own, where RAGFlow v0.27
+    answers the same on every line, else the line this client address last showed."""
+    return auth_line_of_route(request.method, request.path) or parts.dialects.known(_address_key())
 
 
 def _address_key() -> str:

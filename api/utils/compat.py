@@ -14,8 +14,9 @@ simply serves the union. Two are not, and this module is where they are decided:
   a v0.22-shaped chat body marks it v0.22. An explicit ``X-RAGFlow-API: 0.27`` (or ``0.22``)
   header decides for that request and is remembered too. The line is kept on the tenant's row,
   so a restart does not forget it. Tenants never seen get v0.22, the shape ``API.md`` documents.
-- **A wrong API key** is 109 in v0.22 and 401 in v0.27. A bad key has no tenant, so the line
-  the client's address last showed decides (in memory only; v0.22 when unknown).
+- **A missing or wrong API key** is 0/109 in v0.22 and 401 on the routes v0.27 moved to its new
+  auth (``auth_line_of_route``). A bad key has no tenant, so on routes answered differently by
+  the two lines, the line the client's address last showed decides (in memory; v0.22 when unknown).
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ def dialect_of_query(method: str, path: str, params: Iterable[str]) -> Dialect |
     names = set(params)
     if V027_LIST_PARAMS & names or ("keywords" in names and _is_chat_path(path)):
         return "0.27"
+    return None
+
+
+def auth_line_of_route(method: str, path: str) -> Dialect | None:
+    """The line whose auth-failure answer a route gives whatever the client, if it has one.
+
+    RAGFlow v0.27 moved only some routes to its new auth (401 for a missing or wrong key): its
+    own new routes, datasets, chats and most session routes. Documents, chunks, retrieval and
+    session deletion still answer as v0.22 did (code 0 / 109). Routes in neither group follow the
+    client's line (None)."""
+    if _is_v027_only_route(method, path):
+        return "0.27"
+    rest = path.rstrip("/").split("/")[3:]
+    if rest[:1] == ["retrieval"]:
+        return "0.22"
+    if rest[:1] == ["datasets"] and len(rest) >= 3 and rest[2] in ("documents", "chunks"):
+        return "0.22"
+    if rest[:1] == ["chats"] and len(rest) == 3 and rest[2] == "sessions" and method == "DELETE":
+        return "0.22"
     return None
 
 

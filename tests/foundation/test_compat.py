@@ -8,6 +8,7 @@ import pytest
 from api.components import Components
 from api.utils.compat import (
     DialectMemory,
+    auth_line_of_route,
     dialect_of_body,
     dialect_of_query,
     ids_to_delete,
@@ -175,3 +176,25 @@ async def test_the_address_follows_the_tenant_that_last_spoke_from_it(client, au
     assert (await (await client.get("/api/v1/datasets", headers=wrong)).get_json())["code"] == 109
     await client.get("/api/v1/datasets", headers=auth)  # acme again, no signal: its remembered v0.27
     assert (await (await client.get("/api/v1/datasets", headers=wrong)).get_json())["code"] == 401
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("GET", "/api/v1/datasets/a/metadata/config", "0.27"),  # a route only v0.27 has
+    ("POST", "/api/v1/datasets/a/documents/parse", "0.27"),
+    ("POST", "/api/v1/datasets/a/documents", "0.22"),  # v0.27 kept v0.22's auth on documents,
+    ("PUT", "/api/v1/datasets/a/documents/b/chunks/c", "0.22"),  # chunks,
+    ("POST", "/api/v1/retrieval", "0.22"),  # retrieval
+    ("DELETE", "/api/v1/chats/c/sessions", "0.22"),  # and deleting sessions
+    ("POST", "/api/v1/chats/c/sessions", None),  # the rest answers as the client's line does
+    ("GET", "/api/v1/datasets", None),
+])
+def test_routes_that_answer_auth_failures_one_way_on_both_lines(method, path, expected) -> None:
+    assert auth_line_of_route(method, path) == expected
+
+
+async def test_a_missing_key_on_a_document_route_answers_as_both_lines_do(client, auth) -> None:
+    await client.get("/api/v1/datasets?ids=x", headers=auth)  # this address shows v0.27
+    on_documents = await (await client.get("/api/v1/datasets/x/documents")).get_json()
+    assert on_documents == {"code": 0, "message": "`Authorization` can't be empty"}
+    on_datasets = await (await client.get("/api/v1/datasets")).get_json()
+    assert on_datasets["code"] == 401
