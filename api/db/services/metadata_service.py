@@ -295,32 +295,20 @@ def _field_type(kinds: set[str]) -> str:
 # ---- batch edits ---------------------------------------------------------------------------
 
 class MetadataUpdate(BaseModel):
+    """Set ``key`` to ``value``; with ``match`` given (even null), only where it holds ``match``."""
+
     model_config = ConfigDict(extra="ignore")
     key: str = Field(..., min_length=1)
     value: Any
     match: Any = None
-    has_match: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _remember_match(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            data = {**data, "has_match": "match" in data}
-        return data
 
 
 class MetadataDelete(BaseModel):
+    """Drop ``key``; with ``value`` given (even null), only that value."""
+
     model_config = ConfigDict(extra="ignore")
     key: str = Field(..., min_length=1)
     value: Any = None
-    has_value: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _remember_value(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            data = {**data, "has_value": "value" in data}
-        return data
 
 
 def selected_documents(tenant_id: str, kb_id: str, document_ids: list[str] | None,
@@ -366,7 +354,7 @@ def edit_metadata(meta: Mapping[str, Any], updates: list[MetadataUpdate],
     """
     result = {key: list(value) if isinstance(value, list) else value for key, value in meta.items()}
     for update in updates:
-        if not update.has_match:
+        if "match" not in update.model_fields_set:
             result[update.key] = update.value
         elif isinstance(result.get(update.key), list):
             result[update.key] = [update.value if _same(item, update.match) else item for item in result[update.key]]
@@ -375,7 +363,7 @@ def edit_metadata(meta: Mapping[str, Any], updates: list[MetadataUpdate],
     for delete in deletes:
         if delete.key not in result:
             continue
-        if not delete.has_value:
+        if "value" not in delete.model_fields_set:
             del result[delete.key]
         elif isinstance(result[delete.key], list):
             kept = [item for item in result[delete.key] if not _same(item, delete.value)]
