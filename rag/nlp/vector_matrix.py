@@ -64,12 +64,25 @@ class VectorMatrix:
             self.live[slot] = False
             self.free.append(slot)
 
-    def scores(self, query: np.ndarray) -> np.ndarray:
-        """Cosine of every slot (dead ones included) with the normalised ``query``."""
-        return self.mat[: self.size] @ query
+    def cosines(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Cosine of the given slots with the normalised ``query`` (nan where a slot is -1)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        valid = (slots >= 0) & (slots < self.size)
+        out = np.full(slots.size, np.nan, dtype=np.float64)
+        if valid.any():
+            out[valid] = self.mat[slots[valid]] @ query
+        return out
 
-    def slots(self, rowids: list[int]) -> np.ndarray:
+    def nearest(self, query: np.ndarray, topn: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots of the ``topn`` rows nearest the normalised ``query`` where ``mask`` holds, best
+        first, and their cosines. Exact: one matrix-vector product over the used rows."""
+        scores = self.mat[: self.size] @ query
+        best = self.top(scores, topn, mask)
+        return best, scores[best].astype(np.float64)
+
+    def slots(self, rowids: list[int] | np.ndarray) -> np.ndarray:
         """Slot of each rowid, -1 where the row has no vector here."""
+        rowids = rowids.tolist() if isinstance(rowids, np.ndarray) else rowids
         return np.fromiter((self.slot_of.get(r, -1) for r in rowids), dtype=np.int64, count=len(rowids))
 
     @staticmethod

@@ -307,22 +307,23 @@ class SqliteConnection:
         if matrix is not None and query_vec is not None and query_vec.shape == (dim,):
             with idx.cache_lock:
                 mask = idx.slot_mask(matrix, where, params, condition, kb_ids)
-                scores = matrix.scores(query_vec)
+                top, top_cosines = matrix.nearest(query_vec, dense.topn, mask)
+                size = matrix.size
         else:
-            matrix = mask = scores = None
+            matrix = mask = None
         hits, ceiling = idx.bm25(text, where, params, matrix, mask) if text is not None else ([], 0.0)
         text_rowids = np.array([r for r, _ in hits], dtype=np.int64)
         text_scores = np.array([s for _, s in hits], dtype=np.float64)
         text_sims = term_similarities(text_scores, ceiling)
-        if scores is None:
+        if matrix is None:
             return _Legs(text_rowids, np.full(text_rowids.size, -1), text_scores,
                          np.full(text_rowids.size, np.nan), None, text_sims)
-        text_slots = matrix.slots(text_rowids.tolist())
-        text_slots[text_slots >= scores.size] = -1  # rows a concurrent write added after the snapshot
-        top = VectorMatrix.top(scores, dense.topn, mask)
-        vector_only = top[~np.isin(top, text_slots)]
+        text_slots = matrix.slots(text_rowids)
+        text_slots[text_slots >= size] = -1  # rows a concurrent write added after the snapshot
+        in_text = np.isin(top, text_slots)
+        vector_only, vector_only_cosines = top[~in_text], top_cosines[~in_text]
         slots = np.concatenate([text_slots, vector_only])
-        cosine = np.where(slots >= 0, scores[np.maximum(slots, 0)], np.nan).astype(np.float64)
+        cosine = np.concatenate([matrix.cosines(query_vec, text_slots), vector_only_cosines])
         return _Legs(np.concatenate([text_rowids, matrix.rowids[vector_only]]), slots,
                      np.concatenate([text_scores, np.zeros(vector_only.size)]), cosine, matrix,
                      np.concatenate([text_sims, np.zeros(vector_only.size)]))
