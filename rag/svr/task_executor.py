@@ -40,7 +40,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ import numpy as np
 from api.db.models import Document, Knowledgebase, Task
 from api.db.services import task_service
 from api.db.services.task_service import Outcome, Standing
+from rag.app import tagging
 from rag.app.naive import ChunkText
 from rag.app.parsers import IngestError, ParseError
 from rag.nlp import tokenize
@@ -65,6 +66,7 @@ TaskHandler = Callable[[Any, Task, str], Awaitable[None]]
 is a plain function or a coroutine function."""
 
 INSERT_BATCH = 256
+TAG_BATCH = 256  # chunks tagged between two check-ins (one tag-set search each)
 DEFAULT_DOCUMENTS_IN_FLIGHT = 128
 # A document checks in (progress, lease, cancel) at most this often. A small file passes
 # parse, chunk and embed within milliseconds, and each check-in is a write transaction that
@@ -455,12 +457,13 @@ class TaskExecutor:
         if not chunks:
             raise ParseError("The file produced no chunks.")
         await self._checkpoint(job, PROGRESS_CHUNKING, f"Parsed into {len(chunks)} chunks")
+        chunks, notes = await self._tag(job, chunks, parser_config)
         job.chunked(len(chunks))
         vectors = await self._embed(job, chunks)
         rows = await asyncio.to_thread(_rows, job, chunks, vectors)
         await self._checkpoint(job, PROGRESS_INDEXING, f"Indexing {len(rows)} chunks")
         await self._index(job, rows, vectors.shape[1])
-        outcome = _outcome(job, chunks)
+        outcome = _outcome(job, chunks, notes)
         self._check(await db.run(task_service.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
 
     async def _parse_watched(self, job: _ParseJob, data: bytes, parser_config: dict,
@@ -484,6 +487,38 @@ class TaskExecutor:
             if not parsing.done():
                 parsing.cancel()  # kills the child
                 await asyncio.gather(parsing, return_exceptions=True)
+
+    async def _tag(self, job: _ParseJob, chunks: list[ChunkText], parser_config: dict
+                   ) -> tuple[list[ChunkText], list[str]]:
+        """The chunks tagged from the tag sets ``parser_config.tag_kb_ids`` names (``rag.app.tagging``),
+        and a note per tag set skipped (missing, not a tag set, empty): tagging never fails a document."""
+        wanted = tagging.tag_set_ids(parser_config)
+        if not wanted:
+            return chunks, []
+        usable, notes = await self.parts.db.run(_tag_sets, job.task.tenant_id, job.kb.id, wanted)
+        try:
+            return await self._tag_from(job, chunks, usable, tagging.topn_tags(parser_config), notes), notes
+        except DocStoreError as error:
+            log.warning("tagging failed", extra={"fields": {"doc": job.doc_id, "error": str(error)}})
+            return chunks, [*notes, f"Tagging skipped: the tag sets could not be searched ({error})."]
+
+    async def _tag_from(self, job: _ParseJob, chunks: list[ChunkText], usable: list[str], topn: int,
+                        notes: list[str]) -> list[ChunkText]:
+        """``chunks`` tagged from those of ``usable`` that hold rows (a note for each that does not)."""
+        store = self.parts.doc_store
+        for kb_id in list(usable):
+            if not await asyncio.to_thread(tagging.tagged_rows, store, job.index, kb_id):
+                usable.remove(kb_id)
+                notes.append(f"Tag set {kb_id} skipped: it has no parsed tag rows.")
+        if not usable:
+            return chunks
+        search = tagging.store_search(store, job.index, usable)
+        tagged: list[ChunkText] = []
+        for start in range(0, len(chunks), TAG_BATCH):
+            await self._checkpoint(job, PROGRESS_CHUNKING, f"Tagging chunks {start + 1}-"
+                                                           f"{min(start + TAG_BATCH, len(chunks))} of {len(chunks)}")
+            tagged += await asyncio.to_thread(tagging.tag_chunks, chunks[start:start + TAG_BATCH], search, topn)
+        return tagged
 
     async def _embed(self, job: _ParseJob, chunks: list[ChunkText]) -> np.ndarray:
         """Vectors of the chunks, batch by batch with a check-in before each (cancel, progress)."""
@@ -590,6 +625,24 @@ def _begin(task_id: str, worker_id: str, doc_id: str) -> tuple[Document | None, 
     return *loaded, task_service.begin_parse(task_id, worker_id, loaded[0])
 
 
+def _tag_sets(tenant_id: str, kb_id: str, wanted: list[str]) -> tuple[list[str], list[str]]:
+    """The ids of ``wanted`` that are this tenant's tag sets, and a note for each that is not."""
+    found = {kb.id: kb for kb in Knowledgebase.select(Knowledgebase.id, Knowledgebase.parser_id).where(
+        Knowledgebase.id.in_(wanted) & (Knowledgebase.tenant_id == tenant_id))}
+    usable, notes = [], []
+    for wanted_id in wanted:
+        kb = found.get(wanted_id)
+        if kb is None:
+            notes.append(f"Tag set {wanted_id} skipped: no such dataset.")
+        elif wanted_id == kb_id:
+            notes.append(f"Tag set {wanted_id} skipped: it is this dataset.")
+        elif kb.parser_id != "tag":
+            notes.append(f"Tag set {wanted_id} skipped: its chunk_method is {kb.parser_id}, not tag.")
+        else:
+            usable.append(wanted_id)
+    return usable, notes
+
+
 def chunk_method(doc: Document, kb: Knowledgebase) -> str:
     """The document's ``chunk_method`` (set from its dataset's at upload, changeable per document)."""
     return doc.parser_id or kb.parser_id or "naive"
@@ -609,14 +662,18 @@ def _row(job: _ParseJob, piece: ChunkText, vector: np.ndarray) -> dict:
         row["content_ltks"] = tokenize(piece.match_text)
     if piece.tags:
         row["tag_kwd"] = list(piece.tags)
+        # Full text indexes important_tks, not tag_kwd: the tags' words go there so a search for a
+        # tag finds its chunks on both stores (important_kwd, what a user edits, stays as it was).
+        row["important_tks"] = tokenize(" ".join([*piece.keywords, *piece.tags]))
     for name, value in piece.fields:
         row.setdefault(name, value)
     return row
 
 
-def _outcome(job: _ParseJob, chunks: list[ChunkText]) -> Outcome:
+def _outcome(job: _ParseJob, chunks: list[ChunkText], notes: Sequence[str] = ()) -> Outcome:
+    """The counts, and a final progress_msg of "Task done: ..." then one line per note."""
     duration = time.monotonic() - job.started
     tokens = sum(piece.token_count for piece in chunks)
-    return Outcome(chunk_num=len(chunks), token_num=tokens, duration=round(duration, 3),
-                   # RAGFlow's clients and API cases look for "Task done" in the final progress_msg
-                   message=f"Task done: {len(chunks)} chunks, {tokens} tokens in {duration:.2f}s")
+    # RAGFlow's clients and API cases look for "Task done" in the final progress_msg
+    message = "\n".join([f"Task done: {len(chunks)} chunks, {tokens} tokens in {duration:.2f}s", *notes])
+    return Outcome(chunk_num=len(chunks), token_num=tokens, duration=round(duration, 3), message=message)
