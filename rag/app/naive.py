@@ -68,7 +68,9 @@ class ChunkText:
     ``match_text`` and ``embed_text`` replace ``content`` for the full-text index and the
     embedding (a Q&A pair is found by its question and returns question and answer),
     ``questions``, ``keywords`` and ``tags`` fill ``question_kwd``, ``important_kwd`` and
-    ``tag_kwd``, and ``fields`` are extra typed fields of the chunk (a table row's columns).
+    ``tag_kwd``, ``fields`` are extra typed fields of the chunk (a table row's columns), and
+    ``columns`` names the column each such field holds (``(field, header)``, one tuple shared
+    by the rows of a sheet): what the worker records as the dataset's ``field_map``.
     """
 
     content: str
@@ -81,6 +83,7 @@ class ChunkText:
     keywords: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     fields: tuple[tuple[str, Any], ...] = ()
+    columns: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ its header. Each column's type is inferred from its values (``int``, ``float``, 
 row also carries its values as typed fields named as RAGFlow names them, the header made
 safe plus a suffix: ``price_flt``, ``stock_long``, ``added_dt`` (``YYYY-MM-DD HH:MM:SS``),
 ``in_stock_kwd`` / ``name_kwd`` (exact text), so numbers and dates can be filtered. A row is one
-chunk whatever ``chunk_token_num`` says, as in RAGFlow.
+chunk whatever ``chunk_token_num`` says, as in RAGFlow. As in RAGFlow, the dataset records which
+fields its tables have in ``parser_config.field_map`` (field → column header, ``field_map()``,
+merged in by the worker after each table document), so a client or a query builder can see
+the columns and their types without reading chunks.
 """
 
 from __future__ import annotations
@@ -47,14 +50,25 @@ def sheet_chunks(sheet: Sheet, named: bool) -> list[ChunkText]:
     body = sheet.rows[1:]
     types = [column_type([row[index] if index < len(row) else None for row in body]) for index in range(len(header))]
     names = field_names(header, types)
+    columns = tuple(zip(names, header, strict=True))
     chunks = []
     for row in body:
         content = row_line(header, row)
         if content:
             fields = tuple((name, value) for name, kind, cell in zip(names, types, row, strict=False)
                            if (value := typed_value(cell, kind)) is not None)
-            chunks.append(ChunkText(content, num_tokens(content), heading, fields=fields))
+            chunks.append(ChunkText(content, num_tokens(content), heading, fields=fields, columns=columns))
     return chunks
+
+
+def field_map(chunks: list[ChunkText]) -> dict[str, str]:
+    """RAGFlow's ``parser_config.field_map`` of a table document: typed field → column header,
+    over all its sheets (the field's suffix says the column's type)."""
+    found: dict[str, str] = {}
+    for piece in chunks:
+        for name, header in piece.columns:
+            found.setdefault(name, header)
+    return found
 
 
 def column_type(cells: list[Cell]) -> str:

@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 
 from api.db.models import Document, Knowledgebase, Task
-from api.db.services import task_service
+from api.db.services import knowledgebase_service, task_service
 from api.db.services.task_service import Outcome, Standing
-from rag.app import tagging
+from rag.app import table, tagging
 from rag.app.naive import ChunkText
 from rag.app.parsers import IngestError, ParseError
 from rag.nlp import tokenize
@@ -463,6 +463,7 @@ class TaskExecutor:
         rows = await asyncio.to_thread(_rows, job, chunks, vectors)
         await self._checkpoint(job, PROGRESS_INDEXING, f"Indexing {len(rows)} chunks")
         await self._index(job, rows, vectors.shape[1])
+        await db.run(knowledgebase_service.record_field_map, job.kb.id, table.field_map(chunks))
         outcome = _outcome(job, chunks, notes)
         self._check(await db.run(task_service.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
 

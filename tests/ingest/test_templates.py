@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from rag.app import table
 from rag.app.chunking import CHUNKERS, chunk_document
 from rag.app.parsers import FormatLimitError, FormatLimits, ParseError
 from rag.app.parsers.limits import ReadLimits
@@ -81,6 +82,8 @@ def test_table_one_chunk_per_row_with_typed_fields() -> None:
     ]
     assert dict(chunks[1].fields) == {"name_kwd": "Gadget", "price_flt": 24.0, "stock_long": 7,
                                       "added_dt": "2024-05-17 00:00:00"}
+    assert table.field_map(chunks) == {"name_kwd": "Name", "price_flt": "Price", "stock_long": "Stock",
+                                       "added_dt": "Added"}
 
 
 def test_table_infers_csv_column_types() -> None:

@@ -195,6 +195,23 @@ def update(tenant_id: str, kb_id: str, changes: dict[str, Any]) -> dict[str, Any
     return to_api(kb)
 
 
+def record_field_map(kb_id: str, fields: dict[str, str]) -> None:
+    """Merge a parsed table's typed fields (field → column header) into the dataset's
+    ``parser_config.field_map``, as RAGFlow's table parser does; earlier documents' fields stay."""
+    if not fields:
+        return
+    with Knowledgebase._meta.database.atomic():
+        kb = Knowledgebase.get_or_none(Knowledgebase.id == kb_id)
+        if kb is None:
+            return
+        config = dict(kb.parser_config or {})
+        known = config.get("field_map") if isinstance(config.get("field_map"), dict) else {}
+        merged = {**known, **fields}
+        if merged != known:
+            config["field_map"] = merged
+            Knowledgebase.update(parser_config=config).where(Knowledgebase.id == kb_id).execute()
+
+
 def delete_many(tenant_id: str, kb_ids: list[str] | None, doc_store: DocStoreConnection,
                 storage: Storage) -> int:
     """Delete the datasets (all of the tenant's when ``kb_ids`` is None) with their documents,
