@@ -32,7 +32,9 @@ from rag.utils.doc_store_conn import (
     vector_dim,
 )
 from rag.utils.sqlite_index import (
+    CACHED_POSTINGS,
     COLUMN_FIELDS,
+    NO_HITS,
     SAFE_KEY,
     SqliteIndex,
     chunk_record,
@@ -139,8 +141,11 @@ class _Ranked:
 class SqliteConnection:
     """``DocStoreConnection`` over SQLite files in ``data_dir`` (``<index_name>.db`` each)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, cached_postings: int = CACHED_POSTINGS) -> None:
+        """``cached_postings``: per index, the term postings a search may reuse until the next
+        write (``SqliteIndex.term_postings``); 0 leaves every question's BM25 to FTS5."""
         self.data_dir = Path(data_dir)
+        self.cached_postings = cached_postings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.indexes: dict[str, SqliteIndex] = {}
         self.lock = threading.Lock()
@@ -154,7 +159,7 @@ class SqliteConnection:
         with self.lock:
             index = self.indexes.get(index_name)
             if index is None and (create or self._path(index_name).exists()):
-                index = self.indexes[index_name] = SqliteIndex(self._path(index_name))
+                index = self.indexes[index_name] = SqliteIndex(self._path(index_name), self.cached_postings)
             return index
 
     def create_idx(self, index_name: str, kb_id: str, vector_size: int) -> None:
@@ -311,21 +316,19 @@ class SqliteConnection:
                 size = matrix.size
         else:
             matrix = mask = None
-        hits, ceiling = idx.bm25(text, where, params, matrix, mask) if text is not None else ([], 0.0)
-        text_rowids = np.array([r for r, _ in hits], dtype=np.int64)
-        text_scores = np.array([s for _, s in hits], dtype=np.float64)
-        text_sims = term_similarities(text_scores, ceiling)
+        hits, ceiling = idx.bm25(text, where, params, matrix, mask) if text is not None else (NO_HITS, 0.0)
+        text_sims = term_similarities(hits.scores, ceiling)
         if matrix is None:
-            return _Legs(text_rowids, np.full(text_rowids.size, -1), text_scores,
-                         np.full(text_rowids.size, np.nan), None, text_sims)
-        text_slots = matrix.slots(text_rowids)
+            return _Legs(hits.rowids, np.full(hits.rowids.size, -1), hits.scores,
+                         np.full(hits.rowids.size, np.nan), None, text_sims)
+        text_slots = matrix.slots(hits.rowids) if hits.slots is None else hits.slots.copy()
         text_slots[text_slots >= size] = -1  # rows a concurrent write added after the snapshot
         in_text = np.isin(top, text_slots)
         vector_only, vector_only_cosines = top[~in_text], top_cosines[~in_text]
         slots = np.concatenate([text_slots, vector_only])
         cosine = np.concatenate([matrix.cosines(query_vec, text_slots), vector_only_cosines])
-        return _Legs(np.concatenate([text_rowids, matrix.rowids[vector_only]]), slots,
-                     np.concatenate([text_scores, np.zeros(vector_only.size)]), cosine, matrix,
+        return _Legs(np.concatenate([hits.rowids, matrix.rowids[vector_only]]), slots,
+                     np.concatenate([hits.scores, np.zeros(vector_only.size)]), cosine, matrix,
                      np.concatenate([text_sims, np.zeros(vector_only.size)]))
 
     @staticmethod

@@ -21,8 +21,10 @@ import json
 import re
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +46,14 @@ FIELD_TO_COLUMN = {f: col for col, fields in FTS_COLUMNS.items() for f in fields
 # Real columns: filters and the cheap fields a ranking pass reads without parsing the JSON body.
 COLUMN_FIELDS = ("id", "kb_id", "doc_id", "docnm_kwd", "available_int")
 MAX_QUERY_TERMS = 256  # an FTS5 OR of thousands of terms is slow and adds nothing
-OVERFETCH = 2  # BM25 rows fetched per wanted row before filtering in memory
 # FTS5 computes BM25 for every row that matches any term, ~1–2 µs each. Past this many postings
 # a question's most common terms are left out of the match (they carry the least IDF), so a
 # large index answers in milliseconds; small collections are never affected.
 MAX_SCORED_POSTINGS = 8000
+# Postings whose per-term BM25 a process keeps between writes (``SqliteIndex.term_postings``):
+# about 24 bytes each, so the default holds ~50 MB at most.
+CACHED_POSTINGS = 2_000_000
+OVERFETCH = 2  # without that cache: BM25 rows fetched per wanted row before filtering in memory
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_]+$")  # index names and JSON field names put into SQL text
 
 SCHEMA = """
@@ -125,11 +130,37 @@ def stored_row(body_json: str, vec_field: str | None, blob: bytes | None, select
     return body
 
 
+@dataclass(frozen=True)
+class TermPostings:
+    """One term's rows with their matrix slot (-1: no vector there) and their BM25 for it alone."""
+
+    rowids: np.ndarray
+    slots: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class BM25Hits:
+    """The BM25 leg's rows, best first, with their matrix slots when known (else None)."""
+
+    rowids: np.ndarray
+    scores: np.ndarray
+    slots: np.ndarray | None = None
+
+    @classmethod
+    def of_rows(cls, rows: list[tuple[int, float]]) -> BM25Hits:
+        return cls(np.array([r for r, _ in rows], dtype=np.int64), np.array([s for _, s in rows], dtype=np.float64))
+
+
+NO_HITS = BM25Hits(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
 class SqliteIndex:
     """One tenant index: its database file, a writer connection, per-thread readers, the matrices."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cached_postings: int = CACHED_POSTINGS) -> None:
         self.path = path
+        self.postings_limit = cached_postings  # 0: every question's BM25 is FTS5's own OR query
         self.write_lock = threading.Lock()
         self.cache_lock = threading.RLock()
         self.local = threading.local()
@@ -144,6 +175,9 @@ class SqliteIndex:
         self.df_cache: dict[str, int] = {}  # postings per term, capped; valid for df_seq
         self.df_seq = -1
         self.row_count: int | None = None  # rows of the index (FTS5's N), valid for df_seq
+        # (term, column weights, matrix dim) -> TermPostings, least recently used first; valid for df_seq
+        self.postings_cache: OrderedDict[tuple[str, str, int], TermPostings] = OrderedDict()
+        self.cached_postings = 0
         self.sync()
 
     def _connect(self) -> sqlite3.Connection:
@@ -210,6 +244,8 @@ class SqliteIndex:
         with self.cache_lock:
             if self.df_seq != self.seq:
                 self.df_cache, self.df_seq, self.row_count = {}, self.seq, None
+                self.postings_cache.clear()
+                self.cached_postings = 0
             cache = self.df_cache
         conn = self.reader()
         for term in terms:
@@ -243,36 +279,95 @@ class SqliteIndex:
         idfs = [fts5_idf(rows, counts[t]) for t in scored] + [fts5_idf(rows, 0) for t in terms if counts[t] == 0]
         return bm25_bound(idfs, BM25_K1 + 1)
 
-    def bm25(self, text, where: str, params: list, matrix, mask) -> tuple[list[tuple[int, float]], float]:
+    def bm25(self, text, where: str, params: list, matrix, mask) -> tuple[BM25Hits, float]:
         """Top BM25 rows passing the filter, and the query's BM25 ceiling (``bm25_ceiling``).
 
-        With the in-memory filter columns at hand, FTS5 ranks without joining the chunk table
-        (three times faster) and an over-fetch is filtered in numpy; only when that leaves too
-        few rows does the exact joined query run.
+        With the in-memory filter columns at hand, the question's BM25 is summed from each
+        term's own postings (``term_postings``, kept until the next write), so a term other
+        questions asked since the last write costs no FTS5 work at all. Only when a matched row
+        is not in the matrix does the exact joined query run.
         """
         terms = query_terms(text.matching_text)
         scored = self.affordable_terms(terms)
         bound = self.bm25_ceiling(terms, scored)
-        query = fts_query(scored)
-        if not query:
-            return [], bound
+        if not scored:
+            return NO_HITS, bound
         boosts = parse_field_boosts(text.fields)
         weights = ",".join(str(max((b for f, b in boosts.items() if FIELD_TO_COLUMN.get(f) == col), default=0.0))
                            for col in FTS_COLUMNS)
-        conn = self.reader()
         if matrix is not None:
-            fetch = OVERFETCH * text.topn
-            raw = conn.execute(f"SELECT rowid, -bm25(chunk_fts, {weights}) AS s FROM chunk_fts "
-                               "WHERE chunk_fts MATCH ? ORDER BY s DESC LIMIT ?", (query, fetch)).fetchall()
-            slots = matrix.slots([r for r, _ in raw])
-            slots[slots >= mask.size] = -1
-            passes = (slots >= 0) & mask[np.maximum(slots, 0)] if raw else np.zeros(0, dtype=bool)
-            if bool((slots >= 0).all()) and (int(passes.sum()) >= text.topn or len(raw) < fetch):
-                return [hit for hit, ok in zip(raw, passes.tolist(), strict=True) if ok][: text.topn], bound
+            hits = (self._bm25_from_postings(scored, weights, matrix, mask, text.topn) if self.postings_limit > 0
+                    else self._bm25_overfetched(scored, weights, matrix, mask, text.topn))
+            if hits is not None:
+                return hits, bound
         sql = (f"SELECT c.rowid, -bm25(chunk_fts, {weights}) AS s FROM chunk_fts "
                f"JOIN chunk c ON c.rowid = chunk_fts.rowid WHERE chunk_fts MATCH ? AND {where} "
                "ORDER BY s DESC LIMIT ?")
-        return conn.execute(sql, [query, *params, text.topn]).fetchall(), bound
+        rows = self.reader().execute(sql, [fts_query(scored), *params, text.topn]).fetchall()
+        return BM25Hits.of_rows(rows), bound
+
+    def _bm25_from_postings(self, terms: list[str], weights: str, matrix: VectorMatrix, mask: np.ndarray,
+                            topn: int) -> BM25Hits | None:
+        """FTS5's BM25 of an OR query is the sum of its terms' own BM25 (each term's IDF times
+        its saturated frequency), so the sum over cached postings equals the OR query's score.
+        None when a matched row has no slot in ``matrix`` (the caller then asks FTS5 itself)."""
+        postings = [self.term_postings(term, weights, matrix) for term in terms]
+        slots = np.concatenate([p.slots for p in postings])
+        if slots.size == 0:
+            return NO_HITS
+        if bool((slots < 0).any()) or int(slots.max()) >= mask.size:
+            return None
+        rowids = np.concatenate([p.rowids for p in postings])
+        unique_slots, where_in_unique = np.unique(slots, return_inverse=True)
+        totals = np.bincount(where_in_unique, weights=np.concatenate([p.scores for p in postings]))
+        rowid_of = np.empty(unique_slots.size, dtype=np.int64)
+        rowid_of[where_in_unique] = rowids
+        passing = np.flatnonzero(mask[unique_slots])
+        if passing.size > topn:
+            passing = passing[np.argpartition(-totals[passing], topn - 1)[:topn]]
+        passing = passing[np.argsort(-totals[passing], kind="stable")]
+        return BM25Hits(rowid_of[passing], totals[passing], unique_slots[passing])
+
+    def _bm25_overfetched(self, terms: list[str], weights: str, matrix: VectorMatrix, mask: np.ndarray,
+                          topn: int) -> BM25Hits | None:
+        """FTS5's OR query without the join, ``OVERFETCH``× the rows, filtered in numpy; None when
+        too few pass or a row has no slot (the caller then runs the exact joined query)."""
+        fetch = OVERFETCH * topn
+        rows = self.reader().execute(f"SELECT rowid, -bm25(chunk_fts, {weights}) AS s FROM chunk_fts WHERE "
+                                     "chunk_fts MATCH ? ORDER BY s DESC LIMIT ?", (fts_query(terms), fetch)).fetchall()
+        hits = BM25Hits.of_rows(rows)
+        slots = matrix.slots(hits.rowids)
+        if bool((slots < 0).any()) or (slots.size and int(slots.max()) >= mask.size):
+            return None
+        passes = mask[slots]
+        if int(passes.sum()) < topn and len(rows) == fetch:
+            return None
+        keep = np.flatnonzero(passes)[:topn]
+        return BM25Hits(hits.rowids[keep], hits.scores[keep], slots[keep])
+
+    def term_postings(self, term: str, weights: str, matrix: VectorMatrix) -> TermPostings:
+        """The rows holding ``term``, their slots in ``matrix`` and their BM25 for the term alone,
+        remembered until the next write (least recently used dropped past ``postings_limit``)."""
+        key = (term, weights, matrix.dim)
+        with self.cache_lock:
+            self._document_frequencies([])  # drops the cache when a write came since
+            found = self.postings_cache.get(key)
+            if found is not None:
+                self.postings_cache.move_to_end(key)
+                return found
+        rows = self.reader().execute(f"SELECT rowid, -bm25(chunk_fts, {weights}) FROM chunk_fts WHERE chunk_fts "
+                                     "MATCH ?", (f'"{term}"',)).fetchall()
+        rowids = np.fromiter((r for r, _ in rows), dtype=np.int64, count=len(rows))
+        with self.cache_lock:
+            found = TermPostings(rowids, matrix.slots(rowids),
+                                 np.fromiter((s for _, s in rows), dtype=np.float64, count=len(rows)))
+            if self.df_seq == self.seq and rowids.size <= self.postings_limit:
+                self.postings_cache[key] = found
+                self.cached_postings += rowids.size
+                while self.cached_postings > self.postings_limit:
+                    _, dropped = self.postings_cache.popitem(last=False)
+                    self.cached_postings -= dropped.rowids.size
+        return found
 
     def slot_mask(self, matrix: VectorMatrix, where: str, params: list, condition: dict, kb_ids) -> np.ndarray:
         """Slots of ``matrix`` passing the search's filters: numpy on the in-memory columns when it can."""

@@ -99,3 +99,47 @@ os._exit(9)  # no close, no checkpoint
     result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], timeout=120)
     assert result.returncode == 9
     assert count(SqliteConnection(tmp_path)) == 20
+
+
+WORDS = ["cell", "protein", "gene", "tumor", "membrane", "insulin", "virus", "neuron", "enzyme", "receptor"]
+
+
+def varied_rows(count: int, seed: int = 0) -> list[dict]:
+    """Chunks of random lengths over a small vocabulary, so terms repeat with varied frequencies."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        text = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 40))))
+        vec = rng.normal(size=4).astype(np.float32)
+        rows.append(make_chunk_row(f"d{i % 5}", KB, f"d{i % 5}.txt", text, vec) | {"important_kwd": [WORDS[i % 10]]})
+    return rows
+
+
+def hybrid_search(store: SqliteConnection, question: str, condition: dict | None = None) -> list[tuple[str, float]]:
+    query = [MatchTextExpr(("content_ltks", "important_kwd^5"), question, 20),
+             MatchDenseExpr("q_4_vec", (0.5, -1.0, 0.2, 0.1), 20), FusionExpr(0.3, 40)]
+    rows = store.search(["id"], [], condition or {}, query, None, 0, 15, [IDX], [KB]).rows
+    return [(r["id"], round(r["_score"], 9)) for r in rows]
+
+
+@pytest.mark.parametrize("question", ["cell gene", "insulin receptor virus", "enzyme", "neuron tumor membrane cell"])
+def test_bm25_summed_from_term_postings_ranks_as_fts5_does(tmp_path, question):
+    """The per-term postings path must give FTS5's own OR-query BM25: same rows, same scores."""
+    summed, fts5 = SqliteConnection(tmp_path / "a"), SqliteConnection(tmp_path / "b", cached_postings=0)
+    for store in (summed, fts5):
+        store.insert(varied_rows(300), IDX, KB)
+    for condition in ({}, {"doc_id": ["d1", "d3"]}):
+        expected = hybrid_search(fts5, question, condition)
+        assert expected and hybrid_search(summed, question, condition) == expected
+        assert hybrid_search(summed, question, condition) == expected  # again, from the cache
+
+
+def test_cached_postings_follow_writes(tmp_path):
+    store = SqliteConnection(tmp_path)
+    store.insert(varied_rows(100), IDX, KB)
+    before = {chunk_id for chunk_id, _ in hybrid_search(store, "insulin")}
+    store.insert([make_chunk_row("dz", KB, "dz.txt", "insulin " * 30, np.ones(4, dtype=np.float32))], IDX, KB)
+    after = hybrid_search(store, "insulin")
+    new_id = next(chunk_id for chunk_id, _ in after if chunk_id not in before)
+    store.delete({"id": [new_id]}, IDX, KB)
+    assert {chunk_id for chunk_id, _ in hybrid_search(store, "insulin")} == before
