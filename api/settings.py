@@ -56,6 +56,12 @@ ENV_NAMES: dict[str, str] = {
     "parse_max_expanded_mb": "RAGLINE_PARSE_MAX_EXPANDED_MB",
     "parse_max_xml_elements": "RAGLINE_PARSE_MAX_XML_ELEMENTS",
     "parse_max_package_entries": "RAGLINE_PARSE_MAX_PACKAGE_ENTRIES",
+    "parse_max_rows": "RAGLINE_PARSE_MAX_ROWS",
+    "parse_max_slides": "RAGLINE_PARSE_MAX_SLIDES",
+    "parse_max_pages": "RAGLINE_PARSE_MAX_PAGES",
+    "parse_max_ocr_pages": "RAGLINE_PARSE_MAX_OCR_PAGES",
+    "parse_max_image_megapixels": "RAGLINE_PARSE_MAX_IMAGE_MEGAPIXELS",
+    "parse_max_attachments": "RAGLINE_PARSE_MAX_ATTACHMENTS",
     "response_cache_ttl": "RAGLINE_RESPONSE_CACHE_TTL",
 }
 
@@ -106,12 +112,19 @@ class Settings(BaseModel):
     ingest_documents_in_flight: int = Field(128, ge=1, le=4096)
     embed_processes: int = Field(-1, ge=-1, le=64)  # builtin embedding models; -1: one per core, 0: in threads
     # Per document, in the parse child processes (rag.svr.parse_processes): wall clock, address
-    # space, and what a ZIP-based file (.docx) may expand to (rag.app.parsers.package).
+    # space, what a ZIP-based file (.docx) may expand to (rag.app.parsers.package), and what one
+    # document may hold (rag.app.parsers.limits.FormatLimits, whose defaults these repeat).
     parse_timeout: float = Field(300.0, gt=0)
     parse_memory_mb: int = Field(2048, ge=256)
     parse_max_expanded_mb: int = Field(256, ge=1)
     parse_max_xml_elements: int = Field(1_000_000, ge=1)
     parse_max_package_entries: int = Field(10_000, ge=1)
+    parse_max_rows: int = Field(10_000, ge=1)  # spreadsheet / CSV rows, all sheets together
+    parse_max_slides: int = Field(2_000, ge=1)
+    parse_max_pages: int = Field(5_000, ge=1)  # PDF pages
+    parse_max_ocr_pages: int = Field(200, ge=0)  # PDF pages without a text layer; 0: a PDF with one fails
+    parse_max_image_megapixels: float = Field(50.0, gt=0)  # one image's (or rendered page's) pixels
+    parse_max_attachments: int = Field(50, ge=0)  # an e-mail's attachments read; later ones are left out
     response_cache_ttl: float = Field(3600.0, ge=0)  # seconds a cached answer lives; 0: no response cache
 
     @field_validator("llm_model", "embedding_model")

@@ -27,7 +27,7 @@ from typing import Any
 from rag.app.chunking import chunk_document
 from rag.app.naive import ChunkText
 from rag.app.parsers import FormatLimits, PackageLimits, ParseError
-from rag.app.parsers.limits import ReadLimits
+from rag.app.parsers.limits import MEGAPIXEL, ReadLimits
 from rag.utils.child_process import ChildDied, StoppablePool, settle_in_child
 from rag.utils.doc_store_conn import chunk_id
 
@@ -61,15 +61,11 @@ class ParseLimits:
 
 
 def _format_limits(settings: Any) -> FormatLimits:
-    """The settings' ``parse_max_rows`` etc. where they exist, the defaults otherwise."""
-    default = FormatLimits()
-    names = {"max_rows": "parse_max_rows", "max_slides": "parse_max_slides", "max_pages": "parse_max_pages",
-             "max_ocr_pages": "parse_max_ocr_pages", "max_attachments": "parse_max_attachments"}
-    values = {name: getattr(settings, setting, getattr(default, name)) for name, setting in names.items()}
-    megapixels = getattr(settings, "parse_max_image_megapixels", None)
-    if megapixels is not None:
-        values["max_image_pixels"] = int(megapixels * 1_000_000)
-    return FormatLimits(**values)
+    """The settings' ``parse_max_rows`` etc. (``RAGLINE_PARSE_MAX_ROWS`` ...) as ``FormatLimits``."""
+    return FormatLimits(max_rows=settings.parse_max_rows, max_slides=settings.parse_max_slides,
+                        max_pages=settings.parse_max_pages, max_ocr_pages=settings.parse_max_ocr_pages,
+                        max_image_pixels=int(settings.parse_max_image_megapixels * MEGAPIXEL),
+                        max_attachments=settings.parse_max_attachments)
 
 
 # -- inside a child -------------------------------------------------------------------------------

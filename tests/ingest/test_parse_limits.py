@@ -119,3 +119,39 @@ async def test_a_bomb_fails_its_document_with_the_reason_and_the_others_finish(r
     assert bomb.run == "FAIL"
     assert "XML elements" in bomb.progress_msg and "RAGLINE_PARSE_MAX_XML_ELEMENTS" in bomb.progress_msg
     assert (fine.run, fine.chunk_num) == ("DONE", 1)
+
+
+def test_the_per_format_limits_are_read_from_the_environment() -> None:
+    from api.settings import load_settings
+    from rag.app.parsers import FormatLimits
+
+    environ = {"RAGLINE_PARSE_MAX_ROWS": "3", "RAGLINE_PARSE_MAX_SLIDES": "4", "RAGLINE_PARSE_MAX_PAGES": "5",
+               "RAGLINE_PARSE_MAX_OCR_PAGES": "0", "RAGLINE_PARSE_MAX_IMAGE_MEGAPIXELS": "0.5",
+               "RAGLINE_PARSE_MAX_ATTACHMENTS": "7"}
+    formats = ParseLimits.from_settings(load_settings(environ=environ)).formats
+    assert formats == FormatLimits(max_rows=3, max_slides=4, max_pages=5, max_ocr_pages=0,
+                                   max_image_pixels=500_000, max_attachments=7)
+    assert ParseLimits.from_settings(load_settings(environ={})).formats == FormatLimits()
+    with pytest.raises(ValueError, match="RAGLINE_PARSE_MAX_ROWS"):
+        load_settings(environ={"RAGLINE_PARSE_MAX_ROWS": "0"})
+
+
+async def test_a_sheet_over_the_configured_rows_fails_naming_the_setting(make_settings, make_parts) -> None:
+    from api.db.migrate import upgrade
+    from tests.ingest import office_files
+
+    parts = make_parts(make_settings(parse_max_rows=2))
+    upgrade(parts.db)
+    files = {"faq.xlsx": office_files.faq_xlsx(), "fine.md": b"# Fine\n\nKingfishers dive for fish."}
+    tenant_id, kb_id, doc_ids = seed_documents(parts, files)
+    queue(parts, tenant_id, kb_id, doc_ids)
+    executor = TaskExecutor(parts, worker_id="test-worker", embedder=lambda _t, _n: FakeEmbedding())
+    try:
+        while await executor.run_once():
+            pass
+    finally:
+        await executor.stop()
+    sheet, fine = (document(parts, doc_id) for doc_id in doc_ids)
+    assert sheet.run == "FAIL"
+    assert "more than 2 rows" in sheet.progress_msg and "RAGLINE_PARSE_MAX_ROWS" in sheet.progress_msg
+    assert (fine.run, fine.chunk_num) == ("DONE", 1)

@@ -11,7 +11,7 @@ import io
 import warnings
 
 from rag.app.parsers.base import ParseError, Section, tidy_text
-from rag.app.parsers.limits import FormatLimitError, FormatLimits
+from rag.app.parsers.limits import SETTINGS, FormatLimitError, FormatLimits
 from rag.app.parsers.ocr import check_pixels, image_text
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -30,7 +30,7 @@ def parse(data: bytes, limits: FormatLimits) -> list[Section]:
         raise ParseError(f"The image is damaged or not in a known image format: {exc}") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise FormatLimitError(f"The image is over the limit of {limits.max_image_pixels / 1e6:.0f} megapixels "
-                               f"per image; scale it down first ({exc}).") from exc
+                               f"per image ({SETTINGS['max_image_pixels']}); scale it down first ({exc}).") from exc
     text = tidy_text(image_text(image))
     if not text:
         raise ParseError("OCR found no text in the image.")

@@ -16,7 +16,7 @@ import functools
 from typing import Any
 
 from rag.app.parsers.base import ParseError
-from rag.app.parsers.limits import FormatLimitError
+from rag.app.parsers.limits import SETTINGS, FormatLimitError
 
 MIN_SCORE = 0.5  # recognitions below this confidence are mostly noise on photos and rules
 
@@ -35,7 +35,7 @@ def check_pixels(width: int, height: int, limit: int, what: str) -> None:
     """Raise ``FormatLimitError`` when ``width`` × ``height`` is over ``limit`` pixels."""
     if width * height > limit:
         raise FormatLimitError(f"The {what} is {width:,} × {height:,} pixels, over the limit of "
-                               f"{limit / 1e6:.0f} megapixels per image; scale it down first.")
+                               f"{limit / 1e6:g} megapixels per image ({SETTINGS['max_image_pixels']}); scale it down first.")
 
 
 def image_text(image: Any) -> str:

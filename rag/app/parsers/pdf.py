@@ -28,7 +28,7 @@ def parse(data: bytes, limits: FormatLimits | None = None) -> list[Section]:
     limits = limits or FormatLimits()
     reader = _open(data)
     if len(reader.pages) > limits.max_pages:
-        raise over_limit(len(reader.pages), limits.max_pages, "pages", "PDF")
+        raise over_limit(len(reader.pages), limits.max_pages, "pages", "PDF", "max_pages")
     texts = {number: tidy_text(_page_text(page, number)) for number, page in enumerate(reader.pages, start=1)}
     scanned = [number for number, text in texts.items() if len(text) < MIN_TEXT_LAYER_CHARS]
     if scanned:
@@ -68,7 +68,8 @@ def _page_text(page, number: int) -> str:
 def _ocr_pages(data: bytes, numbers: list[int], limits: FormatLimits) -> dict[int, str]:
     """OCR text of the given 1-based pages; over ``max_ocr_pages`` scanned pages fails the PDF."""
     if len(numbers) > limits.max_ocr_pages:
-        raise over_limit(len(numbers), limits.max_ocr_pages, "pages without a text layer (each needs OCR)", "PDF")
+        raise over_limit(len(numbers), limits.max_ocr_pages, "pages without a text layer (each needs OCR)", "PDF",
+                         "max_ocr_pages")
     import pypdfium2
 
     try:

@@ -23,7 +23,7 @@ def parse(data: bytes, limits: FormatLimits) -> list[Section]:
     presentation = _open(data)
     slides = presentation.slides
     if len(slides) > limits.max_slides:
-        raise over_limit(len(slides), limits.max_slides, "slides", ".pptx")
+        raise over_limit(len(slides), limits.max_slides, "slides", ".pptx", "max_slides")
     sections = []
     for number, slide in enumerate(slides, start=1):
         text = tidy_text("\n".join(_slide_lines(slide)))

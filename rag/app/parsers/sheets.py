@@ -70,19 +70,19 @@ class _RowCounter:
     def expect(self, rows: int) -> None:
         """Fail before reading when a format declares more rows than the scan budget (.xls)."""
         if self.scanned + rows > self._scan_budget:
-            raise over_limit(self.scanned + rows, self._scan_budget, "rows", self._kind)
+            raise over_limit(self.scanned + rows, self._scan_budget, "rows", self._kind, "max_rows")
 
     def take(self, rows: Iterable[Iterable[Cell]]) -> list[list[Cell]]:
         kept = []
         for raw in rows:
             self.scanned += 1
             if self.scanned > self._scan_budget:
-                raise over_limit(self.scanned, self._scan_budget, "rows (most of them empty)", self._kind)
+                raise over_limit(self.scanned, self._scan_budget, "rows (most of them empty)", self._kind, "max_rows")
             row = _trimmed(raw)
             if row:
                 self.kept += 1
                 if self.kept > self._limits.max_rows:
-                    raise over_limit(self.kept, self._limits.max_rows, "rows", self._kind)
+                    raise over_limit(self.kept, self._limits.max_rows, "rows", self._kind, "max_rows")
                 kept.append(row)
         return kept
 
