@@ -32,6 +32,7 @@ from api.utils.llm_bridge import SyncLLMWrapper
 from rag.llm.embedding_model import BUILTIN_FACTORY, BUILTIN_MINILM, split_model_name
 from rag.llm.embedding_processes import EmbeddingProcesses
 from rag.llm.errors import LLMServiceError
+from rag.llm.question_vectors import QuestionVectors
 from rag.llm.registry import ModelRegistry
 from rag.nlp.search import Dealer, EmbeddedQuestion
 from rag.nlp.search_processes import SearchProcesses
@@ -79,6 +80,7 @@ class Components:
     metrics: Metrics = field(default_factory=Metrics)
     compute: ThreadPoolExecutor = field(default_factory=lambda: build_compute_pool(0))
     question_batcher: EmbeddingBatcher = field(default_factory=EmbeddingBatcher)
+    question_vectors: QuestionVectors = field(default_factory=QuestionVectors)
     search_processes: SearchProcesses | None = None
     embedding_processes: EmbeddingProcesses | None = None
     chats: ChatDirectory = field(init=False)
@@ -143,11 +145,18 @@ class Components:
         """The question's embedding, computed now, in the form retrieval's thread asks for it.
 
         Questions asked at the same time are embedded in one model call (one usage row per
-        call): a batch of 30 short questions costs the local model little more than one.
+        call): a batch of 30 short questions costs the local model little more than one. A
+        question this tenant asked before with this model is answered from ``question_vectors``
+        without a model call (and so without a usage row: nothing was spent).
         """
+        known = self.question_vectors.get(tenant_id, model_name, question)
+        if known is not None:
+            return EmbeddedQuestion(question, *known)
         bundle = self.bundle(tenant_id, model_name, "embedding")
         vectors = await self.question_batcher.encode((tenant_id, model_name), bundle, [question])
-        return EmbeddedQuestion(question, vectors[0], num_tokens(question))
+        tokens = num_tokens(question)
+        self.question_vectors.put(tenant_id, model_name, question, vectors[0], tokens)
+        return EmbeddedQuestion(question, vectors[0], tokens)
 
     def check_chat_model(self, model_name: str) -> None:
         """Refuse a chat model the registry cannot route (102 naming it) before it is stored."""

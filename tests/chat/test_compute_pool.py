@@ -66,3 +66,35 @@ async def test_searches_run_in_the_compute_pool_not_the_default_one(parts) -> No
     names = {await parts.run_compute(lambda: threading.current_thread().name) for _ in range(4)}
     assert names and all(name.startswith("ragline-compute") for name in names)
     assert len(names) <= (parts.settings.compute_threads or os.cpu_count() or 1)
+
+
+async def test_a_question_asked_again_is_not_embedded_again(counting_parts) -> None:
+    parts, model = counting_parts
+    tenant = parts.db.call(tenant_service.create_key_for, "t").tenant_id
+    other = parts.db.call(tenant_service.create_key_for, "u").tenant_id
+    first = await parts.embedded_question(tenant, "counting@Builtin", "what do cells do")
+    again = await parts.embedded_question(tenant, "counting@Builtin", "what do cells do")
+    assert np.array_equal(first.vector, again.vector) and again.tokens == first.tokens
+    assert sum(size for size, _, _ in model.calls) == 1
+    await parts.embedded_question(other, "counting@Builtin", "what do cells do")  # another tenant: its own
+    await parts.embedded_question(tenant, "counting@Builtin", "what do cells do?")  # another text
+    assert sum(size for size, _, _ in model.calls) == 3
+    rows = parts.db.call(lambda: Usage.select().where(Usage.kind == "embedding").count())
+    assert rows == len(model.calls)  # nothing spent, nothing recorded for the remembered one
+
+
+def test_question_vectors_keep_the_most_recently_used() -> None:
+    from rag.llm.question_vectors import QuestionVectors
+
+    vectors = QuestionVectors(entries=2)
+    for text in ("a", "b"):
+        vectors.put("t", "m", text, np.ones(3), 1)
+    assert vectors.get("t", "m", "a") is not None  # "a" used last: "b" goes first
+    vectors.put("t", "m", "c", np.ones(3), 1)
+    assert vectors.get("t", "m", "b") is None and vectors.get("t", "m", "a") is not None and len(vectors) == 2
+    stored, _ = vectors.get("t", "m", "a")
+    with pytest.raises(ValueError):
+        stored[0] = 5.0  # callers cannot change what others will be given
+    off = QuestionVectors(entries=0)
+    off.put("t", "m", "a", np.ones(3), 1)
+    assert off.get("t", "m", "a") is None
