@@ -463,7 +463,9 @@ class TaskExecutor:
         rows = await asyncio.to_thread(_rows, job, chunks, vectors)
         await self._checkpoint(job, PROGRESS_INDEXING, f"Indexing {len(rows)} chunks")
         await self._index(job, rows, vectors.shape[1])
-        await db.run(knowledgebase_service.record_field_map, job.kb.id, table.field_map(chunks))
+        columns = table.field_map(chunks)
+        if columns:  # a table's typed fields, recorded on the dataset as RAGFlow does
+            await db.run(knowledgebase_service.record_field_map, job.kb.id, columns)
         outcome = _outcome(job, chunks, notes)
         self._check(await db.run(task_service.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
 
