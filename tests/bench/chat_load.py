@@ -67,6 +67,21 @@ class Answer:
 
 
 @dataclass
+class QuestionPool:
+    """The questions clients ask. With ``fresh``, each ask gets a unique numbered suffix, so no
+    answer reuses a remembered question embedding: the cost of a stream of new questions."""
+
+    questions: list[str]
+    fresh: bool = False
+    asked: int = 0
+
+    def pick(self, rng: random.Random) -> str:
+        question = rng.choice(self.questions)
+        self.asked += 1
+        return f"{question} (#{self.asked})" if self.fresh else question
+
+
+@dataclass
 class Load:
     answers: list[Answer] = field(default_factory=list)
 
@@ -238,15 +253,15 @@ async def ask_openai_streaming(client: aiohttp.ClientSession, chat_id: str, ques
                              "data: [DONE]")
 
 
-async def openai_worker(client: aiohttp.ClientSession, chat_id: str, questions: list[str], deadline: float,
+async def openai_worker(client: aiohttp.ClientSession, chat_id: str, questions: QuestionPool, deadline: float,
                         turns: int, load: Load, seed: int) -> None:
     """Single-turn questions through the OpenAI route until the deadline (``turns`` is unused)."""
     rng = random.Random(seed)
     while time.monotonic() < deadline:
-        load.answers.append(await ask_openai_streaming(client, chat_id, rng.choice(questions)))
+        load.answers.append(await ask_openai_streaming(client, chat_id, questions.pick(rng)))
 
 
-async def session_worker(client: aiohttp.ClientSession, chat_id: str, questions: list[str], deadline: float,
+async def session_worker(client: aiohttp.ClientSession, chat_id: str, questions: QuestionPool, deadline: float,
                          turns: int, load: Load, seed: int) -> None:
     """Ask questions in a session (a fresh one every ``turns`` questions) until the deadline."""
     rng = random.Random(seed)
@@ -260,13 +275,13 @@ async def session_worker(client: aiohttp.ClientSession, chat_id: str, questions:
         for _ in range(turns):
             if time.monotonic() >= deadline:
                 return
-            load.answers.append(await ask_streaming(client, chat_id, session["id"], rng.choice(questions)))
+            load.answers.append(await ask_streaming(client, chat_id, session["id"], questions.pick(rng)))
 
 
 WORKERS = {"session": session_worker, "openai": openai_worker}
 
 
-async def run_load(client: aiohttp.ClientSession, chat_id: str, questions: list[str], sessions: int, seconds: float,
+async def run_load(client: aiohttp.ClientSession, chat_id: str, questions: QuestionPool, sessions: int, seconds: float,
                    turns: int, api: str, grace: float) -> Load:
     """Workers ask until ``seconds`` pass; answers still running ``grace`` seconds later are
     cancelled and counted as errors, so an overloaded server cannot stretch the run unboundedly."""
@@ -314,7 +329,8 @@ async def measure(url: str, key: str, kb_id: str, questions: list[str], args: ar
         if warm_up.error:
             raise RuntimeError(f"the warm-up question failed: {warm_up.error}")
         steps_before_baseline = step_buckets(await metrics(client))
-        baseline = await run_load(client, chat["id"], questions, 1, args.baseline_seconds, args.turns, args.api,
+        pool = QuestionPool(questions, fresh=args.fresh_questions)
+        baseline = await run_load(client, chat["id"], pool, 1, args.baseline_seconds, args.turns, args.api,
                                   args.grace)
         metrics_text = await metrics(client)
         steps_after_baseline = step_buckets(metrics_text)
@@ -322,7 +338,7 @@ async def measure(url: str, key: str, kb_id: str, questions: list[str], args: ar
         await asyncio.sleep(3)
         idle_after = lag_buckets(await metrics(client))
         started = time.perf_counter()
-        load = await run_load(client, chat["id"], questions, args.sessions, args.seconds, args.turns, args.api,
+        load = await run_load(client, chat["id"], pool, args.sessions, args.seconds, args.turns, args.api,
                               args.grace)
         elapsed = time.perf_counter() - started
         metrics_text = await metrics(client)
@@ -428,6 +444,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "ragline-bench-cache")
     parser.add_argument("--refine", action="store_true", help="turn the chat's refine_multiturn on (one LLM call)")
     parser.add_argument("--keywords", action="store_true", help="turn the chat's keyword step on (one LLM call)")
+    parser.add_argument("--fresh-questions", action="store_true",
+                        help="number every question asked, so none is a repeat (no remembered embeddings)")
     parser.add_argument("--first-token-delay", type=float, default=0.2)
     parser.add_argument("--tokens-per-second", type=float, default=50)
     parser.add_argument("--log-lines", type=int, default=20, help="server log lines to print after errors")
