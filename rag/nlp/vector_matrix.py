@@ -1,23 +1,44 @@
-"""Exact cosine kNN over an in-memory matrix, with the per-row columns filters need.
+"""Cosine kNN over an in-memory matrix, with the per-row columns filters need.
 
 Kept in step with the database by ``rag.utils.sqlite_index`` (``SqliteIndex.sync``). Rows are
-L2-normalised on the way in, so a search is one matrix–vector product plus a partial sort; at 100k×384 that is a few
-milliseconds and ~150 MB, which beats an approximate index on both recall and simplicity.
+L2-normalised on the way in, so an exact search is one matrix–vector product plus a partial
+sort. That reads every row per question: below ``ANN_MIN_ROWS`` live rows it is the fastest
+way; above it an HNSW graph (``rag.nlp.ann_index``), built in a background thread the first time
+a search finds the matrix that large, proposes candidates that are re-scored exactly, and
+searches stay exact until the graph is complete. The crossover was measured with
+``tests.bench.retrieval_scale`` (README, "Benchmarks").
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+
+from rag.nlp.ann_index import MAX_OVERFETCH, MIN_CANDIDATES, AnnMaintainer
+
+# Live rows from which searches use the approximate index (None: always exact). Measured: see module doc.
+ANN_MIN_ROWS = 50_000
+# Below this fraction of the rows a mask's rows are gathered and scored alone instead of scoring every row.
+GATHER_FRACTION = 0.25
+# Graph over-fetch beyond the filter's own ratio, so a filtered search rarely falls back to exact.
+FILTER_SLACK = 1.3
 
 
 class VectorMatrix:
     """Normalised vectors of one dimension by slot, with rowid, chunk id, dataset, document, availability.
 
     Deleted slots are marked dead and reused; growth doubles capacity so appends are amortised.
+    ``ann_min_rows`` is where the approximate index takes over (None: never). Writes hold
+    ``lock``, which the approximate index's background thread also takes to read rows.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, ann_min_rows: int | None = ANN_MIN_ROWS) -> None:
         self.dim = dim
+        self.ann_min_rows = ann_min_rows
+        self.ann: AnnMaintainer | None = None
+        self.lock = threading.Lock()
+        self.live_count = 0
         self.mat = np.zeros((0, dim), dtype=np.float32)
         self.rowids = np.zeros(0, dtype=np.int64)
         self.kb = np.zeros(0, dtype=np.int32)
@@ -43,6 +64,10 @@ class VectorMatrix:
         self.ids.extend([""] * extra)
 
     def put(self, rowid: int, chunk_id: str, vec: np.ndarray, kb: int, doc: int, available: bool) -> None:
+        with self.lock:
+            self._put(rowid, chunk_id, vec, kb, doc, available)
+
+    def _put(self, rowid: int, chunk_id: str, vec: np.ndarray, kb: int, doc: int, available: bool) -> None:
         slot = self.slot_of.get(rowid)
         if slot is None:
             if self.free:
@@ -52,6 +77,9 @@ class VectorMatrix:
                     self._grow()
                 slot, self.size = self.size, self.size + 1
             self.slot_of[rowid] = slot
+            self.live_count += 1
+        if self.ann is not None:
+            self.ann.changed(slot)
         norm = float(np.linalg.norm(vec))
         self.mat[slot] = vec / norm if norm > 0 else vec
         self.rowids[slot], self.kb[slot], self.doc[slot] = rowid, kb, doc
@@ -59,10 +87,14 @@ class VectorMatrix:
         self.ids[slot] = chunk_id
 
     def remove(self, rowid: int) -> None:
-        slot = self.slot_of.pop(rowid, None)
-        if slot is not None:
-            self.live[slot] = False
-            self.free.append(slot)
+        with self.lock:
+            slot = self.slot_of.pop(rowid, None)
+            if slot is not None:
+                self.live[slot] = False
+                self.free.append(slot)
+                self.live_count -= 1
+                if self.ann is not None:
+                    self.ann.changed(slot)
 
     def cosines(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """Cosine of the given slots with the normalised ``query`` (nan where a slot is -1)."""
@@ -75,10 +107,67 @@ class VectorMatrix:
 
     def nearest(self, query: np.ndarray, topn: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots of the ``topn`` rows nearest the normalised ``query`` where ``mask`` holds, best
-        first, and their cosines. Exact: one matrix-vector product over the used rows."""
+        first, and their exact cosines: from the approximate index when it is in use and the
+        mask keeps enough rows for it, else exact."""
+        if self.ann_min_rows is not None and self.live_count >= self.ann_min_rows:
+            found = self._nearest_ann(query, topn, mask)
+            if found is not None:
+                return found
+        return self.nearest_exact(query, topn, mask)
+
+    def nearest_exact(self, query: np.ndarray, topn: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``nearest`` by scoring every row ``mask`` keeps: all rows in one product, or only the
+        kept ones when a filter keeps few."""
+        mask = mask[: self.size]
+        allowed = np.flatnonzero(mask)
+        if allowed.size < GATHER_FRACTION * self.size:
+            return self._best(allowed, self.mat[allowed] @ query, topn)
         scores = self.mat[: self.size] @ query
         best = self.top(scores, topn, mask)
         return best, scores[best].astype(np.float64)
+
+    def _nearest_ann(self, query: np.ndarray, topn: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Graph candidates plus rows the graph does not hold yet, re-scored exactly; None when the
+        graph is not ready or the mask keeps too few rows for over-fetching to find ``topn``.
+
+        Holds ``lock`` throughout (the background thread takes it only between its graph adds),
+        so the graph's entry maps cannot move between the graph search and the pending rows."""
+        with self.lock:
+            if self.ann is None:
+                self.ann = AnnMaintainer(self.dim, self.lock, self._rows, self._live_slots)
+            ann = self.ann
+            ann.want(self.live_count)
+            if ann.graph is None or topn <= 0:
+                return None
+            size = min(self.size, mask.size)
+            mask = mask[:size]
+            allowed = int(np.count_nonzero(mask))
+            fetch = max(topn, MIN_CANDIDATES)
+            if allowed < self.live_count:  # a filter: ask for more, as some neighbours will not pass it
+                fetch = int(fetch * FILTER_SLACK * self.live_count / max(allowed, 1))
+            if allowed == 0 or fetch > MAX_OVERFETCH * max(topn, MIN_CANDIDATES) or fetch >= allowed:
+                return None
+            found = ann.graph.search(query, fetch)
+            found = found[found < size]
+            candidates = np.concatenate([found[mask[found]], ann.pending(size, mask)])
+        if candidates.size < min(topn, allowed):
+            return None
+        return self._best(candidates, self.mat[candidates] @ query, topn)
+
+    def _best(self, slots: np.ndarray, scores: np.ndarray, topn: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``topn`` best of ``slots`` by ``scores``, best first, with their scores."""
+        order = self.top(scores, topn, np.ones(scores.size, dtype=bool))
+        return slots[order], scores[order].astype(np.float64)
+
+    def _rows(self, slots: np.ndarray) -> np.ndarray:
+        return self.mat[slots]
+
+    def _live_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.live[: self.size])
+
+    def wait_for_ann(self, timeout: float | None = None) -> bool:
+        """Block until the approximate index's background work is done (tests, benchmarks)."""
+        return self.ann is None or self.ann.wait(timeout)
 
     def slots(self, rowids: list[int] | np.ndarray) -> np.ndarray:
         """Slot of each rowid, -1 where the row has no vector here."""

@@ -1,0 +1,186 @@
+"""VectorMatrix's approximate index (rag.nlp.ann_index): recall against exact, deletes, updates, filters.
+
+Vectors are clustered like sentence embeddings (normalised mixtures of 2-3 topic directions
+plus noise): uniformly random unit vectors have no neighbourhoods and are unrealistically hard
+for a graph index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag.nlp import vector_matrix
+from rag.nlp.vector_matrix import VectorMatrix
+
+DIM = 96
+ROWS = 6000
+THRESHOLD = 1000
+
+
+def clustered(rng: np.random.Generator, n: int, topics: np.ndarray) -> np.ndarray:
+    picks = rng.integers(0, len(topics), size=(n, 3))
+    weights = rng.dirichlet([1.0, 1.0, 1.0], size=n)
+    weights[rng.random(n) < 0.4, 2] = 0
+    vectors = np.einsum("nk,nkd->nd", weights, topics[picks])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors += rng.standard_normal(vectors.shape) * (0.25 / np.sqrt(DIM))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    topics = rng.standard_normal((300, DIM))
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    return clustered(rng, ROWS, topics), clustered(rng, 100, topics)
+
+
+def filled(vectors: np.ndarray, ann_min_rows: int | None = THRESHOLD) -> VectorMatrix:
+    matrix = VectorMatrix(DIM, ann_min_rows=ann_min_rows)
+    for i, vec in enumerate(vectors):
+        matrix.put(i + 1, f"c{i}", vec, kb=i % 2, doc=i // 10, available=True)
+    return matrix
+
+
+def built(vectors: np.ndarray) -> VectorMatrix:
+    """A matrix whose graph is complete (a first search starts the build)."""
+    matrix = filled(vectors)
+    matrix.nearest(vectors[0], 10, matrix.live[: matrix.size])
+    assert matrix.wait_for_ann(60)
+    assert matrix.ann.graph is not None
+    return matrix
+
+
+def recall(matrix: VectorMatrix, queries: np.ndarray, topn: int, mask: np.ndarray, k: int = 10) -> float:
+    hits = []
+    for query in queries:
+        got, cosines = matrix.nearest(query, topn, mask)
+        want, want_cosines = matrix.nearest_exact(query, topn, mask)
+        assert mask[got].all()
+        assert np.allclose(cosines, matrix.mat[got] @ query)  # exact scores, not quantised ones
+        assert (np.diff(cosines) <= 1e-6).all()  # best first
+        hits.append(tie_aware_hits(cosines, want_cosines, k))
+    return float(np.mean(hits))
+
+
+def tie_aware_hits(cosines: np.ndarray, want_cosines: np.ndarray, k: int) -> float:
+    """Share of the exact top k found, where a row tied with the exact k-th counts as found
+    (duplicated vectors make which of the tied rows is returned arbitrary)."""
+    k = min(k, len(want_cosines))
+    return float((cosines[:k] >= want_cosines[k - 1] - 1e-6).sum()) / k
+
+
+def no_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a fall-back to exact search fail the test, so recall is the graph's."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("fell back to exact search")
+
+    monkeypatch.setattr(VectorMatrix, "nearest_exact", refuse)
+
+
+@pytest.mark.parametrize("topn", [10, 1024])
+def test_recall_at_10_against_exact(data, topn, monkeypatch):
+    vectors, queries = data
+    matrix = built(vectors)
+    mask = matrix.live[: matrix.size].copy()
+    exact = VectorMatrix.nearest_exact
+    hits = []
+    no_exact(monkeypatch)
+    for query in queries:
+        got, cosines = matrix.nearest(query, topn, mask)
+        _, want = exact(matrix, query, topn, mask)
+        assert len(got) == topn
+        hits.append(tie_aware_hits(cosines, want, 10))
+    assert np.mean(hits) >= 0.99
+
+
+def test_below_the_threshold_search_stays_exact(data):
+    vectors, queries = data
+    matrix = filled(vectors, ann_min_rows=ROWS + 1)
+    mask = matrix.live[: matrix.size]
+    for query in queries[:10]:
+        got, cosines = matrix.nearest(query, 50, mask)
+        scores = matrix.mat[: matrix.size] @ query
+        assert got.tolist() == np.argsort(-scores, kind="stable")[:50].tolist()
+    assert matrix.ann is None  # no graph was even started
+    assert filled(vectors[:100], ann_min_rows=None).nearest(queries[0], 5, np.ones(100, bool))[0].size == 5
+
+
+def test_deleted_rows_never_come_back(data):
+    vectors, queries = data
+    matrix = built(vectors)
+    gone = set(range(1, ROWS + 1, 3))  # a third of the rowids
+    for rowid in gone:
+        matrix.remove(rowid)
+    mask = matrix.live[: matrix.size].copy()
+    assert recall(matrix, queries, 100, mask) >= 0.99
+    for query in queries:
+        got, _ = matrix.nearest(query, 100, mask)
+        assert not set(matrix.rowids[got].tolist()) & gone
+
+
+def test_updated_and_new_rows_are_found_before_and_after_folding(data, monkeypatch):
+    vectors, queries = data
+    matrix = built(vectors)
+    no_exact(monkeypatch)
+    target = queries[0]
+    matrix.put(5, "moved", target, kb=0, doc=0, available=True)  # an existing row now equals the query
+    matrix.put(ROWS + 10, "new", -target, kb=0, doc=0, available=True)  # a new row, not in the graph
+    mask = matrix.live[: matrix.size].copy()
+    got, cosines = matrix.nearest(target, 10, mask)
+    assert matrix.rowids[got[0]] == 5 and cosines[0] == pytest.approx(1.0, abs=1e-5)
+    got, _ = matrix.nearest(-target, 10, mask)
+    assert matrix.rowids[got[0]] == ROWS + 10
+    # enough new rows to be folded into the graph in the background; still found afterwards
+    rng = np.random.default_rng(3)
+    extra = vectors[rng.integers(0, ROWS, 400)] + 0.01
+    for i, vec in enumerate(extra):
+        matrix.put(ROWS + 100 + i, f"x{i}", vec, kb=1, doc=0, available=True)
+    mask = matrix.live[: matrix.size].copy()
+    matrix.nearest(target, 10, mask)
+    assert matrix.wait_for_ann(60)
+    assert matrix.ann.pending(matrix.size, mask).size < vector_matrix.MIN_CANDIDATES
+    got, _ = matrix.nearest(-target, 10, mask)
+    assert matrix.rowids[got[0]] == ROWS + 10
+    monkeypatch.undo()
+    assert recall(matrix, queries, 100, mask) >= 0.99
+
+
+def test_many_rewrites_rebuild_the_graph(data):
+    vectors, queries = data
+    matrix = built(vectors)
+    first = matrix.ann.graph
+    rng = np.random.default_rng(5)
+    for rowid in range(1, ROWS // 2):  # half the rows get new vectors: their entries go stale
+        matrix.put(rowid, f"c{rowid}", vectors[rng.integers(0, ROWS)], kb=0, doc=0, available=True)
+    mask = matrix.live[: matrix.size].copy()
+    matrix.nearest(queries[0], 10, mask)
+    assert matrix.wait_for_ann(60)
+    assert matrix.ann.graph is not first and matrix.ann.graph.stale == 0
+    assert recall(matrix, queries, 100, mask) >= 0.99
+
+
+def test_filters_are_respected(data, monkeypatch):
+    vectors, queries = data
+    matrix = built(vectors)
+    half = matrix.live[: matrix.size] & (matrix.kb[: matrix.size] == 1)  # one of two datasets
+    assert recall(matrix, queries, 100, half) >= 0.99
+    few = matrix.live[: matrix.size] & (matrix.doc[: matrix.size] < 6)  # 60 rows: answered exactly
+    for query in queries[:10]:
+        got, _ = matrix.nearest(query, 100, few)
+        want, _ = matrix.nearest_exact(query, 100, few)
+        assert got.tolist() == want.tolist()
+    unavailable = np.zeros(matrix.size, dtype=bool)
+    assert matrix.nearest(queries[0], 10, unavailable)[0].size == 0
+
+
+def test_exact_gathers_selective_masks_with_the_same_answer(data):
+    vectors, queries = data
+    matrix = filled(vectors, ann_min_rows=None)
+    few = matrix.live[: matrix.size] & (matrix.doc[: matrix.size] % 50 == 0)
+    for query in queries[:10]:
+        got, cosines = matrix.nearest(query, 20, few)
+        scores = np.where(few, matrix.mat[: matrix.size] @ query, -np.inf)
+        assert got.tolist() == np.argsort(-scores, kind="stable")[:20].tolist()
+        assert np.allclose(cosines, scores[got])
