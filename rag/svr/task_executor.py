@@ -659,15 +659,10 @@ def _row(job: _ParseJob, piece: ChunkText, vector: np.ndarray) -> dict:
     """The chunk's row, with what a template adds: the text it is matched by (a Q&A pair's
     question), its questions, keywords and tags, and typed fields (a table row's columns)."""
     row = make_chunk_row(job.doc_id, job.kb.id, job.doc.name, piece.content, vector,
-                         important_kwd=piece.keywords, question_kwd=piece.questions,
+                         important_kwd=piece.keywords, question_kwd=piece.questions, tag_kwd=piece.tags,
                          positions=[[piece.page, 0, 0, 0, 0]] if piece.page else (), token_count=piece.token_count)
     if piece.match_text is not None:
         row["content_ltks"] = tokenize(piece.match_text)
-    if piece.tags:
-        row["tag_kwd"] = list(piece.tags)
-        # Full text indexes important_tks, not tag_kwd: the tags' words go there so a search for a
-        # tag finds its chunks on both stores (important_kwd, what a user edits, stays as it was).
-        row["important_tks"] = tokenize(" ".join([*piece.keywords, *piece.tags]))
     for name, value in piece.fields:
         row.setdefault(name, value)
     return row

@@ -201,6 +201,11 @@ def parse_field_boosts(fields: Iterable[str]) -> dict[str, float]:
     return boosts
 
 
+def important_tokens(important_kwd: Sequence[str], tag_kwd: Sequence[str]) -> str:
+    """The full-text twin of a chunk's keywords and tags (what ``important_tks`` holds)."""
+    return tokenize(" ".join([*important_kwd, *tag_kwd]))
+
+
 def make_chunk_row(
     doc_id: str,
     kb_id: str,
@@ -210,6 +215,7 @@ def make_chunk_row(
     *,
     important_kwd: Sequence[str] = (),
     question_kwd: Sequence[str] = (),
+    tag_kwd: Sequence[str] = (),
     positions: Sequence[Any] = (),
     create_timestamp: float | None = None,
     token_count: int | None = None,
@@ -220,7 +226,8 @@ def make_chunk_row(
     (tokenised text, keyword lists, the vector field named after its dimension) never drift.
     ``token_num_int`` is the content's tiktoken count (``token_count`` when the caller counted
     already): a chat fits retrieved chunks into its prompt from it instead of encoding them on
-    every question.
+    every question. Tags are matched with the keywords (``important_tks`` holds both), so a
+    search for a tag finds its chunks on every backend.
     """
     stamp = time.time() if create_timestamp is None else create_timestamp
     return {
@@ -233,9 +240,10 @@ def make_chunk_row(
         "content_ltks": tokenize(content),
         "token_num_int": num_tokens(content) if token_count is None else token_count,
         "important_kwd": list(important_kwd),
-        "important_tks": tokenize(" ".join(important_kwd)),
+        "important_tks": important_tokens(important_kwd, tag_kwd),
         "question_kwd": list(question_kwd),
         "question_tks": tokenize(" ".join(question_kwd)),
+        "tag_kwd": list(tag_kwd),
         "available_int": 1,
         "create_time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)),
         "create_timestamp_flt": stamp,

@@ -204,3 +204,23 @@ async def test_v022_empty_list_deletes_every_chunk_as_it_did(client, auth, make_
     reply = await (await client.delete(chunks_url(dataset_id, doc_id), headers=v022, json={"chunk_ids": []}))\
         .get_json()
     assert reply["code"] == 0 and await listed_ids(client, v022, dataset_id, doc_id) == []
+
+
+async def test_tags_are_searchable_and_follow_edits(client, auth) -> None:
+    """A chunk's tags are matched like its keywords: retrieval by a tag word finds it, and
+    editing keywords keeps the tags searchable while editing tags replaces them."""
+    dataset_id, doc_id = await new_document(client, auth)
+    chunk_id = (await add(client, auth, dataset_id, doc_id, "quarterly revenue figures",
+                          important_keywords=["finance"], tag_kwd=["zeppelin"]))["data"]["chunk"]["id"]
+
+    async def found(word: str) -> bool:
+        body = {"question": word, "dataset_ids": [dataset_id], "vector_similarity_weight": 0.0}
+        reply = await (await client.post("/api/v1/retrieval", headers=auth, json=body)).get_json()
+        return chunk_id in [chunk["id"] for chunk in reply["data"]["chunks"]]
+
+    assert await found("zeppelin") and await found("finance")
+    url = f"{chunks_url(dataset_id, doc_id)}/{chunk_id}"
+    assert (await (await client.put(url, headers=auth, json={"important_keywords": ["ledger"]})).get_json())["code"] == 0
+    assert await found("zeppelin") and await found("ledger") and not await found("finance")
+    assert (await (await client.put(url, headers=auth, json={"tag_kwd": ["airship"]})).get_json())["code"] == 0
+    assert await found("airship") and await found("ledger") and not await found("zeppelin")

@@ -21,6 +21,7 @@ from rag.utils.doc_store_conn import (
     DocStoreConnection,
     MatchTextExpr,
     OrderByExpr,
+    important_tokens,
     index_name,
     make_chunk_row,
 )
@@ -97,7 +98,8 @@ def add(tenant_id: str, kb_id: str, doc_id: str, doc_store: DocStoreConnection, 
     """
     doc = get_owned_document(tenant_id, kb_id, doc_id)
     row = make_chunk_row(doc.id, kb_id, doc.name, content, vector.tolist(),
-                         important_kwd=extra.get("important_kwd", ()), question_kwd=extra.get("question_kwd", ()))
+                         important_kwd=extra.get("important_kwd", ()), question_kwd=extra.get("question_kwd", ()),
+                         tag_kwd=extra.get("tag_kwd", ()))
     row.update(extra, id=chunk_id or new_id())
     index = index_name(tenant_id)
     doc_store.create_idx(index, kb_id, len(vector))
@@ -137,8 +139,10 @@ def update(tenant_id: str, kb_id: str, doc_id: str, chunk_id: str, doc_store: Do
                          token_num_int=num_tokens(changes["content"]))
         new_value[next(k for k in row if k.startswith("q_") and k.endswith("_vec"))] = vector.tolist()
     if "important_keywords" in changes:
-        new_value.update(important_kwd=changes["important_keywords"],
-                         important_tks=tokenize(" ".join(changes["important_keywords"])))
+        new_value["important_kwd"] = changes["important_keywords"]
+    if "important_keywords" in changes or "tag_kwd" in changes:  # full text matches both
+        new_value["important_tks"] = important_tokens(changes.get("important_keywords", row.get("important_kwd") or []),
+                                                      changes.get("tag_kwd", row.get("tag_kwd") or []))
     if "questions" in changes:
         new_value.update(question_kwd=changes["questions"], question_tks=tokenize(" ".join(changes["questions"])))
     if "available" in changes:
