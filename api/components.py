@@ -20,6 +20,7 @@ from quart import current_app
 from api.db.database import MetaDB
 from api.db.services.cache_service import ResponseCacheStore
 from api.db.services.chat_directory import ChatDirectory
+from api.db.services.ingest_store import IngestStore
 from api.db.services.intent_service import IntentIndexCache
 from api.db.services.llm_service import LLMBundle
 from api.db.services.usage_service import UsageService
@@ -37,6 +38,7 @@ from rag.llm.registry import ModelRegistry
 from rag.nlp.search import Dealer, EmbeddedQuestion
 from rag.nlp.search_processes import SearchProcesses
 from rag.svr.embed_batcher import EmbeddingBatcher
+from rag.svr.task_store import TaskStore
 from rag.utils.doc_store import create_doc_store
 from rag.utils.doc_store_conn import DocStoreConnection
 from rag.utils.storage import LocalStorage, Storage
@@ -87,6 +89,7 @@ class Components:
     response_cache: ResponseCacheStore = field(init=False)
     dialects: DialectMemory = field(default_factory=DialectMemory)
     intent_indexes: IntentIndexCache = field(default_factory=IntentIndexCache)
+    task_store: TaskStore = field(default_factory=IngestStore)  # the ingestion worker's view of the DB
 
     def __post_init__(self) -> None:
         self.chats = ChatDirectory(self.db)

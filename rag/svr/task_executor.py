@@ -2,7 +2,7 @@
 
 ``TaskExecutor`` runs inside the server (``start()`` in the lifespan) and as the separate
 ``ragline worker`` process; any number of them may share one database, because claiming and
-every later write about a task go through ``task_service``'s fenced, atomic transitions.
+every later write about a task go through the ``TaskStore``'s fenced, atomic transitions.
 
 The event loop never blocks: database work goes through ``parts.db.run``, file storage, row
 building and the chunk store through ``asyncio.to_thread``, and a sync embedding model runs on
@@ -22,8 +22,10 @@ Documents waiting for their vectors cost a coroutine and their chunk texts. All 
 an ``EmbeddingBatcher``, so a corpus of one- or two-chunk files still makes full model calls
 while parsing and indexing overlap with embedding. One heartbeat renews every held lease.
 
-Like RAGFlow's ``rag/svr/task_executor.py`` this module is the one place under ``rag/`` that
-uses the metadata service layer (``api.db``): it is the worker's entry point, not a library.
+Unlike RAGFlow's ``rag/svr/task_executor.py`` this module does not import the metadata service
+layer (``api.db``), which sits above ``rag/``: what it needs from that database is the
+``TaskStore`` protocol of ``rag.svr.task_store``, which ``api`` implements and hands in as
+``parts.task_store`` (or ``store=``).
 
 Crash safety rests on three facts: chunk ids are deterministic (document + content), a
 document's old chunks are deleted right before its new ones are inserted, and the document's
@@ -46,22 +48,30 @@ from typing import Any
 
 import numpy as np
 
-from api.db.models import Document, Knowledgebase, Task
-from api.db.services import knowledgebase_service, task_service
-from api.db.services.task_service import Outcome, Standing
 from rag.app import table, tagging
 from rag.app.naive import ChunkText
 from rag.app.parsers import IngestError, ParseError
 from rag.nlp import tokenize
 from rag.svr.embed_batcher import EmbeddingBatcher
 from rag.svr.parse_processes import ParseLimits, ParseProcesses
+from rag.svr.task_store import (
+    DEFAULT_LEASE_MS,
+    DEFAULT_MAX_ATTEMPTS,
+    KIND_PARSE,
+    ClaimedTask,
+    DatasetFacts,
+    DocumentFacts,
+    Outcome,
+    Standing,
+    TaskStore,
+)
 from rag.utils.doc_store_conn import DocStoreError, index_name, make_chunk_row
 from rag.utils.storage import ObjectNotFoundError
 
 log = logging.getLogger("ragline.worker")
 
 EmbedderFactory = Callable[[str, str], Any]
-TaskHandler = Callable[[Any, Task, str], Awaitable[None]]
+TaskHandler = Callable[[Any, ClaimedTask, str], Awaitable[None]]
 """``(tenant_id, embd_id) -> model`` whose ``encode(texts) -> (ndarray (n, dim), tokens)``
 is a plain function or a coroutine function."""
 
@@ -146,10 +156,10 @@ class _Flow:
 class _ParseJob:
     """One claimed parse task, what its pipeline has done so far and what it holds of the flow."""
 
-    task: Task
+    task: ClaimedTask
     flow: _Flow = field(default_factory=lambda: _Flow(preparing=1))
-    doc: Document | None = None
-    kb: Knowledgebase | None = None
+    doc: DocumentFacts | None = None
+    kb: DatasetFacts | None = None
     started: float = field(default_factory=time.monotonic)
     checked_in: float = float("-inf")  # monotonic time of the last check-in
     touched_store: bool = False  # old chunks deleted / new ones written: cleanup needed on stop
@@ -200,7 +210,8 @@ class TaskExecutor:
     worker_id)`` settles the task itself; it counts as a document being prepared while it runs.
     ``parse_processes`` parses and chunks (default: ``concurrency`` children with the
     settings' ``ParseLimits``, started on first use and closed by ``stop()``; one handed in
-    is the caller's to close).
+    is the caller's to close). ``store`` is the metadata database as the worker sees it
+    (default: ``parts.task_store``); its methods block and run via ``parts.db.run``.
     """
 
     def __init__(
@@ -210,8 +221,8 @@ class TaskExecutor:
         worker_id: str | None = None,
         poll_interval: float = 0.5,
         *,
-        lease_ms: int = task_service.DEFAULT_LEASE_MS,
-        max_attempts: int = task_service.DEFAULT_MAX_ATTEMPTS,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         embed_batch_size: int = 64,
         documents_in_flight: int | None = None,
         embed_backlog: int | None = None,
@@ -221,10 +232,12 @@ class TaskExecutor:
         checkin_interval: float = CHECKIN_INTERVAL,
         standing_interval: float = STANDING_INTERVAL,
         parse_processes: ParseProcesses | None = None,
+        store: TaskStore | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.parts = parts
+        self.store: TaskStore = store if store is not None else parts.task_store
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
         self.poll_interval = poll_interval
@@ -242,7 +255,7 @@ class TaskExecutor:
         self.embed_backlog = embed_backlog or (self._batcher.parallel_calls + 1) * embed_batch_size
         self.embedder = embedder or self._tenant_embedder
         self.handlers = dict(handlers or {})
-        self.kinds = [task_service.KIND_PARSE, *self.handlers]
+        self.kinds = [KIND_PARSE, *self.handlers]
         self._flow = _Flow()
         self._jobs: dict[str, asyncio.Task] = {}
         self._loops: list[asyncio.Task] = []
@@ -305,10 +318,10 @@ class TaskExecutor:
 
     async def expire_dead_claims(self) -> int:
         """Release at once the tasks of workers that died on this host (a server restarted)."""
-        claims = await self.parts.db.run(task_service.running_claims, f"{_host()}:")
+        claims = await self.parts.db.run(self.store.running_claims, f"{_host()}:")
         expired = 0
         for task_id, claimed_by in dead_local_claims(claims):
-            expired += await self.parts.db.run(task_service.expire_claim, task_id, claimed_by)
+            expired += await self.parts.db.run(self.store.expire_claim, task_id, claimed_by)
         if expired:
             log.info("reclaiming tasks of dead local workers", extra={"fields": {"tasks": expired}})
         return expired
@@ -325,7 +338,7 @@ class TaskExecutor:
                 await self._wait_for(self._flow.changed())
                 continue
             try:
-                tasks = await self.parts.db.run(task_service.claim_many, self.worker_id, self.kinds,
+                tasks = await self.parts.db.run(self.store.claim_many, self.worker_id, self.kinds,
                                                 self.lease_ms, room)
             except Exception:  # a database outage must not kill the worker: log, wait, retry
                 log.exception("worker iteration failed", extra={"fields": {"worker": self.worker_id}})
@@ -349,7 +362,7 @@ class TaskExecutor:
         for pending in (waiting, stopping):
             pending.cancel()
 
-    def _spawn(self, task: Task) -> None:
+    def _spawn(self, task: ClaimedTask) -> None:
         self._flow.preparing += 1  # counted before the coroutine runs, so _room sees it at once
         job = asyncio.create_task(self._run_guarded(task, self._flow), name=f"ragline-task-{task.id}")
         self._jobs[task.id] = job
@@ -364,13 +377,13 @@ class TaskExecutor:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
-                await self.parts.db.run(task_service.heartbeat_many, list(self._jobs), self.worker_id)
+                await self.parts.db.run(self.store.heartbeat_many, list(self._jobs), self.worker_id)
             except Exception:
                 log.warning("heartbeat failed", exc_info=True, extra={"fields": {"worker": self.worker_id}})
 
     async def run_once(self) -> bool:
         """Claim and process one task; False when the queue had none for us."""
-        task = await self.parts.db.run(task_service.claim, self.worker_id, self.kinds, self.lease_ms)
+        task = await self.parts.db.run(self.store.claim, self.worker_id, self.kinds, self.lease_ms)
         if task is None:
             return False
         heartbeat = asyncio.create_task(self._heartbeat(task.id))
@@ -381,7 +394,7 @@ class TaskExecutor:
             heartbeat.cancel()
         return True
 
-    async def _run_claimed(self, task: Task, flow: _Flow) -> None:
+    async def _run_claimed(self, task: ClaimedTask, flow: _Flow) -> None:
         """Process a claimed task (counted as preparing by the caller); hand it back if cancelled."""
         job = _ParseJob(task, flow=flow)  # for a handler's task, only its share of the flow
         try:
@@ -391,12 +404,12 @@ class TaskExecutor:
             else:
                 await self._process(job)
         except asyncio.CancelledError:
-            await self.parts.db.run(task_service.release, task.id, self.worker_id)
+            await self.parts.db.run(self.store.release, task.id, self.worker_id)
             raise
         finally:
             job.leave_flow()
 
-    async def _run_guarded(self, task: Task, flow: _Flow) -> None:
+    async def _run_guarded(self, task: ClaimedTask, flow: _Flow) -> None:
         """``_run_claimed`` for a pipeline of its own: an outage while settling is logged, and
         the task, still running, is claimed again once its lease runs out."""
         try:
@@ -410,7 +423,7 @@ class TaskExecutor:
         while True:
             await asyncio.sleep(interval)
             try:
-                if not await self.parts.db.run(task_service.heartbeat, task_id, self.worker_id):
+                if not await self.parts.db.run(self.store.heartbeat, task_id, self.worker_id):
                     return
             except Exception:
                 log.warning("heartbeat failed", exc_info=True, extra={"fields": {"task": task_id}})
@@ -432,7 +445,7 @@ class TaskExecutor:
             await self._stopped(job, stop.standing)
         except _HandBack:
             log.info("task handed back: the worker is stopping", extra={"fields": fields})
-            await self.parts.db.run(task_service.release, job.task.id, self.worker_id)
+            await self.parts.db.run(self.store.release, job.task.id, self.worker_id)
         except IngestError as error:
             await self._fail(job, str(error))
         except ObjectNotFoundError:
@@ -447,7 +460,7 @@ class TaskExecutor:
 
     async def _parse(self, job: _ParseJob) -> None:
         db = self.parts.db
-        job.doc, job.kb, standing = await db.run(_begin, job.task.id, self.worker_id, job.doc_id)
+        job.doc, job.kb, standing = await db.run(self.store.begin_parse, job.task.id, self.worker_id, job.doc_id)
         job.checked_in = time.monotonic()
         self._check(standing)
         data = await asyncio.to_thread(self.parts.storage.get, job.doc.location)
@@ -465,9 +478,9 @@ class TaskExecutor:
         await self._index(job, rows, vectors.shape[1])
         columns = table.field_map(chunks)
         if columns:  # a table's typed fields, recorded on the dataset as RAGFlow does
-            await db.run(knowledgebase_service.record_field_map, job.kb.id, columns)
+            await db.run(self.store.record_field_map, job.kb.id, columns)
         outcome = _outcome(job, chunks, notes)
-        self._check(await db.run(task_service.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
+        self._check(await db.run(self.store.finish_parse, job.task.id, self.worker_id, job.doc_id, outcome))
 
     async def _parse_watched(self, job: _ParseJob, data: bytes, parser_config: dict,
                              method: str) -> list[ChunkText]:
@@ -484,7 +497,7 @@ class TaskExecutor:
                     return parsing.result()
                 if stopping.done():
                     raise _HandBack()
-                self._check(await self.parts.db.run(task_service.standing, job.task.id, self.worker_id))
+                self._check(await self.parts.db.run(self.store.standing, job.task.id, self.worker_id))
         finally:
             stopping.cancel()
             if not parsing.done():
@@ -498,7 +511,8 @@ class TaskExecutor:
         wanted = tagging.tag_set_ids(parser_config)
         if not wanted:
             return chunks, []
-        usable, notes = await self.parts.db.run(_tag_sets, job.task.tenant_id, job.kb.id, wanted)
+        found = await self.parts.db.run(self.store.dataset_chunk_methods, job.task.tenant_id, wanted)
+        usable, notes = _tag_sets(found, job.kb.id, wanted)
         try:
             return await self._tag_from(job, chunks, usable, tagging.topn_tags(parser_config), notes), notes
         except DocStoreError as error:
@@ -559,7 +573,7 @@ class TaskExecutor:
         if now - job.checked_in < self.checkin_interval:
             return
         job.checked_in = now
-        self._check(await self.parts.db.run(task_service.report_progress, job.task.id, self.worker_id,
+        self._check(await self.parts.db.run(self.store.report_progress, job.task.id, self.worker_id,
                                             job.doc_id, round(progress, 4), message))
 
     @staticmethod
@@ -579,7 +593,7 @@ class TaskExecutor:
         log.info("document failed", extra={"fields": {"task": job.task.id, "doc": job.doc_id, "reason": reason}})
         # An earlier, killed attempt may have written chunks even if this one never reached the store.
         remove = job.touched_store or job.task.attempts > 1
-        standing = await self.parts.db.run(task_service.fail_parse, job.task.id, self.worker_id, job.doc_id,
+        standing = await self.parts.db.run(self.store.fail_parse, job.task.id, self.worker_id, job.doc_id,
                                            reason, remove)
         if standing is Standing.OK and remove:
             await self._remove_chunks(job)
@@ -590,14 +604,14 @@ class TaskExecutor:
         if standing is Standing.LOST:
             return
         if standing is Standing.GONE:
-            await db.run(task_service.settle_gone, job.task.id)
+            await db.run(self.store.settle_gone, job.task.id)
             if job.touched_store:
                 await self._remove_chunks(job)
             return
-        if await db.run(task_service.superseded, job.task.id, job.doc_id):
-            await db.run(task_service.settle_cancelled, job.task.id, job.doc_id, False)
+        if await db.run(self.store.superseded, job.task.id, job.doc_id):
+            await db.run(self.store.settle_cancelled, job.task.id, job.doc_id, False)
             return
-        await db.run(task_service.settle_cancelled, job.task.id, job.doc_id, job.touched_store)
+        await db.run(self.store.settle_cancelled, job.task.id, job.doc_id, job.touched_store)
         if job.touched_store:
             await self._remove_chunks(job)
 
@@ -614,39 +628,26 @@ def configured_embed_parallelism(parts: Any) -> int:
     return getattr(getattr(parts, "settings", None), "embed_parallelism", 0)
 
 
-def _load(doc_id: str) -> tuple[Document, Knowledgebase] | None:
-    doc = Document.get_or_none(Document.id == doc_id)
-    kb = Knowledgebase.get_or_none(Knowledgebase.id == doc.kb_id) if doc else None
-    return (doc, kb) if doc and kb else None
+def _tag_sets(found: dict[str, str], kb_id: str, wanted: list[str]) -> tuple[list[str], list[str]]:
+    """The ids of ``wanted`` that are usable tag sets, and a note for each that is not.
 
-
-def _begin(task_id: str, worker_id: str, doc_id: str) -> tuple[Document | None, Knowledgebase | None, Standing]:
-    """Load the document and mark it RUNNING: one trip to the database thread instead of two."""
-    loaded = _load(doc_id)
-    if loaded is None:
-        return None, None, Standing.GONE
-    return *loaded, task_service.begin_parse(task_id, worker_id, loaded[0])
-
-
-def _tag_sets(tenant_id: str, kb_id: str, wanted: list[str]) -> tuple[list[str], list[str]]:
-    """The ids of ``wanted`` that are this tenant's tag sets, and a note for each that is not."""
-    found = {kb.id: kb for kb in Knowledgebase.select(Knowledgebase.id, Knowledgebase.parser_id).where(
-        Knowledgebase.id.in_(wanted) & (Knowledgebase.tenant_id == tenant_id))}
+    ``found`` maps those of ``wanted`` that are the tenant's datasets to their chunk_method.
+    """
     usable, notes = [], []
     for wanted_id in wanted:
-        kb = found.get(wanted_id)
-        if kb is None:
+        method = found.get(wanted_id)
+        if method is None:
             notes.append(f"Tag set {wanted_id} skipped: no such dataset.")
         elif wanted_id == kb_id:
             notes.append(f"Tag set {wanted_id} skipped: it is this dataset.")
-        elif kb.parser_id != "tag":
-            notes.append(f"Tag set {wanted_id} skipped: its chunk_method is {kb.parser_id}, not tag.")
+        elif method != "tag":
+            notes.append(f"Tag set {wanted_id} skipped: its chunk_method is {method}, not tag.")
         else:
             usable.append(wanted_id)
     return usable, notes
 
 
-def chunk_method(doc: Document, kb: Knowledgebase) -> str:
+def chunk_method(doc: DocumentFacts, kb: DatasetFacts) -> str:
     """The document's ``chunk_method`` (set from its dataset's at upload, changeable per document)."""
     return doc.parser_id or kb.parser_id or "naive"
 

@@ -16,40 +16,19 @@ write that only one claimant can win:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
-
 from peewee import Database, MySQLDatabase, OperationalError, SqliteDatabase, fn
 
 from api.db.models import Document, Knowledgebase, Task, now_ms
 
-KIND_PARSE = "parse"
+# The worker's own words for a task's standing and a parse's outcome (``rag.svr.task_store``,
+# the protocol ``ingest_store`` implements with these functions): one definition for both sides.
+from rag.svr.task_store import DEFAULT_LEASE_MS, KIND_PARSE, Outcome, Standing
+
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 UNFINISHED = (QUEUED, RUNNING)
-DEFAULT_LEASE_MS = 60_000
-DEFAULT_MAX_ATTEMPTS = 3
 CLAIM_ATTEMPTS = 5  # a claim chosen as a deadlock's victim asks again, this many times in all
 MYSQL_DEADLOCK, PG_DEADLOCK = 1213, "40P01"
 DOC_RUNNING, DOC_CANCEL, DOC_DONE, DOC_FAIL = "RUNNING", "CANCEL", "DONE", "FAIL"
-
-
-class Standing(Enum):
-    """Where a worker's task stands when it checks in."""
-
-    OK = "ok"  # still ours, carry on
-    CANCELLED = "cancelled"  # the task was cancelled or the document's run set to CANCEL
-    LOST = "lost"  # another worker holds the task now (our lease expired), or it was settled
-    GONE = "gone"  # the document (or its dataset) was deleted
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Counts a finished parse leaves on its document."""
-
-    chunk_num: int
-    token_num: int
-    duration: float
-    message: str
 
 
 def _database() -> Database:
