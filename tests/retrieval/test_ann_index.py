@@ -184,3 +184,24 @@ def test_exact_gathers_selective_masks_with_the_same_answer(data):
         scores = np.where(few, matrix.mat[: matrix.size] @ query, -np.inf)
         assert got.tolist() == np.argsort(-scores, kind="stable")[:20].tolist()
         assert np.allclose(cosines, scores[got])
+
+
+def test_searches_and_writes_while_the_graph_is_built(data):
+    """The background build runs beside searches and writes: every answer honours the mask and
+    is ordered, and rows written meanwhile are found once the graph is complete."""
+    vectors, queries = data
+    matrix = filled(vectors)
+    matrix.nearest(queries[0], 10, matrix.live[: matrix.size].copy())  # starts the build
+    for i, query in enumerate(queries):
+        matrix.put(ROWS + 1 + i, f"late{i}", query, kb=1, doc=0, available=True)  # equals question i
+        matrix.remove(1 + 2 * i)
+        mask = matrix.live[: matrix.size].copy()
+        got, cosines = matrix.nearest(query, 20, mask)
+        assert mask[got].all() and (np.diff(cosines) <= 1e-6).all()
+        assert matrix.rowids[got[0]] == ROWS + 1 + i
+    assert matrix.wait_for_ann(60)
+    mask = matrix.live[: matrix.size].copy()
+    for i, query in enumerate(queries):
+        got, _ = matrix.nearest(query, 20, mask)
+        assert matrix.rowids[got[0]] == ROWS + 1 + i
+        assert not set(matrix.rowids[got].tolist()) & {1 + 2 * j for j in range(len(queries))}
