@@ -15,13 +15,24 @@ graph (written since it was built) are scored exactly beside it; when they pile 
 folded in, and when stale entries pass a fraction of the graph a fresh one is built and swapped
 in. All of that runs in one background thread per matrix (``AnnMaintainer``), so no search or
 write ever waits for a graph to be built.
+
+Given a ``path`` (beside the SQLite file), a built graph is saved there with the rowid of each
+entry, under a file lock: the server's search processes and a restarted server load it (seconds
+at 1M rows) instead of each building its own (minutes of a core). Loading checks every entry's
+vector against the row's current one, so a file older than the database only costs the rows
+written since, which are scored exactly and folded in like any new row.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from usearch.index import Index
@@ -36,14 +47,29 @@ MAX_OVERFETCH = 8  # a filter keeping less than 1/8 of the rows is answered exac
 ADD_BATCH = 4096  # rows per add call, so a rebuild's progress and its swap stay fine-grained
 FOLD_MIN = 256  # rows written since the graph was built that are scored exactly before being folded in
 STALE_REBUILD = 0.25  # rebuild once this fraction of the graph's entries are stale (updated or deleted rows)
+SAME_VECTOR = 0.99  # cosine of a saved (int8) vector with the row's from which it counts as the row's
+MIN_LOADED = 0.5  # a saved graph holding fewer of the live rows than this is rebuilt rather than loaded
+CHECK_BATCH = 65536  # rows compared per lock hold while loading a saved graph
+
+
+class Rows(Protocol):
+    """What the graph reads of its matrix, always with the matrix's lock held."""
+
+    def vectors(self, slots: np.ndarray) -> np.ndarray: ...  # copies of the rows' vectors
+
+    def live_slots(self) -> np.ndarray: ...
+
+    def rowids_of(self, slots: np.ndarray) -> np.ndarray: ...
+
+    def slots(self, rowids: np.ndarray) -> np.ndarray: ...  # -1 where a rowid has no row
 
 
 class HnswGraph:
     """A usearch HNSW graph over entries, with the entry↔slot maps that tell which are current."""
 
-    def __init__(self, dim: int, capacity: int) -> None:
-        self.index = Index(ndim=dim, metric="ip", dtype="i8", connectivity=CONNECTIVITY,
-                           expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+    def __init__(self, dim: int, capacity: int, index: Index | None = None) -> None:
+        self.index = index or Index(ndim=dim, metric="ip", dtype="i8", connectivity=CONNECTIVITY,
+                                    expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
         self.entry_slot = np.zeros(0, dtype=np.int64)
         self.slot_entry = np.full(capacity, -1, dtype=np.int64)
         self.entries = 0
@@ -90,7 +116,16 @@ class HnswGraph:
             return np.zeros(0, dtype=np.int64)
         keys = self.index.search(query, count, threads=1).keys.astype(np.int64)
         slots = self.entry_slot[keys]
+        keep = slots >= 0
+        keys, slots = keys[keep], slots[keep]
         return slots[self.slot_entry[slots] == keys]
+
+    def entry_rowids(self, rows: Rows) -> np.ndarray:
+        """Per entry the rowid whose current vector it holds, -1 for stale entries (what is saved)."""
+        out = np.full(self.entries, -1, dtype=np.int64)
+        slots = np.flatnonzero(self.slot_entry >= 0)
+        out[self.slot_entry[slots]] = rows.rowids_of(slots)
+        return out
 
     def memory_bytes(self) -> int:
         return int(self.index.memory_usage) + self.entry_slot.nbytes + self.slot_entry.nbytes
@@ -99,22 +134,22 @@ class HnswGraph:
 class AnnMaintainer:
     """Keeps an ``HnswGraph`` in step with a matrix from one background thread.
 
-    ``vectors(slots)`` copies rows of the matrix, ``live_slots()`` lists its live slots; both are
-    called with ``lock`` held, the lock every write to the matrix also holds. ``version`` counts
-    writes per slot so rows rewritten while the thread was adding them are not taken as current.
+    ``rows`` is read with ``lock`` held, the lock every write to the matrix also holds.
+    ``version`` counts writes per slot so rows rewritten while the thread was adding them are not
+    taken as current. ``path``: where the graph is saved and looked for (None: never saved).
     """
 
-    def __init__(self, dim: int, lock: threading.Lock, vectors: Callable[[np.ndarray], np.ndarray],
-                 live_slots: Callable[[], np.ndarray]) -> None:
+    def __init__(self, dim: int, lock: threading.Lock, rows: Rows, path: Path | None = None) -> None:
         self.dim = dim
         self.lock = lock
-        self.vectors = vectors
-        self.live_slots = live_slots
+        self.rows = rows
+        self.file = GraphFile(path) if path is not None else None
         self.graph: HnswGraph | None = None  # the one searches use, once complete
         self.building: HnswGraph | None = None  # a first graph or a replacement, under construction
         self.version = np.zeros(0, dtype=np.int64)
         self.worker: threading.Thread | None = None
         self.failed = False
+        self.loaded = False  # the current graph came from the file
 
     # -- called with ``lock`` held ------------------------------------------------------------
 
@@ -169,7 +204,7 @@ class AnnMaintainer:
                 batch = slots[start : start + ADD_BATCH]
                 self._reserve(int(batch.max()) + 1)
                 seen = self.version[batch].copy()
-                vectors = self.vectors(batch)
+                vectors = self.rows.vectors(batch)
                 entries = graph.new_entries(batch)
             graph.add(entries, vectors)
             with self.lock:
@@ -177,17 +212,66 @@ class AnnMaintainer:
                 graph.commit(batch[unchanged], entries[unchanged])
 
     def _build(self) -> None:
+        """A first graph (loaded when another process saved one) or a replacement for a stale one."""
+        if self.file is None:
+            self._build_new()
+            return
+        with self.file.locked():  # one process builds; the others wait here, then load its graph
+            if self.graph is None and (loaded := self._load()) is not None:
+                with self.lock:
+                    self.graph, self.loaded = loaded, True
+                return
+            self._build_new()
+            with self.lock:
+                graph, rowids = self.graph, self.graph.entry_rowids(self.rows)
+            self.file.save(graph.index, rowids)
+
+    def _build_new(self) -> None:
         with self.lock:
-            slots = self.live_slots()
+            slots = self.rows.live_slots()
             self.building = HnswGraph(self.dim, int(slots.max()) + 1 if slots.size else 0)
         self._add(self.building, slots)
         with self.lock:
-            self.graph, self.building = self.building, None
+            self.graph, self.building, self.loaded = self.building, None, False
+
+    def _load(self) -> HnswGraph | None:
+        """The saved graph with each entry matched to the live row whose vector it still holds;
+        None when there is none, it does not fit, or it holds too few of the live rows."""
+        saved = self.file.load(self.dim)
+        if saved is None:
+            return None
+        index, rowids = saved
+        keys, all_vectors = np.asarray(index.keys, dtype=np.int64), index.vectors
+        graph = HnswGraph(self.dim, 0, index)
+        graph.entries = rowids.size
+        graph.entry_slot = np.full(rowids.size, -1, dtype=np.int64)
+        with self.lock:
+            self.building = graph  # writes from here on invalidate what was matched
+        for start in range(0, keys.size, CHECK_BATCH):
+            batch = keys[start : start + CHECK_BATCH]
+            saved_vectors = all_vectors[start : start + batch.size].astype(np.float32)
+            with self.lock:
+                slots = self.rows.slots(rowids[batch])
+                found = slots >= 0
+                self._reserve(int(slots.max()) + 1 if slots.size else 0)
+                current = self.rows.vectors(slots[found])
+                same = np.zeros(batch.size, dtype=bool)
+                norms = np.maximum(np.linalg.norm(saved_vectors[found], axis=1), 1e-12)
+                same[found] = np.einsum("nd,nd->n", saved_vectors[found], current) / norms >= SAME_VECTOR
+                graph.entry_slot[batch[same]] = slots[same]
+                graph.commit(slots[same], batch[same])
+        with self.lock:
+            live = self.rows.live_slots().size
+            self.building = None
+        if graph.current < MIN_LOADED * live:
+            log.info("saved graph holds %d of %d rows; building a new one", graph.current, live)
+            return None
+        return graph
 
     def _fold(self) -> None:
         with self.lock:
             graph = self.graph
-            live = self.live_slots()
+            live = self.rows.live_slots()
             graph.reserve_slots(int(live.max()) + 1 if live.size else 0)
             slots = live[graph.slot_entry[live] < 0]
         self._add(graph, slots)
@@ -198,3 +282,51 @@ class AnnMaintainer:
         if worker is not None:
             worker.join(timeout)
         return worker is None or not worker.is_alive()
+
+
+class GraphFile:
+    """A graph saved beside the SQLite file: the usearch index and each entry's rowid, replaced
+    together under an exclusive file lock that readers take too."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.rowids_path = Path(f"{path}.rowids.npy")
+        self.lock_path = Path(f"{path}.lock")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with open(self.lock_path, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def save(self, index: Index, rowids: np.ndarray) -> None:
+        """Write both files under temporary names, then move them into place (lock held)."""
+        tmp_index, tmp_rowids = Path(f"{self.path}.tmp"), Path(f"{self.path}.rowids.tmp.npy")
+        index.save(str(tmp_index))
+        np.save(tmp_rowids, rowids)
+        os.replace(tmp_rowids, self.rowids_path)
+        os.replace(tmp_index, self.path)
+
+    def load(self, dim: int) -> tuple[Index, np.ndarray] | None:
+        """The saved index and entry rowids, or None when missing or not this matrix's kind (lock held)."""
+        if not (self.path.exists() and self.rowids_path.exists()):
+            return None
+        try:
+            index = Index.restore(str(self.path))
+            rowids = np.load(self.rowids_path)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("cannot read saved graph %s: %s", self.path, exc)
+            return None
+        if index is None or index.ndim != dim or index.size != rowids.size or rowids.ndim != 1:
+            return None
+        if index.size and int(np.asarray(index.keys, dtype=np.int64).max()) >= rowids.size:
+            return None
+        index.expansion_search = EXPANSION_SEARCH
+        return index, rowids
+
+    def remove(self) -> None:
+        for path in (self.path, self.rowids_path, self.lock_path):
+            path.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ searches stay exact until the graph is complete. The crossover was measured with
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -31,13 +32,16 @@ class VectorMatrix:
     """Normalised vectors of one dimension by slot, with rowid, chunk id, dataset, document, availability.
 
     Deleted slots are marked dead and reused; growth doubles capacity so appends are amortised.
-    ``ann_min_rows`` is where the approximate index takes over (None: never). Writes hold
-    ``lock``, which the approximate index's background thread also takes to read rows.
+    ``ann_min_rows`` is where the approximate index takes over (None: never); ``ann_path``, where
+    its graph is saved for other processes and restarts (``rag.nlp.ann_index.GraphFile``; None:
+    each process builds its own). Writes hold ``lock``, which the approximate index's background
+    thread also takes to read rows.
     """
 
-    def __init__(self, dim: int, ann_min_rows: int | None = ANN_MIN_ROWS) -> None:
+    def __init__(self, dim: int, ann_min_rows: int | None = ANN_MIN_ROWS, ann_path: Path | None = None) -> None:
         self.dim = dim
         self.ann_min_rows = ann_min_rows
+        self.ann_path = ann_path
         self.ann: AnnMaintainer | None = None
         self.lock = threading.Lock()
         self.live_count = 0
@@ -136,7 +140,7 @@ class VectorMatrix:
         so the graph's entry maps cannot move between the graph search and the pending rows."""
         with self.lock:
             if self.ann is None:
-                self.ann = AnnMaintainer(self.dim, self.lock, self._rows, self._live_slots)
+                self.ann = AnnMaintainer(self.dim, self.lock, self, self.ann_path)
             ann = self.ann
             ann.want(self.live_count)
             if ann.graph is None or topn <= 0:
@@ -161,11 +165,16 @@ class VectorMatrix:
         order = self.top(scores, topn, np.ones(scores.size, dtype=bool))
         return slots[order], scores[order].astype(np.float64)
 
-    def _rows(self, slots: np.ndarray) -> np.ndarray:
+    # -- what the approximate index reads (``rag.nlp.ann_index.Rows``), with ``lock`` held --
+
+    def vectors(self, slots: np.ndarray) -> np.ndarray:
         return self.mat[slots]
 
-    def _live_slots(self) -> np.ndarray:
+    def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.live[: self.size])
+
+    def rowids_of(self, slots: np.ndarray) -> np.ndarray:
+        return self.rowids[slots]
 
     def wait_for_ann(self, timeout: float | None = None) -> bool:
         """Block until the approximate index's background work is done (tests, benchmarks)."""

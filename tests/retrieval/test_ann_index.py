@@ -205,3 +205,59 @@ def test_searches_and_writes_while_the_graph_is_built(data):
         got, _ = matrix.nearest(query, 20, mask)
         assert matrix.rowids[got[0]] == ROWS + 1 + i
         assert not set(matrix.rowids[got].tolist()) & {1 + 2 * j for j in range(len(queries))}
+
+
+def graph_of(matrix: VectorMatrix, query: np.ndarray) -> None:
+    matrix.nearest(query, 10, matrix.live[: matrix.size].copy())
+    assert matrix.wait_for_ann(60) and matrix.ann.graph is not None
+
+
+def test_a_saved_graph_is_loaded_by_the_next_process(data, tmp_path, monkeypatch):
+    vectors, queries = data
+    path = tmp_path / "index.db.96.hnsw"
+    first = VectorMatrix(DIM, ann_min_rows=THRESHOLD, ann_path=path)
+    for i, vec in enumerate(vectors):
+        first.put(i + 1, f"c{i}", vec, kb=0, doc=0, available=True)
+    graph_of(first, queries[0])
+    assert path.exists() and not first.ann.loaded
+    # the next process reads its rows in another order (other slots) and the database moved on:
+    # rows deleted, one rewritten, one added since the graph was saved
+    second = VectorMatrix(DIM, ann_min_rows=THRESHOLD, ann_path=path)
+    for i in reversed(range(ROWS)):
+        if i % 5:
+            second.put(i + 1, f"c{i}", queries[1] if i == 7 else vectors[i], kb=0, doc=0, available=True)
+    second.put(ROWS + 1, "new", -queries[2], kb=0, doc=0, available=True)
+    monkeypatch.setattr("rag.nlp.ann_index.AnnMaintainer._build_new",
+                        lambda self: pytest.fail("built a graph instead of loading the saved one"))
+    graph_of(second, queries[0])
+    assert second.ann.loaded
+    assert second.ann.graph.current == second.live_count - 2  # all but the rewritten and the new row
+    mask = second.live[: second.size].copy()
+    got, _ = second.nearest(queries[1], 5, mask)
+    assert second.rowids[got[0]] == 8
+    got, _ = second.nearest(-queries[2], 5, mask)
+    assert second.rowids[got[0]] == ROWS + 1
+    never_put = {i + 1 for i in range(0, ROWS, 5)}  # in the saved graph, not in this matrix
+    for query in queries[:20]:
+        got, _ = second.nearest(query, 50, mask)
+        assert not set(second.rowids[got].tolist()) & never_put
+    assert recall(second, queries, 100, mask) >= 0.99
+
+
+def test_a_saved_graph_of_other_rows_or_unreadable_is_rebuilt(data, tmp_path):
+    vectors, queries = data
+    path = tmp_path / "index.db.96.hnsw"
+    first = filled(vectors)
+    first.ann_path = path
+    graph_of(first, queries[0])
+    other = VectorMatrix(DIM, ann_min_rows=THRESHOLD, ann_path=path)
+    for i, vec in enumerate(vectors):  # same rowids, different vectors: nothing in the file matches
+        other.put(i + 1, f"c{i}", vectors[(i + 1) % ROWS], kb=0, doc=0, available=True)
+    graph_of(other, queries[0])
+    assert not other.ann.loaded and other.ann.graph.current == ROWS
+    path.write_bytes(b"not a graph")
+    third = filled(vectors)
+    third.ann_path = path
+    graph_of(third, queries[0])
+    assert not third.ann.loaded and not third.ann.failed
+    assert recall(third, queries, 100, third.live[: third.size].copy()) >= 0.99
