@@ -28,7 +28,9 @@ def engine() -> Any:
         from rapidocr_onnxruntime import RapidOCR
     except ImportError as exc:  # the dependency is declared; this names it when an install lacks it
         raise ParseError(f"OCR is not available on this server (rapidocr-onnxruntime: {exc}).") from exc
-    return RapidOCR()
+    # One thread: a parse child is one core's share, and ONNX's per-core pool would only
+    # compete with the other parse children (and reserve address space under their cap).
+    return RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
 
 
 def check_pixels(width: int, height: int, limit: int, what: str) -> None:
