@@ -179,7 +179,7 @@ class AnnMaintainer:
             return
         graph = self.graph
         if graph is None or graph.stale > STALE_REBUILD * max(graph.entries, 1):
-            job = self._build
+            job = self.build
         elif live - graph.current >= FOLD_MIN:
             job = self._fold
         else:
@@ -211,8 +211,9 @@ class AnnMaintainer:
                 unchanged = self.version[batch] == seen
                 graph.commit(batch[unchanged], entries[unchanged])
 
-    def _build(self) -> None:
-        """A first graph (loaded when another process saved one) or a replacement for a stale one."""
+    def build(self) -> None:
+        """A first graph (loaded when another process saved one) or a replacement for a stale one.
+        Runs in the background thread (``want``); benchmarks call it directly."""
         if self.file is None:
             self._build_new()
             return

@@ -233,9 +233,29 @@ def serve(data_dir: Path, cache_dir: Path, data: Path) -> dict:
     summary = {mode: {"p50": p(run["wall"], 50), "p95": p(run["wall"], 95), "cpu_p50": p(run["cpu"], 50)}
                for mode, run in runs.items()}
     summary["exact"]["leg_p50"], summary["graph"]["leg_p50"] = p(exact_leg, 50), p(graph_leg, 50)
+    rss_graph = rss_mb() - before - rss_exact
+    save, load, share = saved_graph(matrix, data_dir / "bench.hnsw")
     return {"open": open_seconds, **summary, "build": build_wall, "build_cpu": build_cpu,
-            "recall": recall, "same": same, "rss": rss_exact, "rss_graph": rss_mb() - before - rss_exact,
-            "graph_mb": matrix.ann.graph.memory_bytes() / 2**20}
+            "recall": recall, "same": same, "rss": rss_exact, "rss_graph": rss_graph,
+            "graph_mb": matrix.ann.graph.memory_bytes() / 2**20, "save": save, "load": load, "loaded": share}
+
+
+def saved_graph(matrix, path: Path) -> tuple[float, float, float]:
+    """Seconds to save the graph beside the index and to load it as another search process does
+    (``AnnMaintainer.build`` with the file present), and the share of rows it matched."""
+    from rag.nlp.ann_index import AnnMaintainer, GraphFile
+
+    graph = matrix.ann.graph
+    started = time.perf_counter()
+    with matrix.lock:
+        rowids = graph.entry_rowids(matrix)
+    GraphFile(path).save(graph.index, rowids)
+    saved = time.perf_counter()
+    loader = AnnMaintainer(matrix.dim, matrix.lock, matrix, path)
+    loader.build()
+    if not loader.loaded:
+        raise RuntimeError("the saved graph was not loaded")
+    return saved - started, time.perf_counter() - saved, loader.graph.current / matrix.live_count
 
 
 def main() -> None:
@@ -256,7 +276,9 @@ def main() -> None:
     print(f"\nDealer.retrieval, {len(queries)} SciFact questions, top {TOP}; exact kNN (baseline) then the graph:")
     print(f"{'chunks':>8} {'index s':>8} {'open s':>7} | {'exact p50':>9} {'p95':>6} {'CPU p50':>7} {'leg p50':>7} | "
           f"{'graph build s':>13} {'(CPU s)':>7} {'p50':>6} {'p95':>6} {'CPU p50':>7} {'leg p50':>7} "
-          f"{'leg ratio':>9} {'recall@10':>9} {'top-10 same':>11} | {'RSS MB':>6} {'+graph':>6}")
+          f"{'leg ratio':>9} {'recall@10':>9} {'top-10 same':>11} | {'RSS MB':>6} {'+graph':>6} | "
+          f"{'save s':>6} {'load s':>6}")
+    results = {}
     for size in [int(s) for s in args.sizes.split(",") if s]:
         with tempfile.TemporaryDirectory() as tmp:
             index_seconds = build_index(Path(tmp), size, sentences, base)
@@ -264,13 +286,17 @@ def main() -> None:
                 [sys.executable, "-m", "tests.bench.retrieval_scale", "--serve", tmp,
                  "--cache-dir", str(args.cache_dir), "--data", str(args.data)],
                 capture_output=True, text=True, check=True)
-            r = json.loads(child.stdout.strip().splitlines()[-1])
+            r = results[size] = json.loads(child.stdout.strip().splitlines()[-1])
         e, g = r["exact"], r["graph"]
         print(f"{size:>8} {index_seconds:>8.1f} {r['open']:>7.1f} | {e['p50']:>9.1f} {e['p95']:>6.1f} "
               f"{e['cpu_p50']:>7.1f} {e['leg_p50']:>7.1f} | {r['build']:>13.1f} {r['build_cpu']:>7.1f} "
               f"{g['p50']:>6.1f} {g['p95']:>6.1f} {g['cpu_p50']:>7.1f} {g['leg_p50']:>7.1f} "
               f"{g['leg_p50'] / e['leg_p50']:>9.2f} {r['recall']:>9.4f} {r['same']:>11.3f} | "
-              f"{r['rss']:>6.0f} {r['rss_graph']:>6.0f}", flush=True)
+              f"{r['rss']:>6.0f} {r['rss_graph']:>6.0f} | {r['save']:>6.1f} {r['load']:>6.1f}", flush=True)
+    if results:
+        largest = results[max(results)]
+        print(f"graph_over_exact_vector_leg_ratio={largest['graph']['leg_p50'] / largest['exact']['leg_p50']:.2f}")
+        print(f"graph_recall_at_10_min={min(r['recall'] for r in results.values()):.4f}")
 
 
 if __name__ == "__main__":
