@@ -1,7 +1,7 @@
 """Retrieval at scale on the embedded store: SciFact-derived corpora, exact kNN against the HNSW graph.
 
     python -m tests.bench.retrieval_scale --cache-dir DIR             # crossover + 10k, 100k (a few minutes)
-    python -m tests.bench.retrieval_scale --cache-dir DIR --sizes 1000000 --crossover ""   # 1M (~N min)
+    python -m tests.bench.retrieval_scale --cache-dir DIR --sizes 1000000 --crossover ""   # 1M (~20 min on 2 shared cores)
 
 Corpus: SciFact's 5,583 chunks (``rag.benchmark.chunk_corpus(corpus, 512)``, MiniLM vectors
 embedded once and cached in ``--cache-dir``, as ``chat_load`` does) are recombined: each
@@ -261,7 +261,7 @@ def saved_graph(matrix, path: Path) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000", help="chunks per corpus (1000000 takes ~N min)")
+    parser.add_argument("--sizes", default="10000,100000", help="chunks per corpus (1000000 takes ~20 min)")
     parser.add_argument("--crossover", default="10000,25000,50000", help="in-memory vector-leg sizes ('' to skip)")
     parser.add_argument("--data", type=Path, default=DATA, help="SciFact in BEIR layout")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "ragline-bench-cache")

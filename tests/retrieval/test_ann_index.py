@@ -251,7 +251,7 @@ def test_a_saved_graph_of_other_rows_or_unreadable_is_rebuilt(data, tmp_path):
     first.ann_path = path
     graph_of(first, queries[0])
     other = VectorMatrix(DIM, ann_min_rows=THRESHOLD, ann_path=path)
-    for i, vec in enumerate(vectors):  # same rowids, different vectors: nothing in the file matches
+    for i in range(ROWS):  # same rowids, different vectors: nothing in the file matches
         other.put(i + 1, f"c{i}", vectors[(i + 1) % ROWS], kb=0, doc=0, available=True)
     graph_of(other, queries[0])
     assert not other.ann.loaded and other.ann.graph.current == ROWS
