@@ -28,7 +28,7 @@ from rag.utils.doc_store_conn import (
 RANKING_FIELDS = ["id", "doc_id", "docnm_kwd", "kb_id"]
 CHUNK_FIELDS = [
     "id", "content_with_weight", "doc_id", "docnm_kwd", "kb_id", "important_kwd", "question_kwd",
-    "position_int", "page_num_int", "img_id", "token_num_int",
+    "tag_kwd", "position_int", "page_num_int", "img_id", "token_num_int",
 ]
 STEMMED_TEXTS = 4096  # chunk texts whose stems ``insert_citations`` remembers
 RERANK_LIMIT = 64  # candidates a rerank model scores: enough for any sane page, cheap enough
@@ -169,6 +169,7 @@ class Dealer:
                 "kb_id": full.get("kb_id", ""),
                 "important_kwd": full.get("important_kwd") or [],
                 "question_kwd": full.get("question_kwd") or [],
+                "tag_kwd": full.get("tag_kwd") or [],
                 "image_id": full.get("img_id", ""),
                 "similarity": round(float(row[SCORE]), 6),
                 "vector_similarity": round(float(row.get("vector_similarity", 0.0)), 6),

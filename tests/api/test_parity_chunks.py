@@ -213,14 +213,19 @@ async def test_tags_are_searchable_and_follow_edits(client, auth) -> None:
     chunk_id = (await add(client, auth, dataset_id, doc_id, "quarterly revenue figures",
                           important_keywords=["finance"], tag_kwd=["zeppelin"]))["data"]["chunk"]["id"]
 
-    async def found(word: str) -> bool:
+    async def retrieved(word: str) -> dict:
         body = {"question": word, "dataset_ids": [dataset_id], "vector_similarity_weight": 0.0}
         reply = await (await client.post("/api/v1/retrieval", headers=auth, json=body)).get_json()
-        return chunk_id in [chunk["id"] for chunk in reply["data"]["chunks"]]
+        return {chunk["id"]: chunk for chunk in reply["data"]["chunks"]}
+
+    async def found(word: str) -> bool:
+        return chunk_id in await retrieved(word)
 
     assert await found("zeppelin") and await found("finance")
+    assert (await retrieved("zeppelin"))[chunk_id]["tag_kwd"] == ["zeppelin"]
     url = f"{chunks_url(dataset_id, doc_id)}/{chunk_id}"
     assert (await (await client.put(url, headers=auth, json={"important_keywords": ["ledger"]})).get_json())["code"] == 0
     assert await found("zeppelin") and await found("ledger") and not await found("finance")
     assert (await (await client.put(url, headers=auth, json={"tag_kwd": ["airship"]})).get_json())["code"] == 0
     assert await found("airship") and await found("ledger") and not await found("zeppelin")
+    assert (await retrieved("airship"))[chunk_id]["tag_kwd"] == ["airship"]
