@@ -176,8 +176,11 @@ class SqliteConnection:
             index = self.indexes.pop(index_name, None)
         if index:
             index.close()
+        path = self._path(index_name)
         for suffix in ("", "-wal", "-shm"):
-            Path(f"{self._path(index_name)}{suffix}").unlink(missing_ok=True)
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        for graph_file in path.parent.glob(f"{path.name}.*.hnsw*"):  # SqliteIndex.graph_path's files
+            graph_file.unlink(missing_ok=True)
 
     def index_exist(self, index_name: str, kb_id: str) -> bool:
         return self._path(index_name).exists()

@@ -418,12 +418,19 @@ class SqliteIndex:
                 dim = vector_dim(field_name or "")
                 if dim is None or blob is None:
                     continue
-                matrix = self.matrices.setdefault(dim, VectorMatrix(dim))
+                matrix = self.matrices.get(dim)
+                if matrix is None:
+                    matrix = self.matrices[dim] = VectorMatrix(dim, ann_path=self.graph_path(dim))
                 vec = np.frombuffer(blob, dtype=np.float32)
                 doc = self.code("doc", doc_id)
                 self.doc_names[doc] = docnm
                 matrix.put(rowid, chunk_id, vec, self.code("kb", kb_id), doc, available == 1)
             self.seq = current
+
+    def graph_path(self, dim: int) -> Path:
+        """Where the HNSW graph of the ``dim``-sized vectors is saved, so the search processes and
+        a restarted server load the one a process built instead of each building its own."""
+        return Path(f"{self.path}.{dim}.hnsw")
 
     def close(self) -> None:
         for conn in self.all_conns:

@@ -261,3 +261,36 @@ def test_a_saved_graph_of_other_rows_or_unreadable_is_rebuilt(data, tmp_path):
     graph_of(third, queries[0])
     assert not third.ann.loaded and not third.ann.failed
     assert recall(third, queries, 100, third.live[: third.size].copy()) >= 0.99
+
+
+def test_the_embedded_store_keeps_its_graph_beside_the_index_file(data, tmp_path, monkeypatch):
+    """SqliteConnection's matrices save their graph beside the index's SQLite file, a second
+    connection (a search process, a restart) loads it, and deleting the index deletes it."""
+    from functools import partial
+
+    from rag.utils import sqlite_index
+    from rag.utils.doc_store_conn import MatchDenseExpr, index_name, make_chunk_row
+    from rag.utils.sqlite_conn import SqliteConnection
+
+    vectors, queries = data
+    monkeypatch.setattr(sqlite_index, "VectorMatrix", partial(VectorMatrix, ann_min_rows=THRESHOLD))
+    idx, kb = index_name("graph"), "kb"
+    first = SqliteConnection(tmp_path)
+    rows = [make_chunk_row(f"d{i}", kb, f"d{i}.txt", f"text {i}", vec) for i, vec in enumerate(vectors[:2000])]
+    assert first.insert(rows, idx, kb) == []
+    dense = [MatchDenseExpr(f"q_{DIM}_vec", tuple(queries[0].tolist()), 10)]
+
+    def matrix_of(store: SqliteConnection) -> VectorMatrix:
+        store.search(["id"], [], {}, dense, None, 0, 10, [idx], [kb])  # the first search starts the graph
+        matrix = store.indexes[idx].matrices[DIM]
+        assert matrix.wait_for_ann(60) and matrix.ann.graph is not None
+        return matrix
+
+    built = matrix_of(first)
+    graph_file = first.indexes[idx].graph_path(DIM)
+    assert not built.ann.loaded and graph_file.exists() and graph_file.parent == tmp_path
+    monkeypatch.setattr("rag.nlp.ann_index.AnnMaintainer._build_new",
+                        lambda self: pytest.fail("built a graph instead of loading the saved one"))
+    assert matrix_of(SqliteConnection(tmp_path)).ann.loaded
+    first.delete_idx(idx, "")
+    assert list(tmp_path.glob(f"{graph_file.name.split('.')[0]}*")) == []
