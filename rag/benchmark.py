@@ -24,6 +24,7 @@ import numpy as np
 
 from rag.app.naive import BUILTIN_EMBEDDING_CHUNK_TOKENS, parse_and_chunk
 from rag.llm.embedding_model import BuiltinEmbedding
+from rag.nlp.feedback import FEEDBACK_STRENGTH
 from rag.nlp.search import Dealer
 from rag.utils.doc_store import create_doc_store
 from rag.utils.doc_store_conn import DocStoreConnection, index_name, make_chunk_row
@@ -177,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weights", default=f"0,1,{DEFAULT_WEIGHT}",
                         help="vector_similarity_weight values to report (0 = term only, 1 = vector only)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="reuse corpus embeddings across runs")
+    parser.add_argument("--feedback", default=f"0,{FEEDBACK_STRENGTH:g}",
+                        help="cross-leg feedback strengths to compare at each 0 < weight < 1 (0 = the plain fusion)")
     args = parser.parse_args(argv)
 
     collection = load_collection(args.data, args.split)
@@ -190,18 +193,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = create_doc_store("sqlite", Path(tmp), [])
         index_seconds = index_chunks(store, pairs, vectors)
-        dealer = Dealer(store)
         print(f"{args.data.name}/{args.split}: {len(collection.corpus)} docs → {len(pairs)} chunks "
               f"(chunk_token_num {args.chunk_tokens}), {len(collection.queries)} queries", flush=True)
         print(f"embedding {embed_seconds:.1f}s (0 = cached), indexing {index_seconds:.1f}s", flush=True)
-        print(f"{'weight':>8} " + " ".join(f"{m:>10}" for m in METRICS) + f" {'p50 ms':>8} {'p95 ms':>8}")
+        print(f"{'weight':>8} {'feedback':>8} " + " ".join(f"{m:>10}" for m in METRICS)
+              + f" {'p50 ms':>8} {'p95 ms':>8}")
+        strengths = [float(f) for f in args.feedback.split(",")]
         for weight in [float(w) for w in args.weights.split(",")]:
-            run, latencies = run_queries(dealer, collection.queries, encoder, weight)
-            scores = evaluate(collection.qrels, run)
-            p95 = statistics.quantiles(latencies, n=20)[-1]
-            label = {0.0: "term", 1.0: "vector"}.get(weight, f"{weight:g}")
-            print(f"{label:>8} " + " ".join(f"{scores[m]:>10.4f}" for m in METRICS)
-                  + f" {statistics.median(latencies):>8.1f} {p95:>8.1f}", flush=True)
+            baseline = None
+            for strength in strengths if 0 < weight < 1 else [0.0]:
+                run, latencies = run_queries(Dealer(store, feedback=strength), collection.queries, encoder, weight)
+                scores = evaluate(collection.qrels, run)
+                baseline = baseline or scores
+                p95 = statistics.quantiles(latencies, n=20)[-1]
+                label = {0.0: "term", 1.0: "vector"}.get(weight, f"{weight:g}")
+                ratio = scores["ndcg@10"] / baseline["ndcg@10"] if baseline["ndcg@10"] else float("nan")
+                print(f"{label:>8} {strength:>8g} " + " ".join(f"{scores[m]:>10.4f}" for m in METRICS)
+                      + f" {statistics.median(latencies):>8.1f} {p95:>8.1f}"
+                      + (f"  nDCG@10 ×{ratio:.4f} vs feedback {strengths[0]:g}" if scores is not baseline else ""),
+                      flush=True)
         store.close()
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from rag.nlp import highlight as highlight_text
 from rag.nlp import stem, tokens
+from rag.nlp.feedback import FEEDBACK_STRENGTH
 from rag.nlp.query import STOPWORDS, FulltextQueryer
 from rag.utils.doc_store_conn import (
     SCORE,
@@ -75,11 +76,17 @@ class Dealer:
     same way on every backend (``rag.nlp.similarity``). Neither depends on the other candidates,
     so ``similarity_threshold`` 0.2 drops a nonsense question's chunks as it does in RAGFlow.
     A rerank model's score takes the vector part's place (RAGFlow's ``rerank_by_model``).
+
+    At 0 < w < 1 and without a rerank model, ``feedback`` > 0 asks the vector part again from the
+    question moved toward the chunk the swapped weights rank first (``rag.nlp.feedback``): it
+    reorders, while ``vector_similarity`` keeps reporting the raw cosine. 0 gives RAGFlow's sum.
     """
 
-    def __init__(self, doc_store: DocStoreConnection, queryer: FulltextQueryer | None = None) -> None:
+    def __init__(self, doc_store: DocStoreConnection, queryer: FulltextQueryer | None = None,
+                 feedback: float = FEEDBACK_STRENGTH) -> None:
         self.doc_store = doc_store
         self.queryer = queryer or FulltextQueryer()
+        self.feedback = feedback  # cross-leg feedback strength (rag.nlp.feedback); 0 turns it off
 
     def retrieval(
         self,
@@ -105,8 +112,10 @@ class Dealer:
         # Without a rerank model the threshold can be applied inside the store, which then
         # materialises only the rows that survive it.
         floor = 0.0 if rerank_mdl is not None else similarity_threshold
+        # A rerank model's score replaces the vector part, so feeding back into it would be lost.
+        feedback = 0.0 if rerank_mdl is not None else self.feedback
         ranked, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top,
-                                   vector_similarity_weight, floor)
+                                   FusionExpr(vector_similarity_weight, 2 * top, floor, feedback=feedback))
         if rerank_mdl is not None:
             ranked = self._rerank(question, rerank_mdl, ranked, indexes, kb_ids, vector_similarity_weight)
         kept = [row for row in ranked if row[SCORE] >= similarity_threshold]
@@ -115,7 +124,7 @@ class Dealer:
         chunks = self._chunks(page_rows, indexes, kb_ids, terms if highlight else None)
         return {"total": len(kept), "chunks": chunks, "doc_aggs": doc_aggs(kept)}
 
-    def _rank(self, question, embd_mdl, indexes, kb_ids, doc_ids, top, weight, floor
+    def _rank(self, question, embd_mdl, indexes, kb_ids, doc_ids, top, fusion: FusionExpr
               ) -> tuple[list[dict], list[str]]:
         """All candidates of both legs with their three scores, best first."""
         query_vector, _ = embd_mdl.encode_queries(question)
@@ -127,7 +136,7 @@ class Dealer:
         if doc_ids:
             condition["doc_id"] = list(doc_ids)
         result = self.doc_store.search(
-            RANKING_FIELDS, [], condition, [*exprs, FusionExpr(weight, 2 * top, min_score=floor)], None, 0, 2 * top,
+            RANKING_FIELDS, [], condition, [*exprs, fusion], None, 0, fusion.topn,
             indexes, kb_ids,
         )
         return result.rows, list(terms.terms)

@@ -67,12 +67,13 @@ def fuse(term_sim: np.ndarray, cosine: np.ndarray, vector_weight: float) -> np.n
     return weight * np.asarray(cosine, dtype=np.float64) + (1.0 - weight) * np.asarray(term_sim, dtype=np.float64)
 
 
-def fuse_rows(rows: list[dict[str, Any]], vector_weight: float, min_score: float, score_key: str
-              ) -> list[dict[str, Any]]:
-    """Sets ``similarity`` (under ``score_key``) on rows that carry both similarities; returns
-    those at or above ``min_score``, best first (ties keep the incoming order)."""
-    fused = fuse(np.array([row[TERM_SIM] for row in rows]), np.array([row[VECTOR_SIM] for row in rows]),
-                 vector_weight)
+def fuse_rows(rows: list[dict[str, Any]], vector_weight: float, min_score: float, score_key: str,
+              scores: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Sets ``similarity`` (under ``score_key``) on rows that carry both similarities, or to
+    ``scores`` when the caller fused them otherwise (feedback); returns those at or above
+    ``min_score``, best first (ties keep the incoming order)."""
+    fused = scores if scores is not None else fuse(
+        np.array([row[TERM_SIM] for row in rows]), np.array([row[VECTOR_SIM] for row in rows]), vector_weight)
     for row, score in zip(rows, fused.tolist(), strict=True):
         row[score_key] = score
     kept = [row for row in rows if row[score_key] >= min_score]

@@ -29,12 +29,14 @@ from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elastics
 
 from rag.nlp import highlight
 from rag.nlp import tokens as text_tokens
+from rag.nlp.feedback import feedback_similarity
 from rag.nlp.similarity import TERM_SIM, VECTOR_SIM, bm25_bound, fuse_rows, lucene_idf, term_similarities
 from rag.utils.doc_store_conn import (
     SCORE,
     TERM_SCORE,
     VECTOR_SCORE,
     DocStoreError,
+    FusionExpr,
     MatchDenseExpr,
     MatchExpr,
     MatchTextExpr,
@@ -285,13 +287,16 @@ class ESConnection:
             searches += [{**header, "search_type": "dfs_query_then_fetch"},
                          {"query": text_query(text, filters), "size": text.topn, "_source": text_source},
                          header, term_stats_query(text)]
-        if dense is not None:
-            searches += [header, {"knn": knn_query(dense, filters), "size": dense.topn, "_source": source}]
+        feedback = fusion is not None and fusion.feedback > 0 and dense is not None
+        if dense is not None:  # with feedback, the kNN hits' vectors too: the moved question is asked of them
+            knn_source = source + [vector_name] if (feedback and source is not True) else source
+            searches += [header, {"knn": knn_query(dense, filters), "size": dense.topn, "_source": knn_source}]
         replies = self._call(lambda es: es.msearch(searches=searches))["responses"]
         for reply in replies:
             if "error" in reply:
                 raise DocStoreError(f"Elasticsearch search failed: {reply['error']}")
         found: dict[str, dict] = {}
+        vectors: dict[str, np.ndarray] = {}  # unit vectors of the candidates, by chunk id
         query = None
         if dense is not None:
             query = np.asarray(dense.embedding_data, dtype=np.float32)
@@ -300,17 +305,20 @@ class ESConnection:
             ceiling = text_ceiling(text, replies[1])
             for hit in replies[0]["hits"]["hits"]:
                 row = found[hit["_id"]] = _hit_row(hit)
-                row[TERM_SCORE], row[VECTOR_SCORE] = float(hit["_score"] or 0.0), _cosine(row, vector_name, query)
+                row[TERM_SCORE], row[VECTOR_SCORE] = float(hit["_score"] or 0.0), _cosine(row, vector_name, query,
+                                                                                         vectors)
                 row[TERM_SIM] = float(term_similarities(np.array([row[TERM_SCORE]]), ceiling)[0])
         if dense is not None:
             for hit in replies[-1]["hits"]["hits"]:
                 row = found.setdefault(hit["_id"], {**_hit_row(hit), TERM_SCORE: 0.0, TERM_SIM: 0.0})
                 row[VECTOR_SCORE] = 2 * float(hit["_score"] or 0.0) - 1
+                _cosine(row, vector_name, query, vectors)  # keeps its vector for feedback; the score is ES's
         rows = list(found.values())
         if fusion is not None:
             for row in rows:
                 row[VECTOR_SIM] = row[VECTOR_SCORE]
-            return fuse_rows(rows, fusion.vector_weight, fusion.min_score, SCORE)[: fusion.topn]
+            scores = _feedback_scores(rows, vectors, query, fusion) if feedback else None
+            return fuse_rows(rows, fusion.vector_weight, fusion.min_score, SCORE, scores)[: fusion.topn]
         key = TERM_SCORE if dense is None else VECTOR_SCORE
         for row in rows:
             row[SCORE] = row[key]
@@ -347,13 +355,30 @@ def _hit_row(hit: dict) -> dict:
     return row
 
 
-def _cosine(row: dict, vector_name: str | None, query: np.ndarray | None) -> float:
-    """Exact cosine of a text hit's stored vector with the query; 0 when either is missing."""
+def _cosine(row: dict, vector_name: str | None, query: np.ndarray | None, vectors: dict[str, np.ndarray]) -> float:
+    """Exact cosine of a hit's stored vector with the query; 0 when either is missing. The
+    vector leaves the row (callers never asked for it) and its unit form goes to ``vectors``."""
     vector = row.pop(vector_name, None) if vector_name else None
     if vector is None or query is None or vector_dim(vector_name) != query.size:
         return 0.0
     vec = np.asarray(vector, dtype=np.float32)
-    return float(vec @ query / max(float(np.linalg.norm(vec)), 1e-12))
+    vectors[row["id"]] = unit = vec / max(float(np.linalg.norm(vec)), 1e-12)
+    return float(unit @ query)
+
+
+def _feedback_scores(rows: list[dict], vectors: dict[str, np.ndarray], query: np.ndarray | None,
+                     fusion: FusionExpr) -> np.ndarray | None:
+    """The rows' similarity with cross-leg feedback (``rag.nlp.feedback``), scored from the
+    vectors the hits brought back, as the embedded store scores it from its matrix."""
+    if query is None:
+        return None
+    unit = [vectors.get(row["id"]) for row in rows]
+
+    def cosines_with(moved: np.ndarray) -> np.ndarray:
+        return np.array([np.nan if vec is None else float(vec @ moved) for vec in unit])
+
+    return feedback_similarity(np.array([row[TERM_SIM] for row in rows]), np.array([row[VECTOR_SIM] for row in rows]),
+                               query, fusion.vector_weight, lambda i: unit[i], cosines_with, fusion.feedback)
 
 
 def _select(row: dict, select_fields: Sequence[str]) -> dict:

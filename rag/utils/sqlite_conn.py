@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rag.nlp import highlight, tokens
+from rag.nlp.feedback import feedback_similarity
 from rag.nlp.similarity import fuse, term_similarities
 from rag.nlp.vector_matrix import VectorMatrix
 from rag.utils.doc_store_conn import (
@@ -25,6 +26,7 @@ from rag.utils.doc_store_conn import (
     TERM_SCORE,
     VECTOR_SCORE,
     DocStoreError,
+    FusionExpr,
     MatchExpr,
     OrderByExpr,
     SearchResult,
@@ -300,13 +302,35 @@ class SqliteConnection:
         vector_sim = score = None
         if fusion is not None:
             vector_sim = np.nan_to_num(cosine)
-            score = fuse(term_sim, vector_sim, fusion.vector_weight)
+            score = self._fused(fusion, term_sim, vector_sim, query_vec, owner, slots, matrices)
             order = np.argsort(-score, kind="stable")
             order = order[score[order] >= fusion.min_score][: fusion.topn]
         else:
             order = np.argsort(-(term if dense is None else np.nan_to_num(cosine)), kind="stable")
         fused = [None] * 3 if score is None else [term_sim[order], vector_sim[order], score[order]]
         return _Ranked(names, matrices, owner[order], rowids[order], slots[order], term[order], cosine[order], *fused)
+
+    @staticmethod
+    def _fused(fusion: FusionExpr, term_sim: np.ndarray, vector_sim: np.ndarray, query_vec: np.ndarray | None,
+               owner: np.ndarray, slots: np.ndarray, matrices: list) -> np.ndarray:
+        """``similarity`` of every candidate: with feedback when it is asked for and applies."""
+        if fusion.feedback > 0 and query_vec is not None:
+            def vector_of(i: int) -> np.ndarray | None:
+                matrix = matrices[owner[i]]
+                return None if matrix is None or slots[i] < 0 else matrix.vectors(np.array([slots[i]]))[0]
+
+            def cosines_with(moved: np.ndarray) -> np.ndarray:
+                asked = np.full(slots.size, np.nan)
+                for i, matrix in enumerate(matrices):
+                    if matrix is not None and (mine := owner == i).any():
+                        asked[mine] = matrix.cosines(moved, slots[mine])
+                return asked
+
+            score = feedback_similarity(term_sim, vector_sim, query_vec, fusion.vector_weight, vector_of,
+                                        cosines_with, fusion.feedback)
+            if score is not None:
+                return score
+        return fuse(term_sim, vector_sim, fusion.vector_weight)
 
     def _index_candidates(self, idx, where, params, condition, kb_ids, text, dense, query_vec) -> _Legs:
         """One index's union of the BM25 top and the kNN top, as columns."""

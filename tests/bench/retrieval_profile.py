@@ -109,7 +109,7 @@ def in_process(data_dir: Path, tenant_id: str, kb_id: str, questions: list[str])
             SqliteConnection(data_dir / "index", cached_postings=cached_postings)
         dealer = Dealer(store)
 
-        def search_all() -> None:
+        def search_all(dealer: Dealer = dealer) -> None:
             for question, (vector, tokens) in zip(questions, vectors, strict=True):
                 dealer.retrieval(question, EmbeddedQuestion(question, vector, tokens), tenant_id, [kb_id], 1, 6,
                                  0.2, 0.3)

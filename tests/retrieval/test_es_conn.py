@@ -6,11 +6,13 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from elastic_transport import ApiResponseMeta, BaseNode, HttpHeaders
 from elastic_transport import ConnectionError as TransportConnectionError
 from elasticsearch import Elasticsearch
 
+from rag.nlp.feedback import FEEDBACK_STRENGTH, moved_question
 from rag.utils.doc_store_conn import FusionExpr, MatchDenseExpr, MatchTextExpr, make_chunk_row
 from rag.utils.es_conn import ESConnection
 
@@ -125,6 +127,39 @@ def test_hybrid_search_sends_independent_legs(conn, fake):
     assert rows["c1"]["term_similarity"] == pytest.approx(4.0 / ceiling) and rows["c2"]["term_similarity"] == 0.0
     assert rows["c1"]["_score"] == pytest.approx(0.3 * 0.5 + 0.7 * 4.0 / ceiling)
     assert rows["c2"]["_score"] == pytest.approx(0.3 * 0.8)
+
+
+def test_feedback_scores_the_knn_hits_from_their_vectors(conn, fake):
+    """With feedback the kNN leg brings its hits' vectors back, and the similarity is the one
+    ``rag.nlp.feedback`` gives the embedded store: the question moved toward the chunk the swapped
+    weights rank first, asked of every candidate; the reported cosines stay raw."""
+    stats = {"hits": {"total": {"value": 10}, "hits": []}, "aggregations": {
+        "n0": {"doc_count": 10}, "df0_0": {"doc_count": 2}}}
+    c1, c2, c3 = [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]
+    fake.replies[("POST", "/_msearch")] = {"responses": [
+        {"hits": {"total": {"value": 1}, "hits": [
+            {"_id": "c1", "_score": 4.0, "_source": {"doc_id": "d1", "q_2_vec": c1}}]}},
+        stats,
+        {"hits": {"total": {"value": 3}, "hits": [
+            {"_id": "c2", "_score": (1 + 1.0) / 2, "_source": {"doc_id": "d2", "q_2_vec": c2}},
+            {"_id": "c3", "_score": (1 + 0.8) / 2, "_source": {"doc_id": "d3", "q_2_vec": c3}},
+            {"_id": "c1", "_score": (1 + 0.96) / 2, "_source": {"doc_id": "d1", "q_2_vec": c1}}]}}]}
+    question = np.array([0.6, 0.8])
+    exprs = [MatchTextExpr(("content_ltks",), "cell", 50), MatchDenseExpr("q_2_vec", tuple(question), 50),
+             FusionExpr(0.3, 100, feedback=FEEDBACK_STRENGTH)]
+    rows = {r["id"]: r for r in conn.search(["doc_id"], [], {}, exprs, None, 0, 10, [IDX], ["kb"]).rows}
+    knn_body = fake.calls[-1][2][5]
+    assert "q_2_vec" in knn_body["_source"]
+    assert all("q_2_vec" not in row for row in rows.values())
+    term = {cid: rows[cid]["term_similarity"] for cid in rows}
+    assert term["c1"] > 0 and term["c2"] == term["c3"] == 0
+    assert 0.7 * 0.96 + 0.3 * term["c1"] > 0.7 * 1.0  # c1 leads at the swapped weights (0.7 on the cosine)
+    moved = moved_question(question, np.array(c1))
+    for cid, vec in (("c1", c1), ("c2", c2), ("c3", c3)):
+        assert rows[cid]["vector_similarity"] == pytest.approx(float(np.dot(question, vec)), abs=1e-6)
+        asked = float(np.dot(moved, vec))
+        assert rows[cid]["_score"] == pytest.approx(0.3 * asked + 0.7 * term[cid], abs=1e-6)
+    assert rows["c2"]["_score"] != pytest.approx(0.3 * 1.0)  # the plain fusion's number
 
 
 def test_update_and_delete_by_query(conn, fake):

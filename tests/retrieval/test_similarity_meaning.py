@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rag.llm.embedding_model import BuiltinEmbedding
+from rag.nlp.feedback import FEEDBACK_STRENGTH, moved_question
 from rag.nlp.search import Dealer
 from rag.utils.doc_store_conn import index_name, make_chunk_row
 from rag.utils.sqlite_conn import SqliteConnection
@@ -60,10 +61,16 @@ def test_default_threshold_keeps_a_real_question_and_drops_nonsense(indexed, min
         assert weak and all(0 <= c["similarity"] < 0.2 and c["term_similarity"] == 0 for c in weak)
 
 
+@pytest.mark.parametrize("feedback", [0.0, FEEDBACK_STRENGTH])
 @pytest.mark.parametrize("question", [REAL, NONSENSE[0]])
 @pytest.mark.parametrize("weight", [0.0, 0.3, 0.7, 1.0])
-def test_vector_similarity_is_the_raw_cosine_and_the_fusion_holds(indexed, minilm, question, weight):
+def test_vector_similarity_is_the_raw_cosine_and_the_fusion_holds(indexed, minilm, question, weight, feedback):
+    """Without feedback always; with it wherever it does not apply (one leg only, or no question
+    word in any chunk)."""
+    if feedback and 0 < weight < 1 and question == REAL:
+        pytest.skip("feedback applies: test_feedback_moves_only_the_vector_part")
     dealer, vectors = indexed
+    dealer = Dealer(dealer.doc_store, feedback=feedback)
     query, _ = minilm.encode_queries(question)
     result = retrieve(dealer, question, minilm, similarity_threshold=0.0, vector_similarity_weight=weight)
     assert result["chunks"]
@@ -89,3 +96,25 @@ def test_term_similarity_is_absolute_across_questions(indexed, minilm):
     weak_best, strong_best = weak["chunks"][0], strong["chunks"][0]
     assert weak_best["doc_id"] == strong_best["doc_id"] == "aspirin"
     assert 0 < weak_best["term_similarity"] < 0.2 < strong_best["term_similarity"]
+
+
+@pytest.mark.parametrize("weight", [0.3, 0.7])
+def test_feedback_moves_only_the_vector_part(indexed, minilm, weight):
+    """At 0 < w < 1 ``similarity`` takes each chunk's cosine with the question moved toward the
+    chunk the swapped weights rank first; the reported cosine and term scores stay raw."""
+    dealer, vectors = indexed
+    assert dealer.feedback == FEEDBACK_STRENGTH  # the server's default
+    query, _ = minilm.encode_queries(REAL)
+    chunks = retrieve(dealer, REAL, minilm, similarity_threshold=0.0, vector_similarity_weight=weight)["chunks"]
+    pick = max(chunks, key=lambda c: (1 - weight) * c["vector_similarity"] + weight * c["term_similarity"])
+    moved = moved_question(query, vectors[pick["doc_id"]])
+    plain_differs = False
+    for chunk in chunks:
+        vec = vectors[chunk["doc_id"]]
+        cosine = float(np.dot(query, vec) / (np.linalg.norm(query) * np.linalg.norm(vec)))
+        assert chunk["vector_similarity"] == pytest.approx(cosine, abs=1e-5)
+        asked = float(np.dot(moved, vec) / np.linalg.norm(vec))
+        assert chunk["similarity"] == pytest.approx(weight * asked + (1 - weight) * chunk["term_similarity"], abs=2e-6)
+        plain = weight * cosine + (1 - weight) * chunk["term_similarity"]
+        plain_differs |= abs(chunk["similarity"] - plain) > 1e-4
+    assert plain_differs
