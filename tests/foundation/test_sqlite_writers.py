@@ -106,3 +106,47 @@ async def test_writers_of_one_loop_take_turns_on_the_loop_not_in_the_pool(tmp_pa
     finally:
         db.close()
     assert most_inside == 1 and read == 42
+
+
+async def test_a_burst_of_writes_commits_in_batches_and_a_failing_write_fails_alone(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Writes that queue while a batch runs go together as one transaction; one that raises is
+    rolled back and raised to its own caller only; one whose caller gave up before its batch
+    started never runs."""
+    from api.db.database import MetaDB
+
+    db = MetaDB("sqlite:///" + str(tmp_path / "m.db"))
+    db.call(lambda: db.database.execute_sql("CREATE TABLE t (v INTEGER)"))
+    batches: list[int] = []
+    real_batch = db.write_batch
+
+    def counted(writes):
+        batches.append(len(writes))
+        threading.Event().wait(0.02)  # long enough for the rest of the burst to queue
+        return real_batch(writes)
+
+    monkeypatch.setattr(db, "write_batch", counted)
+
+    def insert(value: int) -> int:
+        db.database.execute_sql("INSERT INTO t (v) VALUES (?)", (value,))
+        if value == 13:
+            raise ValueError("unlucky")
+        return value
+
+    try:
+        outcomes = await asyncio.gather(*(db.write(insert, v) for v in range(40)), return_exceptions=True)
+        running = asyncio.ensure_future(db.write(insert, 3000))
+        await asyncio.sleep(0.005)  # its batch is in the pool now
+        dropped = asyncio.ensure_future(db.write(insert, 1000))
+        queued = asyncio.ensure_future(db.write(insert, 2000))
+        await asyncio.sleep(0)
+        dropped.cancel()
+        await asyncio.gather(running, queued)
+        stored = db.call(lambda: sorted(v for (v,) in db.database.execute_sql("SELECT v FROM t").fetchall()))
+    finally:
+        db.close()
+    assert [o for o in outcomes if isinstance(o, Exception)] and str(outcomes[13]) == "unlucky"
+    assert [o for i, o in enumerate(outcomes) if i != 13] == [v for v in range(40) if v != 13]
+    assert len(batches) < 40 and sum(batches) >= 40  # one write alone, then the rest together
+    assert 13 not in stored and [v for v in stored if v < 40] == [v for v in range(40) if v != 13]
+    assert 2000 in stored and 3000 in stored and 1000 not in stored
