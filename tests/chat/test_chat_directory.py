@@ -155,3 +155,25 @@ async def test_sessions_removed_without_their_chat_named_are_forgotten_in_every_
     directory.forget_sessions(acme, None, [session_id])
     await directory.owned_chat_and_session(acme, chat_id, session_id)
     assert len(trips) == 2
+
+
+async def test_a_chats_embedding_model_is_remembered_until_its_datasets_change(seeded, monkeypatch) -> None:
+    """The model is read once, then remembered; a dataset deleted or changed through this
+    process is read again at once (a deleted one: no model, so nothing to retrieve)."""
+    from api.db.services import knowledgebase_service
+
+    parts, acme, other, _, _ = seeded
+    reads: list[tuple] = []
+    real = chat_directory.embedding_model_of
+    monkeypatch.setattr(chat_directory, "embedding_model_of", lambda *args: reads.append(args) or real(*args))
+    kb_id = parts.db.call(knowledgebase_service.create, acme,
+                          {"name": "kb", "embedding_model": "all-MiniLM-L6-v2@Builtin"})["id"]
+    directory = ChatDirectory(parts.db)
+    for _ in range(3):
+        assert await directory.embedding_model(acme, [kb_id]) == "all-MiniLM-L6-v2@Builtin"
+    assert await directory.embedding_model(other, [kb_id]) is None  # another tenant's dataset
+    assert len(reads) == 2
+    parts.db.call(knowledgebase_service.delete_many, acme, [kb_id], parts.doc_store, parts.storage)
+    directory.forget_datasets(acme)
+    assert await directory.embedding_model(acme, [kb_id]) is None and len(reads) == 3
+    assert await directory.embedding_model(other, [kb_id]) is None and len(reads) == 3  # still remembered

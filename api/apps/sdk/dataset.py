@@ -283,6 +283,7 @@ async def update_dataset(dataset_id: str) -> Response:
     elif "embedding_model" in changes:
         components().check_embedding_model(changes["embedding_model"])
     dataset = await components().db.run(knowledgebase_service.update, g.tenant_id, dataset_id, changes)
+    components().chats.forget_datasets(g.tenant_id)
     return ok(dataset)
 
 
@@ -293,6 +294,7 @@ async def delete_datasets() -> Response:
     parts = components()
     deleted = await parts.db.run(knowledgebase_service.delete_many, g.tenant_id, ids, parts.doc_store,
                                  parts.storage)
+    parts.chats.forget_datasets(g.tenant_id)
     return ok({"success_count": deleted})
 
 

@@ -257,9 +257,7 @@ class DialogService:
         in a search process or a compute thread (``Components.search``; a rerank model is
         reached back on the loop through SyncLLMWrapper). Only documents matching the chat's
         metadata filter and ``metadata_condition`` (both, when both are set) are candidates."""
-        from api.db.services.knowledgebase_service import embedding_model_of
-
-        embd_id = await self.parts.db.run(embedding_model_of, dialog.tenant_id, dialog.kb_ids)
+        embd_id = await self.parts.chats.embedding_model(dialog.tenant_id, dialog.kb_ids)
         doc_ids = await self.allowed_documents(dialog, metadata_condition)
         if embd_id is None or doc_ids == []:
             return {"total": 0, "chunks": [], "doc_aggs": []}
