@@ -316,7 +316,36 @@ def step_quantiles(before: dict, after: dict, q: float) -> dict[str, float]:
             if after[step][-1][1] > dict(before.get(step, empty)).get(float("inf"), 0.0)}
 
 
-async def measure(url: str, key: str, kb_id: str, questions: list[str], args: argparse.Namespace) -> dict:
+@dataclass
+class CpuProbe:
+    """CPU seconds used so far by the processes of a run, read from /proc: the server's main
+    process, its live children (search and embedding processes), the stub LLM and this client."""
+
+    server: int
+    stub: int
+    ticks: int = field(default_factory=lambda: os.sysconf("SC_CLK_TCK"))
+
+    def _stat(self, pid: int) -> list[str] | None:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        return text[text.rindex(")") + 2 :].split()  # the fields after the command name, from state on
+
+    def _seconds(self, fields: list[str] | None) -> float:
+        return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime
+
+    def read(self) -> dict[str, float]:
+        children = 0.0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and (fields := self._stat(int(entry.name))) and int(fields[1]) == self.server:
+                children += self._seconds(fields)
+        return {"server main": self._seconds(self._stat(self.server)), "server children": children,
+                "stub LLM": self._seconds(self._stat(self.stub)), "load client": self._seconds(self._stat(os.getpid()))}
+
+
+async def measure(url: str, key: str, kb_id: str, questions: list[str], args: argparse.Namespace,
+                  probe: CpuProbe | None = None) -> dict:
     # aiohttp, not httpx: at 200 streams httpx took half a core here, CPU the server then lacked.
     connector = aiohttp.TCPConnector(limit=args.sessions + 10)
     timeout = aiohttp.ClientTimeout(total=120, connect=30)
@@ -337,16 +366,18 @@ async def measure(url: str, key: str, kb_id: str, questions: list[str], args: ar
         idle_before = lag_buckets(metrics_text)
         await asyncio.sleep(3)
         idle_after = lag_buckets(await metrics(client))
+        cpu_before = probe.read() if probe else {}
         started = time.perf_counter()
         load = await run_load(client, chat["id"], pool, args.sessions, args.seconds, args.turns, args.api,
                               args.grace)
         elapsed = time.perf_counter() - started
+        cpu = {name: seconds - cpu_before[name] for name, seconds in probe.read().items()} if probe else {}
         metrics_text = await metrics(client)
         load_after, steps_after_load = lag_buckets(metrics_text), step_buckets(metrics_text)
     steps = {"base p50": step_quantiles(steps_before_baseline, steps_after_baseline, 0.5)}
     for q in (0.5, 0.9, 0.99):
         steps[f"load p{round(q * 100)}"] = step_quantiles(steps_after_baseline, steps_after_load, q)
-    return {"baseline": baseline, "load": load, "elapsed": elapsed, "steps": steps,
+    return {"baseline": baseline, "load": load, "elapsed": elapsed, "steps": steps, "cpu": cpu,
             "lag_idle_p99_ms": quantile(idle_before, idle_after, 0.99) * 1000,
             "lag_load_p99_ms": quantile(idle_after, load_after, 0.99) * 1000,
             "lag_load_p50_ms": quantile(idle_after, load_after, 0.50) * 1000}
@@ -425,6 +456,12 @@ def print_report(result: dict, rows: dict[str, dict], args: argparse.Namespace) 
     base_overhead = alone["server overhead (TTFT - stub delay - retrieval)"]
     if overhead and base_overhead:
         print(f"overhead_load_vs_baseline_p50_ratio={statistics.median(overhead) / max(statistics.median(base_overhead), 1e-3):.2f}")
+    if result["cpu"] and load.answers:
+        per_answer = {name: seconds * 1000 / len(load.answers) for name, seconds in result["cpu"].items()}
+        print("\nCPU per answer under load, ms: " + ", ".join(f"{n} {v:.2f}" for n, v in per_answer.items())
+              + f"; total {sum(per_answer.values()):.2f} (cores busy {sum(result['cpu'].values()) / result['elapsed']:.2f},"
+              f" the server's main process {result['cpu']['server main'] / result['elapsed']:.2f})")
+        print(f"server_main_cpu_ms_per_answer={per_answer['server main']:.2f}")
     print(f"errors={len(load.errors)}")
     print(f"loop_lag_p99_ms={result['lag_load_p99_ms']:.2f}")
     print(f"ttft_server_overhead_p50_ms={pct(overhead, 0.5):.1f}")
@@ -461,7 +498,7 @@ def main() -> None:
             wait_for_url(f"http://127.0.0.1:{stub_port}/v1/models", 120)
             url = f"http://127.0.0.1:{port}"
             wait_for_url(f"{url}/healthz", 120)
-            result = asyncio.run(measure(url, key, kb_id, questions, args))
+            result = asyncio.run(measure(url, key, kb_id, questions, args, CpuProbe(server.pid, stub.pid)))
         except Exception:
             print("server log (last lines):\n" + "\n".join(server_log.read_text().splitlines()[-args.log_lines:]))
             raise
