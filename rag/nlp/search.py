@@ -22,6 +22,7 @@ from rag.utils.doc_store_conn import (
     DocStoreConnection,
     FusionExpr,
     MatchDenseExpr,
+    SearchResult,
     index_name,
     vector_field,
 )
@@ -102,7 +103,14 @@ class Dealer:
         doc_ids: Sequence[str] | None = None,
         rerank_mdl: Reranker | None = None,
         highlight: bool = False,
+        aggs: bool = True,
     ) -> dict[str, Any]:
+        """The page of chunks at or above ``similarity_threshold``, their ``total`` and ``doc_aggs``:
+        chunks per document over every chunk kept (``aggs``, as ``/retrieval`` reports them) or
+        over the page's only. Without ``aggs`` and a rerank model the store hands back just the
+        page: a chat, which asks for its ``top_n`` (RAGFlow's chat passes ``aggs=False`` too), no
+        longer has every candidate above the threshold built as a row (a quarter of a search
+        child's time under chat_load)."""
         if not question or not question.strip() or not kb_ids:
             return empty_result()
         if isinstance(tenant_ids, str):
@@ -114,19 +122,26 @@ class Dealer:
         floor = 0.0 if rerank_mdl is not None else similarity_threshold
         # A rerank model's score replaces the vector part, so feeding back into it would be lost.
         feedback = 0.0 if rerank_mdl is not None else self.feedback
-        ranked, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top,
-                                   FusionExpr(vector_similarity_weight, 2 * top, floor, feedback=feedback))
+        fusion = FusionExpr(vector_similarity_weight, 2 * top, min_score=floor, feedback=feedback)
+        start = max(page - 1, 0) * page_size
+        if rerank_mdl is None and not aggs and page_size > 0:
+            found, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top, fusion, start,
+                                      page_size)
+            chunks = self._chunks(found.rows, indexes, kb_ids, terms if highlight else None)
+            return {"total": found.total, "chunks": chunks, "doc_aggs": doc_aggs(chunks)}
+        found, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top, fusion, 0, fusion.topn)
+        ranked = found.rows
         if rerank_mdl is not None:
             ranked = self._rerank(question, rerank_mdl, ranked, indexes, kb_ids, vector_similarity_weight)
         kept = [row for row in ranked if row[SCORE] >= similarity_threshold]
-        start = max(page - 1, 0) * page_size
         page_rows = kept[start : start + page_size]
         chunks = self._chunks(page_rows, indexes, kb_ids, terms if highlight else None)
-        return {"total": len(kept), "chunks": chunks, "doc_aggs": doc_aggs(kept)}
+        return {"total": len(kept), "chunks": chunks, "doc_aggs": doc_aggs(kept if aggs else chunks)}
 
-    def _rank(self, question, embd_mdl, indexes, kb_ids, doc_ids, top, fusion: FusionExpr
-              ) -> tuple[list[dict], list[str]]:
-        """All candidates of both legs with their three scores, best first."""
+    def _rank(self, question, embd_mdl, indexes, kb_ids, doc_ids, top, fusion: FusionExpr, offset: int, limit: int
+              ) -> tuple[SearchResult, list[str]]:
+        """Rows ``offset:offset + limit`` of the candidates of both legs with their three scores,
+        best first, and how many there are."""
         query_vector, _ = embd_mdl.encode_queries(question)
         query_vector = np.asarray(query_vector, dtype=np.float32).ravel()
         text_expr, terms = self.queryer.question(question, top)
@@ -135,11 +150,9 @@ class Dealer:
         condition: dict[str, Any] = {"available_int": 1}
         if doc_ids:
             condition["doc_id"] = list(doc_ids)
-        result = self.doc_store.search(
-            RANKING_FIELDS, [], condition, [*exprs, fusion], None, 0, fusion.topn,
-            indexes, kb_ids,
-        )
-        return result.rows, list(terms.terms)
+        result = self.doc_store.search(RANKING_FIELDS, [], condition, [*exprs, fusion], None, offset, limit,
+                                       indexes, kb_ids)
+        return result, list(terms.terms)
 
     def _rerank(self, question, rerank_mdl, ranked, indexes, kb_ids, weight) -> list[dict]:
         """The model's score replaces the vector part for the best ``RERANK_LIMIT`` candidates."""

@@ -151,3 +151,24 @@ def test_degenerate_questions(dealer, question):
 
 def test_no_datasets_means_nothing(dealer):
     assert dealer.retrieval("aspirin", FixedEncoder({}), [TENANT], [], 1, 10)["total"] == 0
+
+
+@pytest.mark.parametrize("page,page_size", [(1, 2), (2, 2), (1, 10), (3, 1)])
+def test_without_aggs_the_store_pages_and_only_the_page_is_counted(dealer, page, page_size, monkeypatch):
+    """``aggs=False`` (a chat) gives the same page and total as ``aggs=True`` (/retrieval), with
+    the page's documents counted, and asks the store for the page's rows only."""
+    encoder = FixedEncoder({"aspirin heart": basis(0)})
+    options = {"page": page, "page_size": page_size, "similarity_threshold": 0.05}
+    full = retrieve(dealer, "aspirin heart", encoder, **options)
+    limits: list[int] = []
+    real_search = dealer.doc_store.search
+    monkeypatch.setattr(dealer.doc_store, "search", lambda *args, **kw: limits.append(args[6]) or real_search(*args, **kw))
+    paged = retrieve(dealer, "aspirin heart", encoder, aggs=False, **options)
+    assert limits[0] == page_size  # the ranking asked for the page, not every candidate
+    assert paged["total"] == full["total"] > 2
+    assert paged["chunks"] == full["chunks"]
+    counted: dict[str, int] = {}
+    for chunk in paged["chunks"]:
+        counted[chunk["doc_id"]] = counted.get(chunk["doc_id"], 0) + 1
+    assert {agg["doc_id"]: agg["count"] for agg in paged["doc_aggs"]} == counted
+    assert sum(agg["count"] for agg in full["doc_aggs"]) == full["total"]

@@ -268,6 +268,7 @@ class DialogService:
             question, embedder, dialog.tenant_id, dialog.kb_ids, 1, dialog.top_n, rerank_mdl=reranker,
             similarity_threshold=dialog.similarity_threshold,
             vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k, doc_ids=doc_ids,
+            aggs=False,  # the reference counts the cited chunks' documents, as RAGFlow's chat does
         )
 
     async def allowed_documents(self, dialog: Dialog, metadata_condition: dict[str, Any] | None) -> list[str] | None:
