@@ -109,23 +109,28 @@ async def _sse_stream(events: AsyncIterator[ChatEvent], session_id: str, request
                       ) -> AsyncIterator[str]:
     """The events as SSE lines. It runs after the request context is gone (Quart sends a streamed
     body outside it), so it must not touch ``g``: the request id is handed in."""
-    answer = ""
+    answer, final = "", ""  # the final event goes out with the closing one: one socket write, not two
     try:
         async with contextlib.aclosing(events):
             async for event in events:
                 answer = event.answer
                 if event.error is not None:
-                    yield sse({"code": 500, "message": str(event.error),
-                               "data": {"answer": event.answer, "reference": []}})
+                    line = sse({"code": 500, "message": str(event.error),
+                                "data": {"answer": event.answer, "reference": []}})
                 else:
-                    yield sse({"code": 0, "message": "", "data": answer_data(event, session_id)})
+                    line = sse({"code": 0, "message": "", "data": answer_data(event, session_id)})
+                if event.final:
+                    final += line
+                else:
+                    yield final + line
+                    final = ""
     except ApiError as error:  # refused before anything was asked (the session is gone): its own code
-        yield sse({"code": error.code, "message": error.message, "data": {"answer": answer, "reference": []}})
+        final += sse({"code": error.code, "message": error.message, "data": {"answer": answer, "reference": []}})
     except Exception as error:  # noqa: BLE001 - any failure becomes the error event, never a hung stream
         log.exception("completion failed", extra={"fields": {"request_id": request_id}})
-        yield sse({"code": 500, "message": f"{type(error).__name__}: {error}",
-                   "data": {"answer": answer, "reference": []}})
-    yield sse({"code": 0, "message": "", "data": True})
+        final += sse({"code": 500, "message": f"{type(error).__name__}: {error}",
+                      "data": {"answer": answer, "reference": []}})
+    yield final + sse({"code": 0, "message": "", "data": True})
 
 
 async def _whole_answer(events: AsyncIterator[ChatEvent], session_id: str) -> Response:
