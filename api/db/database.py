@@ -229,14 +229,12 @@ class WriteQueue:
     def __init__(self, db: MetaDB) -> None:
         self.db = db
         self.waiting: list[tuple[Callable[[], object], asyncio.Future]] = []
-        self.draining = False
         self.drainer: asyncio.Future | None = None  # held: the loop keeps only weak references to tasks
 
     async def submit(self, write: Callable[[], T]) -> T:
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((write, future))
-        if not self.draining:
-            self.draining = True
+        if self.drainer is None or self.drainer.done():
             self.drainer = asyncio.ensure_future(self._drain())
         return await future
 
@@ -260,8 +258,6 @@ class WriteQueue:
                 future.cancel()
             self.waiting = []
             raise
-        finally:
-            self.draining = False
 
     @staticmethod
     def _settle(batch: list[tuple[Callable[[], object], asyncio.Future]],

@@ -124,19 +124,20 @@ class Dealer:
         feedback = 0.0 if rerank_mdl is not None else self.feedback
         fusion = FusionExpr(vector_similarity_weight, 2 * top, min_score=floor, feedback=feedback)
         start = max(page - 1, 0) * page_size
+        kept: list[dict] | None = None  # every chunk above the threshold, when they are needed
         if rerank_mdl is None and not aggs and page_size > 0:
             found, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top, fusion, start,
                                       page_size)
-            chunks = self._chunks(found.rows, indexes, kb_ids, terms if highlight else None)
-            return {"total": found.total, "chunks": chunks, "doc_aggs": doc_aggs(chunks)}
-        found, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top, fusion, 0, fusion.topn)
-        ranked = found.rows
-        if rerank_mdl is not None:
-            ranked = self._rerank(question, rerank_mdl, ranked, indexes, kb_ids, vector_similarity_weight)
-        kept = [row for row in ranked if row[SCORE] >= similarity_threshold]
-        page_rows = kept[start : start + page_size]
+            page_rows, total = found.rows, found.total
+        else:
+            found, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top, fusion, 0, fusion.topn)
+            ranked = found.rows
+            if rerank_mdl is not None:
+                ranked = self._rerank(question, rerank_mdl, ranked, indexes, kb_ids, vector_similarity_weight)
+            kept = [row for row in ranked if row[SCORE] >= similarity_threshold]
+            page_rows, total = kept[start : start + page_size], len(kept)
         chunks = self._chunks(page_rows, indexes, kb_ids, terms if highlight else None)
-        return {"total": len(kept), "chunks": chunks, "doc_aggs": doc_aggs(kept if aggs else chunks)}
+        return {"total": total, "chunks": chunks, "doc_aggs": doc_aggs(kept if aggs and kept is not None else chunks)}
 
     def _rank(self, question, embd_mdl, indexes, kb_ids, doc_ids, top, fusion: FusionExpr, offset: int, limit: int
               ) -> tuple[SearchResult, list[str]]:

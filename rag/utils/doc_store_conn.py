@@ -92,8 +92,7 @@ class FusionExpr:
     topn: int
     method: str = "weighted_sum"
     min_score: float = 0.0  # rows fused below this are dropped (the caller's similarity threshold)
-    # Cross-leg feedback strength (``rag.nlp.feedback``); 0 fuses the legs as they are. A store
-    # that cannot apply it (Elasticsearch) fuses as if it were 0.
+    # Cross-leg feedback strength (``rag.nlp.feedback``); 0 fuses the legs as they are.
     feedback: float = 0.0
 
 

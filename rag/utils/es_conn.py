@@ -312,7 +312,8 @@ class ESConnection:
             for hit in replies[-1]["hits"]["hits"]:
                 row = found.setdefault(hit["_id"], {**_hit_row(hit), TERM_SCORE: 0.0, TERM_SIM: 0.0})
                 row[VECTOR_SCORE] = 2 * float(hit["_score"] or 0.0) - 1
-                _cosine(row, vector_name, query, vectors)  # keeps its vector for feedback; the score is ES's
+                if feedback:
+                    _take_vector(row, vector_name, query, vectors)
         rows = list(found.values())
         if fusion is not None:
             for row in rows:
@@ -355,15 +356,22 @@ def _hit_row(hit: dict) -> dict:
     return row
 
 
-def _cosine(row: dict, vector_name: str | None, query: np.ndarray | None, vectors: dict[str, np.ndarray]) -> float:
-    """Exact cosine of a hit's stored vector with the query; 0 when either is missing. The
-    vector leaves the row (callers never asked for it) and its unit form goes to ``vectors``."""
+def _take_vector(row: dict, vector_name: str | None, query: np.ndarray | None,
+                 vectors: dict[str, np.ndarray]) -> np.ndarray | None:
+    """A hit's stored vector, normalised, taken out of the row (callers never asked for it) and
+    kept in ``vectors`` by chunk id; None when it is missing or not the query's size."""
     vector = row.pop(vector_name, None) if vector_name else None
     if vector is None or query is None or vector_dim(vector_name) != query.size:
-        return 0.0
+        return None
     vec = np.asarray(vector, dtype=np.float32)
     vectors[row["id"]] = unit = vec / max(float(np.linalg.norm(vec)), 1e-12)
-    return float(unit @ query)
+    return unit
+
+
+def _cosine(row: dict, vector_name: str | None, query: np.ndarray | None, vectors: dict[str, np.ndarray]) -> float:
+    """Exact cosine of a text hit's stored vector with the query; 0 when either is missing."""
+    unit = _take_vector(row, vector_name, query, vectors)
+    return 0.0 if unit is None else float(unit @ query)
 
 
 def _feedback_scores(rows: list[dict], vectors: dict[str, np.ndarray], query: np.ndarray | None,
