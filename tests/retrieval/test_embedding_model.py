@@ -45,7 +45,7 @@ def test_concurrent_first_use_loads_once(monkeypatch):
             threading.Event().wait(0.05)  # widen the race window
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", SlowModel)
-    model = BuiltinEmbedding()
+    model = BuiltinEmbedding(onnx_short_texts=False)
     threads = [threading.Thread(target=model.warm_up) for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -59,6 +59,87 @@ def test_long_text_is_read_up_to_256_word_pieces(minilm):
     assert minilm.word_pieces("hello world") == 2
     head = "aspirin heart attack prevention " * 70
     assert np.allclose(minilm.encode([head])[0], minilm.encode([head + "volcano " * 500])[0], atol=1e-5)
+
+
+QUESTIONS = ["Does aspirin prevent heart attacks?", "Vitamin D deficiency is unrelated to birth weight."]
+
+
+def test_short_texts_run_through_onnx_with_torchs_vectors(minilm, monkeypatch):
+    assert minilm.short_texts_on_onnx
+    expected = minilm._model.encode(QUESTIONS, normalize_embeddings=True, convert_to_numpy=True)
+
+    def torch_must_not_run(*args, **kwargs):
+        raise AssertionError("a short batch went to torch")
+
+    monkeypatch.setattr(minilm._model, "encode", torch_must_not_run)
+    vectors, tokens = minilm.encode(QUESTIONS)
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 384) and tokens > 0
+    assert (vectors * expected).sum(axis=1).min() > 0.99999
+    question, _ = minilm.encode_queries(QUESTIONS[0])
+    assert float(question @ expected[0]) > 0.99999
+
+
+def test_long_texts_stay_on_torch_and_a_mixed_batch_keeps_its_order(minilm, monkeypatch):
+    long_text = "aspirin " * 120
+    expected = minilm._model.encode([QUESTIONS[0], long_text, QUESTIONS[1]], normalize_embeddings=True)
+    real_onnx = minilm._short_encoder.encode
+    sent_to_onnx: list[list[str]] = []
+
+    def spy(texts):
+        sent_to_onnx.append(list(texts))
+        return real_onnx(texts)
+
+    monkeypatch.setattr(minilm._short_encoder, "encode", spy)
+    vectors, _ = minilm.encode([QUESTIONS[0], long_text, QUESTIONS[1]])
+    assert sent_to_onnx == [QUESTIONS]
+    assert (vectors * expected).sum(axis=1).min() > 0.99999
+    sent_to_onnx.clear()
+    assert minilm.encode([long_text])[0].shape == (1, 384) and sent_to_onnx == []
+
+
+def test_the_exported_graph_is_kept_and_reused(minilm, tmp_path, monkeypatch):
+    from rag.llm import onnx_encoder
+
+    first = onnx_encoder.OnnxSentenceEncoder.load(minilm._model, tmp_path)
+    graphs = list(tmp_path.glob("*.onnx"))
+    assert first is not None and len(graphs) == 1 and not list(tmp_path.glob("*.tmp"))
+
+    def no_second_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_encoder, "_export", no_second_export)
+    again = onnx_encoder.OnnxSentenceEncoder.load(minilm._model, tmp_path)
+    assert again is not None and np.allclose(again.encode(QUESTIONS), first.encode(QUESTIONS))
+
+
+def test_onnx_falls_back_to_torch_when_it_cannot_match(minilm, tmp_path, monkeypatch, caplog):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    from rag.llm import onnx_encoder
+
+    cls_pooled = SentenceTransformer(modules=[minilm._model[0], Pooling(384, pooling_mode="cls"), Normalize()])
+    assert onnx_encoder.OnnxSentenceEncoder.load(cls_pooled, tmp_path) is None
+
+    def failing_export(*args, **kwargs):
+        raise RuntimeError("exporter broke")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx_encoder, "_export", failing_export)
+        assert onnx_encoder.OnnxSentenceEncoder.load(minilm._model, tmp_path / "broken") is None
+    assert "stay on torch" in caplog.text and not list((tmp_path / "broken").glob("*"))
+
+    real_encode = onnx_encoder.OnnxSentenceEncoder.encode
+    monkeypatch.setattr(onnx_encoder.OnnxSentenceEncoder, "encode",
+                        lambda self, texts: np.roll(real_encode(self, texts), 1, axis=1))
+    assert onnx_encoder.OnnxSentenceEncoder.load(minilm._model, tmp_path) is None
+
+
+def test_the_onnx_switch_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RAGLINE_EMBED_ONNX", "0")
+    assert not BuiltinEmbedding().onnx_short_texts
+    monkeypatch.delenv("RAGLINE_EMBED_ONNX")
+    assert BuiltinEmbedding().onnx_short_texts and not BuiltinEmbedding(onnx_short_texts=False).onnx_short_texts
 
 
 def test_factory_by_name_at_factory():

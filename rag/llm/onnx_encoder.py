@@ -1,0 +1,187 @@
+"""A sentence-transformers model's short inputs (questions) through ONNX Runtime.
+
+Why: for a short text torch's per-call overhead is most of the cost. all-MiniLM-L6-v2 spends
+about 10 ms of a core on a 10-word question through sentence-transformers and about 4.5 ms
+through onnxruntime, one thread each, and in a batch of 32 questions 8 against 4 ms per
+question (torch pads each to the longest). The gap closes as texts grow: near 200 words
+torch is as fast or faster (``python -m tests.bench.question_encoder`` prints both). So only
+short texts come here; ingestion's chunks stay on torch.
+
+The graph is exported from the weights already loaded (torch's exporter, nothing downloaded),
+once per model, torch and onnxruntime version, into a cache directory that every process shares.
+Before it is used, its vectors for probe sentences are checked against torch's; a model whose
+pipeline is not token embeddings → mean pooling → normalisation, or any mismatch, keeps torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "RAGLINE_MODEL_CACHE_DIR"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OPSET = 17
+# Short enough that onnxruntime beats torch (see the module docstring) however many come
+# together: onnxruntime's cost per text is flat, torch's grows with the padding of a batch.
+SHORT_TEXT_CHARS = 400  # ~60 words
+PROBES = ("What reduces inflammation?", "ALDH1 expression is associated with poorer prognosis in breast cancer.")
+MIN_PROBE_COSINE = 0.99999
+
+
+def default_cache_dir() -> Path:
+    """``RAGLINE_MODEL_CACHE_DIR``, else ``$XDG_CACHE_HOME/ragline`` (``~/.cache/ragline``)."""
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragline"
+
+
+def is_short(text: str) -> bool:
+    """True for a text onnxruntime computes faster than torch, alone or in any batch."""
+    return len(text) <= SHORT_TEXT_CHARS
+
+
+class OnnxSentenceEncoder:
+    """Mean-pooled, normalised token embeddings of a transformer, computed by onnxruntime.
+
+    Built with ``load`` from a loaded SentenceTransformer; ``encode`` is thread-safe (an
+    onnxruntime session may run from several threads).
+    """
+
+    def __init__(self, session: Any, tokenizer: Any, max_length: int) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self._max_length = max_length
+        self._inputs = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def load(cls, model: Any, cache_dir: Path | None = None) -> OnnxSentenceEncoder | None:
+        """The encoder for ``model`` (a SentenceTransformer), exporting it if no cached graph
+        exists; None when the model's pipeline is not one this reproduces, or the export fails,
+        or the probe vectors differ from torch's."""
+        transformer = _plain_mean_pooled_transformer(model)
+        if transformer is None:
+            return None
+        try:
+            path = _cached_graph(transformer, model.tokenizer, cache_dir or default_cache_dir())
+            encoder = cls(_session(path), model.tokenizer, int(model.max_seq_length))
+        except Exception:  # an export or a load that fails only costs the speed-up
+            log.warning("ONNX export of the embedding model failed; questions stay on torch", exc_info=True)
+            return None
+        expected = model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True)
+        cosines = (encoder.encode(list(PROBES)) * expected).sum(axis=1)
+        if float(cosines.min()) < MIN_PROBE_COSINE:
+            log.warning("ONNX embedding differs from torch's (cosine %.6f); questions stay on torch", cosines.min())
+            return None
+        return encoder
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors, float32 ``(len(texts), dim)``, as sentence-transformers computes them.
+
+        Texts run in groups of equal token length, so no padding is computed: for questions,
+        8 padded to the longest cost more per text than 8 one at a time.
+        """
+        encoded = self._tokenizer(list(texts), truncation=True, max_length=self._max_length)
+        by_length: dict[int, list[int]] = {}
+        for index, ids in enumerate(encoded["input_ids"]):
+            by_length.setdefault(len(ids), []).append(index)
+        vectors = np.empty((len(texts), 0), dtype=np.float32)
+        for rows in by_length.values():
+            feeds = {name: np.array([encoded[name][i] for i in rows], dtype=np.int64) for name in self._inputs}
+            pooled = self._session.run(None, feeds)[0].mean(axis=1)  # every token is real: no mask
+            if vectors.shape[1] == 0:
+                vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            vectors[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+
+def _plain_mean_pooled_transformer(model: Any) -> Any | None:
+    """The model's transformer when its pipeline is exactly Transformer → mean Pooling →
+    Normalize (what ``encode`` reproduces); else None."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    modules = list(model)
+    if len(modules) != 3 or not isinstance(modules[0], Transformer) or not isinstance(modules[2], Normalize):
+        return None
+    pooling = modules[1]
+    if not isinstance(pooling, Pooling) or getattr(pooling, "pooling_mode", "mean") != "mean":
+        return None
+    return modules[0].auto_model
+
+
+def _graph_name(transformer: Any) -> str:
+    """A file name that changes with the weights, torch and onnxruntime (a graph exported by
+    one version is not trusted by another)."""
+    import onnxruntime
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(f"{torch.__version__} {onnxruntime.__version__} {OPSET}".encode())
+    for name, tensor in transformer.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes()[:4096])
+        digest.update(str(tuple(tensor.shape)).encode())
+    return f"{type(transformer).__name__.lower()}-{digest.hexdigest()[:16]}.onnx"
+
+
+def _cached_graph(transformer: Any, tokenizer: Any, cache_dir: Path) -> Path:
+    """The exported graph's path, exporting it first when absent. The export is written to a
+    temporary file and renamed, so processes racing to export leave one whole file."""
+    path = cache_dir / _graph_name(transformer)
+    if path.exists():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sample = tokenizer(list(PROBES), padding=True, return_tensors="pt")
+    fd, temporary = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        _export(transformer, tuple(sample[name] for name in INPUT_NAMES), temporary)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from other users' servers
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def _export(transformer: Any, sample: tuple[Any, ...], target: str) -> None:
+    import warnings
+
+    import torch
+
+    class TokenEmbeddings(torch.nn.Module):
+        """The graph takes the tokenizer's three inputs by position and returns the token
+        embeddings alone (the transformer's forward takes keywords and returns a record)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                    token_type_ids=token_type_ids).last_hidden_state
+
+    axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUT_NAMES, "token_embeddings")}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and opset notes
+        torch.onnx.export(TokenEmbeddings().eval(), sample, target, input_names=list(INPUT_NAMES),
+                          output_names=["token_embeddings"], dynamic_axes=axes, opset_version=OPSET,
+                          dynamo=False)
+
+
+def _session(path: Path) -> Any:
+    """One intra-op thread: a question is too small to split, and callers run one per core."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
