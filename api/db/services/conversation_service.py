@@ -68,24 +68,32 @@ def turns_of(conversation_id: str) -> list[dict[str, str]]:
     several KB of JSON), and decoding them for each new question was the largest share of the
     database threads' CPU under chat load.
     """
-    query = (Message.select(Message.role, Message.content).where(Message.conversation_id == conversation_id)
-             .order_by(Message.seq))
-    return list(query.dicts())
+    return [{"role": role, "content": content} for role, content, _ in _turn_rows(conversation_id)]
+
+
+def _turn_rows(conversation_id: str) -> list[tuple[str, str, int]]:
+    """(role, content, seq) of every turn, in order."""
+    query = (Message.select(Message.role, Message.content, Message.seq)
+             .where(Message.conversation_id == conversation_id).order_by(Message.seq))
+    return list(query.tuples())
 
 
 def append_message(conversation: Conversation, role: str, content: str, *, reference: Any = None,
                    status: str = STATUS_COMPLETE, error: str | None = None, message_id: str | None = None,
-                   intent: dict[str, Any] | None = None) -> Message:
+                   intent: dict[str, Any] | None = None, seq: int | None = None) -> Message:
     """Store one turn at the end of the conversation (its own transaction).
 
     Two writers that read the same last ``seq`` (MySQL, PostgreSQL) collide on the unique
-    ``(conversation_id, seq)``; the loser reads again and takes the next one.
+    ``(conversation_id, seq)``; the loser reads again and takes the next one. ``seq`` is the
+    caller's own knowledge of the next position (it has just read or written the one before),
+    which saves reading it; a caller that guessed wrong collides and reads it like the loser.
     """
     attempts = 1
     while True:
         try:
             with Message._meta.database.atomic():
-                return _append(conversation, role, content, reference, status, error, message_id, intent)
+                return _append(conversation, role, content, reference, status, error, message_id, intent,
+                               seq if attempts == 1 else None)
         except IntegrityError:
             if attempts >= APPEND_ATTEMPTS:
                 raise
@@ -93,10 +101,12 @@ def append_message(conversation: Conversation, role: str, content: str, *, refer
 
 
 def _append(conversation: Conversation, role: str, content: str, reference: Any, status: str, error: str | None,
-            message_id: str | None, intent: dict[str, Any] | None = None) -> Message:
-    last = Message.select(fn.MAX(Message.seq)).where(Message.conversation_id == conversation.id).scalar()
+            message_id: str | None, intent: dict[str, Any] | None = None, seq: int | None = None) -> Message:
+    if seq is None:
+        last = Message.select(fn.MAX(Message.seq)).where(Message.conversation_id == conversation.id).scalar()
+        seq = (last if last is not None else -1) + 1
     fields = {"tenant_id": conversation.tenant_id, "conversation_id": conversation.id,
-              "seq": (last if last is not None else -1) + 1, "role": role, "content": content,
+              "seq": seq, "role": role, "content": content,
               "reference": reference, "status": status, "error": error}
     if intent is not None:
         fields.update(intent=intent["intent"], intent_confidence=intent["confidence"])
@@ -200,6 +210,7 @@ class Turn:
     conversation: Conversation
     message_id: str
     history: list[dict[str, Any]]
+    question_seq: int | None = None  # where the question was stored; the answer goes right after
 
 
 def start_turn(conversation_id: str, question: str) -> Turn:
@@ -207,18 +218,28 @@ def start_turn(conversation_id: str, question: str) -> Turn:
 
     The session was checked when the request came in, but the check may be remembered
     (``ChatDirectory``) and another server process may have deleted the session since.
+    The history is read before the question is stored, which also says where the question
+    goes; only when another writer took that place first is it read again.
     """
     conversation = Conversation.get_or_none(Conversation.id == conversation_id)
     if conversation is None:
         raise data_error(f"The session {conversation_id} doesn't exist in this chat.")
-    append_message(conversation, "user", question)
-    return Turn(conversation=conversation, message_id=new_id(), history=turns_of(conversation_id))
+    earlier = _turn_rows(conversation_id)
+    expected_seq = earlier[-1][2] + 1 if earlier else 0
+    stored = append_message(conversation, "user", question, seq=expected_seq)
+    if stored.seq == expected_seq:
+        history = [{"role": role, "content": content} for role, content, _ in earlier]
+        history.append({"role": "user", "content": question})
+    else:
+        history = turns_of(conversation_id)
+    return Turn(conversation=conversation, message_id=new_id(), history=history, question_seq=stored.seq)
 
 
 def finish_turn(turn: Turn, answer: str, reference: Any, status: str, error: str | None,
                 intent: dict[str, Any] | None = None) -> None:
+    after_question = None if turn.question_seq is None else turn.question_seq + 1
     append_message(turn.conversation, "assistant", answer, reference=reference, status=status, error=error,
-                   message_id=turn.message_id, intent=intent)
+                   message_id=turn.message_id, intent=intent, seq=after_question)
 
 
 async def _history_and_knowledge(parts: Components, dialog_service: DialogService, dialog: Dialog,
