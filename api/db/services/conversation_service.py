@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from peewee import IntegrityError, fn
 
+from api.db.compiled import insert_new, update_by_id
 from api.db.models import Conversation, Dialog, Message, new_id
 from api.db.services.chat_assistant_service import Deletion, duplicate_errors
 from api.db.services.common import http_date, ordered_page
@@ -112,8 +113,8 @@ def _append(conversation: Conversation, role: str, content: str, reference: Any,
         fields.update(intent=intent["intent"], intent_confidence=intent["confidence"])
     if message_id:
         fields["id"] = message_id
-    message = Message.create(**fields)
-    Conversation.update(update_time=message.create_time).where(Conversation.id == conversation.id).execute()
+    message = insert_new(Message, fields)
+    update_by_id(Conversation, conversation.id, [("update_time", message.create_time)])
     return message
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 from peewee import fn
 
+from api.db.compiled import insert_new
 from api.db.database import MetaDB
 from api.db.models import Usage
 
@@ -62,7 +63,7 @@ class UsageService:
         self.db = db
 
     async def record(self, row: UsageRow) -> None:
-        await self.db.write(lambda: Usage.create(**asdict(row)))
+        await self.db.write(lambda: insert_new(Usage, asdict(row)))
 
     def rows(self, tenant_id: str) -> list[Usage]:
         """Rows of a tenant, oldest first (sync; call through ``db.call``/``db.run``)."""
