@@ -1,10 +1,11 @@
-"""The hottest writes as SQL that peewee compiles once per statement shape and database kind.
+"""The hottest statements as SQL that peewee compiles once per statement shape and database kind.
 
 Why: peewee builds a statement's SQL in Python every time it runs. A message insert costs
 about 120 µs of that and a one-column update 60 µs, against 3 µs to execute the same SQL once
 built (measured on SQLite). A chat answer makes several such writes in a database thread,
-whose Python holds the GIL the event loop is waiting for. So the writes made for every answer
-(the turn's messages, the session's ``update_time`` and the usage row) reuse their SQL here.
+whose Python holds the GIL the event loop is waiting for. So the statements made for every
+answer (reading the session and its turns; writing the turn's messages, the session's
+``update_time`` and the usage row) reuse their SQL here.
 
 Only what peewee itself would send is sent. The first time a shape is seen, peewee builds the
 statement and that is executed. The SQL is kept only if the parameters computed here
@@ -34,19 +35,18 @@ class StatementCache:
         self._sql: dict[ShapeKey, str | None] = {}
         self._lock = threading.Lock()
 
-    def execute(self, key: ShapeKey, params: list[Any], build: Callable[[], Any]) -> None:
-        """Run the statement of shape ``key`` with ``params``; ``build`` makes peewee's query
-        for the first use of the shape."""
+    def execute(self, key: ShapeKey, params: list[Any], build: Callable[[], Any]) -> Any:
+        """Run the statement of shape ``key`` with ``params`` and return the driver's cursor;
+        ``build`` makes peewee's query for the first use of the shape."""
         database = key[1]._meta.database
         sql = self._sql.get(key)
         if sql is not None:
-            database.execute_sql(sql, params)
-            return
+            return database.execute_sql(sql, params)
         built_sql, built_params = build().sql()
         if key not in self._sql:
             with self._lock:
                 self._sql[key] = built_sql if list(built_params) == params else None
-        database.execute_sql(built_sql, built_params)
+        return database.execute_sql(built_sql, built_params)
 
     def shapes(self) -> dict[ShapeKey, str | None]:
         """What is known (tests read it)."""
@@ -90,3 +90,27 @@ def update_by_id(model: type[Model], row_id: Any, values: Sequence[tuple[str, An
     key: ShapeKey = ("update_by_id", model, names, _database_class(model))
     cache.execute(key, params,
                   lambda: model.update({fields[name]: value for name, value in values}).where(primary_key == row_id))
+
+
+def select_by_id(model: type[M], row_id: Any, cache: StatementCache = STATEMENTS) -> M | None:
+    """``model.get_or_none(model.id == row_id)`` with the SQL reused: every field selected, in
+    the model's order, and converted as peewee converts it."""
+    fields = model._meta.sorted_fields
+    primary_key = model._meta.primary_key
+    key: ShapeKey = ("select_by_id", model, tuple(field.name for field in fields), _database_class(model))
+    rows = cache.execute(key, [primary_key.db_value(row_id)],
+                         lambda: model.select(*fields).where(primary_key == row_id)).fetchall()
+    if not rows:
+        return None
+    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, rows[0], strict=True)})
+    instance._dirty.clear()
+    return instance
+
+
+def select_rows(name: str, model: type[Model], params: list[Any], build: Callable[[], Any],
+                cache: StatementCache = STATEMENTS) -> list[tuple]:
+    """The driver's rows of a fixed query (``name`` tells it apart; ``params`` are its
+    parameters as the database receives them). Values come as the driver gives them, so keep
+    it to columns peewee does not convert (text, integers)."""
+    key: ShapeKey = (name, model, (), _database_class(model))
+    return [tuple(row) for row in cache.execute(key, params, build).fetchall()]

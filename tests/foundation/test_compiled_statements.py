@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from peewee import IntegrityError
 
-from api.db.compiled import StatementCache, insert_new, update_by_id
+from api.db.compiled import StatementCache, insert_new, select_by_id, select_rows, update_by_id
 from api.db.database import MetaDB
 from api.db.migrate import upgrade
 from api.db.models import Conversation, Message, Usage
@@ -82,3 +82,29 @@ def test_a_shape_whose_parameters_differ_from_peewees_is_never_reused(db):
         db.call(cache.execute, key, ["not what peewee sends", conversation.id], build)
     assert len(builds) == 2 and cache.shapes()[key] is None
     assert db.call(lambda: Conversation.get_by_id(conversation.id).name) == "peewee's"
+
+
+def test_selects_read_what_peewee_reads_and_reuse_their_sql(db, monkeypatch):
+    cache = StatementCache()
+    first = db.call(lambda: Conversation.create(tenant_id="t1", name="a", system_prompt="ünïcode", client_id=None))
+    second = db.call(lambda: Conversation.create(tenant_id="t2", name="b", user_id="u"))
+    assert db.call(select_by_id, Conversation, first.id, cache).__data__ == \
+        db.call(Conversation.get_by_id, first.id).__data__
+    assert db.call(select_by_id, Conversation, "missing", cache) is None
+    with monkeypatch.context() as patch:
+        patch.setattr(Conversation, "select", lambda *a, **k: pytest.fail("the statement was built again"))
+        found = db.call(select_by_id, Conversation, second.id, cache)
+    assert found.__data__ == db.call(Conversation.get_by_id, second.id).__data__ and not found.is_dirty()
+
+    db.call(lambda: [Message.create(tenant_id="t1", conversation_id=first.id, seq=seq, role=role, content=text)
+                     for seq, role, text in [(1, "assistant", "b"), (0, "user", "a")]])
+
+    def turns(conversation_id: str) -> list[tuple]:
+        return select_rows("turns", Message, [conversation_id],
+                           lambda: Message.select(Message.seq, Message.content)
+                           .where(Message.conversation_id == conversation_id).order_by(Message.seq), cache)
+
+    assert db.call(turns, first.id) == [(0, "a"), (1, "b")]
+    with monkeypatch.context() as patch:
+        patch.setattr(Message, "select", lambda *a, **k: pytest.fail("the statement was built again"))
+        assert db.call(turns, second.id) == []

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from peewee import IntegrityError, fn
 
-from api.db.compiled import insert_new, update_by_id
+from api.db.compiled import insert_new, select_by_id, select_rows, update_by_id
 from api.db.models import Conversation, Dialog, Message, new_id
 from api.db.services.chat_assistant_service import Deletion, duplicate_errors
 from api.db.services.common import http_date, ordered_page
@@ -74,9 +74,9 @@ def turns_of(conversation_id: str) -> list[dict[str, str]]:
 
 def _turn_rows(conversation_id: str) -> list[tuple[str, str, int]]:
     """(role, content, seq) of every turn, in order."""
-    query = (Message.select(Message.role, Message.content, Message.seq)
-             .where(Message.conversation_id == conversation_id).order_by(Message.seq))
-    return list(query.tuples())
+    return select_rows("turn_rows", Message, [Message.conversation_id.db_value(conversation_id)],
+                       lambda: Message.select(Message.role, Message.content, Message.seq)
+                       .where(Message.conversation_id == conversation_id).order_by(Message.seq))
 
 
 def append_message(conversation: Conversation, role: str, content: str, *, reference: Any = None,
@@ -222,7 +222,7 @@ def start_turn(conversation_id: str, question: str) -> Turn:
     The history is read before the question is stored, which also says where the question
     goes; only when another writer took that place first is it read again.
     """
-    conversation = Conversation.get_or_none(Conversation.id == conversation_id)
+    conversation = select_by_id(Conversation, conversation_id)
     if conversation is None:
         raise data_error(f"The session {conversation_id} doesn't exist in this chat.")
     earlier = _turn_rows(conversation_id)
