@@ -221,10 +221,13 @@ class WriteQueue:
     """One loop's SQLite writes: at most one batch in the worker pool at a time; the writes that
     arrive meanwhile wait here and go together as the next batch (``MetaDB.write_batch``)."""
 
-    # Writes per transaction. The callers of a batch all resume in one turn of the loop, so this
-    # also bounds the loop lag that a batch causes: at chat_load saturation 8 kept the loop-lag
-    # p99 at 19 ms for 110-115 answers/s; 16 gave 35 ms for 120/s, 32 46 ms for 130/s, 256 85 ms.
-    MAX_BATCH = 8
+    # Writes per transaction. It also paces how fast new answers start, and so how busy the loop
+    # is at saturation, which is what its lag follows: under chat_load 8 kept the loop-lag p99 at
+    # 19 ms for 110-115 answers/s; 16 gave 35 ms for 120/s, 32 46 ms for 130/s, 256 85 ms. Once the
+    # per-answer statements were compiled (api/db/compiled.py), 8 gave 134/s at 21.7-23.5 ms and
+    # 6 gives 124-132/s at 19.4-19.5 ms. (Resuming a batch's callers one per loop turn instead of
+    # all in one did not lower the lag, and cost throughput.)
+    MAX_BATCH = 6
 
     def __init__(self, db: MetaDB) -> None:
         self.db = db
