@@ -134,22 +134,35 @@ def _graph_name(transformer: Any) -> str:
 
 def _cached_graph(transformer: Any, tokenizer: Any, cache_dir: Path) -> Path:
     """The exported graph's path, exporting it first when absent. The export is written to a
-    temporary file and renamed, so processes racing to export leave one whole file."""
-    path = cache_dir / _graph_name(transformer)
-    if path.exists():
+    temporary file and renamed, so processes racing to export leave one whole file. A cache
+    directory that cannot be written (a read-only home in a container) gives way to one under
+    the system's temporary directory, so the speed-up only costs an export per boot there."""
+    name = _graph_name(transformer)
+    for directory in (cache_dir, fallback_cache_dir()):
+        path = directory / name
+        if path.exists():
+            return path
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=directory, suffix=".onnx.tmp")
+        except OSError:
+            log.warning("cannot write the ONNX graph to %s", directory)
+            continue
+        os.close(fd)
+        try:
+            sample = tokenizer(list(PROBES), padding=True, return_tensors="pt")
+            _export(transformer, tuple(sample[name] for name in INPUT_NAMES), temporary)
+            os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from other users' servers
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
         return path
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    sample = tokenizer(list(PROBES), padding=True, return_tensors="pt")
-    fd, temporary = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        _export(transformer, tuple(sample[name] for name in INPUT_NAMES), temporary)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from other users' servers
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    raise OSError(f"no writable directory for the ONNX graph ({cache_dir}, {fallback_cache_dir()})")
+
+
+def fallback_cache_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"ragline-{os.getuid()}"
 
 
 def _export(transformer: Any, sample: tuple[Any, ...], target: str) -> None:

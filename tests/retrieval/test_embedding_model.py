@@ -112,6 +112,16 @@ def test_the_exported_graph_is_kept_and_reused(minilm, tmp_path, monkeypatch):
     assert again is not None and np.allclose(again.encode(QUESTIONS), first.encode(QUESTIONS))
 
 
+def test_an_unwritable_cache_directory_gives_way_to_a_temporary_one(minilm, tmp_path, monkeypatch):
+    from rag.llm import onnx_encoder
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setattr(onnx_encoder, "fallback_cache_dir", lambda: tmp_path / "fallback")
+    encoder = onnx_encoder.OnnxSentenceEncoder.load(minilm._model, blocker / "cache")
+    assert encoder is not None and len(list((tmp_path / "fallback").glob("*.onnx"))) == 1
+
+
 def test_onnx_falls_back_to_torch_when_it_cannot_match(minilm, tmp_path, monkeypatch, caplog):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
