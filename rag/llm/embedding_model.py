@@ -71,12 +71,15 @@ class BuiltinEmbedding:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), 0
         tokens = sum(num_tokens(t) for t in texts)
-        short = [i for i, text in enumerate(texts) if is_short(text)] if self._short_encoder is not None else []
+        if self._short_encoder is None:
+            return self._torch_encode(texts), tokens
+        short, long = [], []
+        for index, text in enumerate(texts):
+            (short if is_short(text) else long).append(index)
         if not short:
             return self._torch_encode(texts), tokens
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         vectors[short] = self._short_encoder.encode([texts[i] for i in short])
-        long = [i for i, text in enumerate(texts) if not is_short(text)]
         if long:
             vectors[long] = self._torch_encode([texts[i] for i in long])
         return vectors, tokens

@@ -61,6 +61,7 @@ class OnnxSentenceEncoder:
         self._tokenizer = tokenizer
         self._max_length = max_length
         self._inputs = [i.name for i in session.get_inputs()]
+        self._dim = int(session.get_outputs()[0].shape[-1])  # the hidden size: fixed in the graph
 
     @classmethod
     def load(cls, model: Any, cache_dir: Path | None = None) -> OnnxSentenceEncoder | None:
@@ -93,12 +94,10 @@ class OnnxSentenceEncoder:
         by_length: dict[int, list[int]] = {}
         for index, ids in enumerate(encoded["input_ids"]):
             by_length.setdefault(len(ids), []).append(index)
-        vectors = np.empty((len(texts), 0), dtype=np.float32)
+        vectors = np.empty((len(texts), self._dim), dtype=np.float32)
         for rows in by_length.values():
             feeds = {name: np.array([encoded[name][i] for i in rows], dtype=np.int64) for name in self._inputs}
             pooled = self._session.run(None, feeds)[0].mean(axis=1)  # every token is real: no mask
-            if vectors.shape[1] == 0:
-                vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             vectors[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return vectors
 

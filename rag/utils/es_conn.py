@@ -312,8 +312,7 @@ class ESConnection:
             for hit in replies[-1]["hits"]["hits"]:
                 row = found.setdefault(hit["_id"], {**_hit_row(hit), TERM_SCORE: 0.0, TERM_SIM: 0.0})
                 row[VECTOR_SCORE] = 2 * float(hit["_score"] or 0.0) - 1
-                if feedback:
-                    _take_vector(row, vector_name, query, vectors)
+                _take_vector(row, vector_name, query, vectors)  # out of the row; kept for feedback
         rows = list(found.values())
         if fusion is not None:
             for row in rows:

@@ -69,7 +69,11 @@ def turns_of(conversation_id: str) -> list[dict[str, str]]:
     several KB of JSON), and decoding them for each new question was the largest share of the
     database threads' CPU under chat load.
     """
-    return [{"role": role, "content": content} for role, content, _ in _turn_rows(conversation_id)]
+    return _as_turns(_turn_rows(conversation_id))
+
+
+def _as_turns(rows: list[tuple[str, str, int]]) -> list[dict[str, str]]:
+    return [{"role": role, "content": content} for role, content, _ in rows]
 
 
 def _turn_rows(conversation_id: str) -> list[tuple[str, str, int]]:
@@ -229,8 +233,7 @@ def start_turn(conversation_id: str, question: str) -> Turn:
     expected_seq = earlier[-1][2] + 1 if earlier else 0
     stored = append_message(conversation, "user", question, seq=expected_seq)
     if stored.seq == expected_seq:
-        history = [{"role": role, "content": content} for role, content, _ in earlier]
-        history.append({"role": "user", "content": question})
+        history = [*_as_turns(earlier), {"role": "user", "content": question}]
     else:
         history = turns_of(conversation_id)
     return Turn(conversation=conversation, message_id=new_id(), history=history, question_seq=stored.seq)
