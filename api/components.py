@@ -187,6 +187,7 @@ class Components:
     async def aclose(self) -> None:
         await self.question_batcher.close()
         await self.registry.aclose()
+        await self.usage.settled()  # rows of the last calls, before the database closes
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:

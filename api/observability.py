@@ -116,6 +116,10 @@ class MeteredUsageSink:
         self.metrics.observe_usage(row)
         await self.inner.record(row)
 
+    def record_soon(self, row: Any) -> None:
+        self.metrics.observe_usage(row)
+        self.inner.record_soon(row)
+
 
 class LoopLagMonitor:
     """Samples how late the event loop wakes a sleeper; a blocked loop shows up here first."""

@@ -58,6 +58,7 @@ async def test_concurrent_questions_share_model_calls_in_the_compute_pool(counti
     assert all(name.startswith("ragline-compute") for _, name, _ in model.calls)
     if sys.platform == "linux":
         assert all(priority > os.getpriority(os.PRIO_PROCESS, 0) for _, _, priority in model.calls)
+    await parts.usage.settled()  # the rows are written after the vectors return
     rows = parts.db.call(lambda: Usage.select().where(Usage.kind == "embedding").count())
     assert rows == len(model.calls)  # one usage row per model call, the tenant's
 
@@ -79,6 +80,7 @@ async def test_a_question_asked_again_is_not_embedded_again(counting_parts) -> N
     await parts.embedded_question(other, "counting@Builtin", "what do cells do")  # another tenant: its own
     await parts.embedded_question(tenant, "counting@Builtin", "what do cells do?")  # another text
     assert sum(size for size, _, _ in model.calls) == 3
+    await parts.usage.settled()
     rows = parts.db.call(lambda: Usage.select().where(Usage.kind == "embedding").count())
     assert rows == len(model.calls)  # nothing spent, nothing recorded for the remembered one
 

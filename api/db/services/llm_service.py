@@ -298,10 +298,22 @@ class LLMBundle:
         is logged, never raised into the answer."""
         if self.usage_sink is None:
             return
-        row = UsageRow(tenant_id=self.tenant_id, model=arm or self.model_name, kind=self.kind, arm=arm, **self.ids,
-                       **values)
         try:
-            await self.usage_sink.record(row)
+            await self.usage_sink.record(self._usage_row(arm, **values))
+        except Exception:
+            logger.exception("could not record usage of %s for tenant %s", self.model_name, self.tenant_id)
+
+    def _usage_row(self, arm: str | None, **values: Any) -> UsageRow:
+        return UsageRow(tenant_id=self.tenant_id, model=arm or self.model_name, kind=self.kind, arm=arm, **self.ids,
+                        **values)
+
+    def _record_soon(self, **values: Any) -> None:
+        """``_record`` without waiting for the write: the caller has a question waiting on the
+        result (the sink still writes the row; ``UsageService.settled`` waits for it)."""
+        if self.usage_sink is None:
+            return
+        try:
+            self.usage_sink.record_soon(self._usage_row(None, **values))
         except Exception:
             logger.exception("could not record usage of %s for tenant %s", self.model_name, self.tenant_id)
 
@@ -318,7 +330,7 @@ class LLMBundle:
             error = translate_exception(exc, self.model_name)
             await self._record(latency_ms=_ms_since(started), attempts=error.attempts, outcome=error.outcome)
             raise error from exc
-        await self._record(prompt_tokens=int(tokens), cost=self._cost(int(tokens), 0), latency_ms=_ms_since(started))
+        self._record_soon(prompt_tokens=int(tokens), cost=self._cost(int(tokens), 0), latency_ms=_ms_since(started))
         return value, int(tokens)
 
     async def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
