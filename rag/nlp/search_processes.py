@@ -40,12 +40,13 @@ _child_dealer: Dealer | None = None  # this child process's Dealer, set once by 
 
 def _open_child(engine: str, data_dir: str, es_hosts: list[str] | None, niceness: int) -> None:
     """Process initializer: settled as a quiet child (``settle_in_child``), then this child's
-    own doc store."""
+    own doc store, which reads a quiet index's term postings ahead: searching is all a child
+    does, so the CPU that costs is not taken from the serving loop."""
     global _child_dealer
     settle_in_child(niceness)
     from rag.utils.doc_store import create_doc_store
 
-    _child_dealer = Dealer(create_doc_store(engine, Path(data_dir), es_hosts))
+    _child_dealer = Dealer(create_doc_store(engine, Path(data_dir), es_hosts, warm_postings=True))
 
 
 def _child_blas_threads() -> list[int]:

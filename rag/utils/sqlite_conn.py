@@ -9,6 +9,7 @@ numpy columns until then, which is what keeps a large hybrid query within millis
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from rag.utils.doc_store_conn import (
     split_match_exprs,
     vector_dim,
 )
+from rag.utils.postings_warmup import PostingsWarmer
 from rag.utils.sqlite_index import (
     CACHED_POSTINGS,
     COLUMN_FIELDS,
@@ -43,6 +45,11 @@ from rag.utils.sqlite_index import (
     stored_row,
     where_clause,
 )
+
+log = logging.getLogger(__name__)
+
+READ_AHEAD_INDEXES = 4  # indexes whose postings a new search process reads ahead when it starts
+WARMER_STOP_SECONDS = 5.0  # an index is closed only after its read-ahead has let go of it (one FTS5 query)
 
 
 @dataclass
@@ -143,14 +150,38 @@ class _Ranked:
 class SqliteConnection:
     """``DocStoreConnection`` over SQLite files in ``data_dir`` (``<index_name>.db`` each)."""
 
-    def __init__(self, data_dir: Path, cached_postings: int = CACHED_POSTINGS) -> None:
+    def __init__(self, data_dir: Path, cached_postings: int = CACHED_POSTINGS, warm_postings: bool = False) -> None:
         """``cached_postings``: per index, the term postings a search may reuse until the next
-        write (``SqliteIndex.term_postings``); 0 leaves every question's BM25 to FTS5."""
+        write (``SqliteIndex.term_postings``); 0 leaves every question's BM25 to FTS5.
+        ``warm_postings``: read an index's postings ahead once it is quiet (``PostingsWarmer``),
+        starting now, in a background thread, with the most recently written indexes
+        (``read_ahead``): for the processes whose only job is searching."""
         self.data_dir = Path(data_dir)
         self.cached_postings = cached_postings
+        self.warm_postings = warm_postings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.indexes: dict[str, SqliteIndex] = {}
+        self.warmers: dict[str, PostingsWarmer] = {}
         self.lock = threading.Lock()
+        if warm_postings:
+            threading.Thread(target=self.read_ahead, name="ragline-postings-warmup", daemon=True).start()
+
+    def read_ahead(self, indexes: int = READ_AHEAD_INDEXES) -> None:
+        """Open the ``indexes`` most recently written index files and read their postings ahead,
+        one after another (blocking), so the first questions after a start find them."""
+        files = sorted(self.data_dir.glob("*.db"), key=lambda path: path.stat().st_mtime, reverse=True)
+        for path in files[:indexes]:
+            if not self.warm_postings:  # closing
+                return
+            try:
+                index = self._index(path.stem)
+            except Exception:  # noqa: BLE001 - a file that cannot be opened is some search's error to report
+                log.warning("could not open %s to read its postings ahead", path, exc_info=True)
+                continue
+            warmer = self._warmer(path.stem, index) if index is not None else None
+            if warmer is not None:
+                warmer.maybe_start()
+                warmer.join()
 
     def _path(self, index_name: str) -> Path:
         if not SAFE_KEY.match(index_name):
@@ -176,6 +207,9 @@ class SqliteConnection:
             return
         with self.lock:
             index = self.indexes.pop(index_name, None)
+            warmer = self.warmers.pop(index_name, None)
+        if warmer:
+            warmer.stop(wait=WARMER_STOP_SECONDS)
         if index:
             index.close()
         path = self._path(index_name)
@@ -248,8 +282,10 @@ class SqliteConnection:
         agg_fields: list[str] | None = None,
     ) -> SearchResult:
         indexes = {name: idx for name in index_names if (idx := self._index(name)) is not None}
-        for idx in indexes.values():
+        for name, idx in indexes.items():
             idx.sync()
+            if self.warm_postings and (warmer := self._warmer(name, idx)) is not None:
+                warmer.maybe_start()
         text, dense, fusion = split_match_exprs(match_exprs)
         where, params = where_clause(condition, kb_ids, prefix="c.")
         if text is None and dense is None:
@@ -416,7 +452,22 @@ class SqliteConnection:
     def health(self) -> dict:
         return {"type": "sqlite", "status": "green", "data_dir": str(self.data_dir), "indexes": len(self.indexes)}
 
+    def _warmer(self, index_name: str, index: SqliteIndex) -> PostingsWarmer | None:
+        """The index's read-ahead; None once the store is closing."""
+        with self.lock:
+            if not self.warm_postings:
+                return None
+            warmer = self.warmers.get(index_name)
+            if warmer is None or warmer.index is not index:
+                warmer = self.warmers[index_name] = PostingsWarmer(index)
+            return warmer
+
     def close(self) -> None:
+        with self.lock:
+            self.warm_postings = False  # no reading ahead starts after this
+            warmers, self.warmers = list(self.warmers.values()), {}
+        for warmer in warmers:
+            warmer.stop(wait=WARMER_STOP_SECONDS)
         with self.lock:
             for index in self.indexes.values():
                 index.close()

@@ -56,7 +56,8 @@ CACHED_POSTINGS = 2_000_000
 OVERFETCH = 2  # without that cache: BM25 rows fetched per wanted row before filtering in memory
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_]+$")  # index names and JSON field names put into SQL text
 
-SCHEMA = """
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"  # stems what it indexes and what it matches
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('seq', 0);
 CREATE TABLE IF NOT EXISTS kb(kb_id TEXT PRIMARY KEY, vector_size INTEGER NOT NULL);
@@ -69,8 +70,16 @@ CREATE INDEX IF NOT EXISTS chunk_seq ON chunk(seq);
 CREATE TABLE IF NOT EXISTS tombstone(seq INTEGER NOT NULL, row_id INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tombstone_seq ON tombstone(seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_fts USING fts5(
-    title, content, important, question, tokenize='porter unicode61 remove_diacritics 2');
+    title, content, important, question, tokenize='{FTS_TOKENIZER}');
 """
+
+
+def column_weights(fields: Sequence[str]) -> str:
+    """``bm25()``'s weight arguments, in FTS5 column order, for boosted field names
+    (``["content_ltks^1", "important_tks^3"]``); also the postings cache's key for them."""
+    boosts = parse_field_boosts(fields)
+    return ",".join(str(max((b for f, b in boosts.items() if FIELD_TO_COLUMN.get(f) == col), default=0.0))
+                    for col in FTS_COLUMNS)
 
 
 def query_terms(text: str) -> list[str]:
@@ -177,6 +186,7 @@ class SqliteIndex:
         self.row_count: int | None = None  # rows of the index (FTS5's N), valid for df_seq
         # (term, column weights, matrix dim) -> TermPostings, least recently used first; valid for df_seq
         self.postings_cache: OrderedDict[tuple[str, str, int], TermPostings] = OrderedDict()
+        self.postings_charges: dict[tuple[str, str, int], int] = {}  # what each key counts in cached_postings
         self.cached_postings = 0
         self.sync()
 
@@ -245,6 +255,7 @@ class SqliteIndex:
             if self.df_seq != self.seq:
                 self.df_cache, self.df_seq, self.row_count = {}, self.seq, None
                 self.postings_cache.clear()
+                self.postings_charges.clear()
                 self.cached_postings = 0
             cache = self.df_cache
         conn = self.reader()
@@ -292,9 +303,7 @@ class SqliteIndex:
         bound = self.bm25_ceiling(terms, scored)
         if not scored:
             return NO_HITS, bound
-        boosts = parse_field_boosts(text.fields)
-        weights = ",".join(str(max((b for f, b in boosts.items() if FIELD_TO_COLUMN.get(f) == col), default=0.0))
-                           for col in FTS_COLUMNS)
+        weights = column_weights(text.fields)
         if matrix is not None:
             hits = (self._bm25_from_postings(scored, weights, matrix, mask, text.topn) if self.postings_limit > 0
                     else self._bm25_overfetched(scored, weights, matrix, mask, text.topn))
@@ -362,12 +371,38 @@ class SqliteIndex:
             found = TermPostings(rowids, matrix.slots(rowids),
                                  np.fromiter((s for _, s in rows), dtype=np.float64, count=len(rows)))
             if self.df_seq == self.seq and rowids.size <= self.postings_limit:
-                self.postings_cache[key] = found
-                self.cached_postings += rowids.size
-                while self.cached_postings > self.postings_limit:
-                    _, dropped = self.postings_cache.popitem(last=False)
-                    self.cached_postings -= dropped.rowids.size
+                self._keep_postings(key, found, rowids.size)
         return found
+
+    def _keep_postings(self, key: tuple[str, str, int], postings: TermPostings, charge: int) -> None:
+        """Cache ``postings`` under ``key``, counted as ``charge`` postings (0 for another word
+        of a stem already kept: the arrays are shared), dropping the least recently used past the
+        limit. The caller holds ``cache_lock``."""
+        if key in self.postings_cache:
+            return
+        self.postings_cache[key] = postings
+        self.postings_charges[key] = charge
+        self.cached_postings += charge
+        while self.cached_postings > self.postings_limit:
+            dropped, _ = self.postings_cache.popitem(last=False)
+            self.cached_postings -= self.postings_charges.pop(dropped)
+
+    def remember_postings(self, words: Sequence[str], postings: TermPostings, weights: str, matrix: VectorMatrix,
+                          seq: int) -> bool:
+        """Keep ``postings`` (read for one of ``words``, which share one FTS5 stem and so match the
+        same rows) under every one of them, with their document frequency, as ``term_postings``
+        would have one by one. False, keeping nothing, once a write came since ``seq`` or the
+        cache is full: the caller stops there."""
+        with self.cache_lock:
+            self._document_frequencies([])  # drops the cache when a write came since
+            if self.seq != seq or self.df_seq != seq:
+                return False
+            if self.cached_postings + postings.rowids.size > self.postings_limit:
+                return False
+            for position, word in enumerate(words):
+                self._keep_postings((word, weights, matrix.dim), postings, 0 if position else postings.rowids.size)
+                self.df_cache.setdefault(word, min(postings.rowids.size, MAX_SCORED_POSTINGS + 1))
+            return True
 
     def slot_mask(self, matrix: VectorMatrix, where: str, params: list, condition: dict, kb_ids) -> np.ndarray:
         """Slots of ``matrix`` passing the search's filters: numpy on the in-memory columns when it can."""
