@@ -357,6 +357,7 @@ async def measure(url: str, key: str, kb_id: str, questions: list[str], args: ar
         warm_up = await ask_streaming(client, chat["id"], session["id"], questions[0])  # loads the models
         if warm_up.error:
             raise RuntimeError(f"the warm-up question failed: {warm_up.error}")
+        await asyncio.sleep(args.settle)  # the search processes read the index's postings ahead
         steps_before_baseline = step_buckets(await metrics(client))
         pool = QuestionPool(questions, fresh=args.fresh_questions)
         baseline = await run_load(client, chat["id"], pool, 1, args.baseline_seconds, args.turns, args.api,
@@ -472,6 +473,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--baseline-seconds", type=float, default=10)
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds between the warm-up question and the baseline, as a server that has been "
+                             "running has had (0: right after start)")
     parser.add_argument("--grace", type=float, default=30, help="seconds an answer may run past the end")
     parser.add_argument("--api", choices=sorted(WORKERS), default="session",
                         help="session: RAGFlow session completions (stores turns); openai: chats_openai, no storage")
