@@ -28,7 +28,10 @@ from rag.utils.sqlite_index import FTS_TOKENIZER, MAX_SCORED_POSTINGS, SqliteInd
 
 log = logging.getLogger(__name__)
 
-QUIET_SECONDS = 2.0  # no write seen for this long before an index's postings are read ahead
+# No write seen for this long before an index's postings are read again: a reading costs ~3 s of
+# CPU per 10k chunks, so an index written every few seconds while questions come must not
+# trigger one after each write (the questions then read their words themselves, as before).
+QUIET_SECONDS = 30.0
 WARM_SHARE = 0.75  # of the index's postings cache: the rest stays for the words read live
 WARM_MAX_ROWS = 100_000  # SciFact's 5.6k chunks: 0.3 s to read the text, 3 s of CPU in all
 
