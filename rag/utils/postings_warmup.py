@@ -68,9 +68,9 @@ def stem_frequencies(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def warm(index: SqliteIndex, weights: str, keep_going: Callable[[], bool] = lambda: True) -> int:
-    """Read ahead the postings of ``index``'s words for the column ``weights``; the number of
-    stems kept. Stops at the first write since it started, when the budget is used, or when
-    ``keep_going()`` turns false."""
+    """Read ahead the postings of ``index``'s words for the column ``weights``, as many stems as
+    fit in the budget; the number of stems kept. Stops at the first write since it started or
+    when ``keep_going()`` turns false."""
     index.sync()
     seq, conn = index.seq, index.reader()
     rows = conn.execute("SELECT count(*) FROM chunk").fetchone()[0]
@@ -82,7 +82,9 @@ def warm(index: SqliteIndex, weights: str, keep_going: Callable[[], bool] = lamb
     kept = 0
     for matrix in list(index.matrices.values()):
         for stem in sorted(grouped, key=lambda s: -frequencies.get(s, 0)):
-            if not 0 < frequencies.get(stem, 0) <= MAX_SCORED_POSTINGS or not keep_going():
+            if not keep_going():
+                return kept
+            if not 0 < frequencies.get(stem, 0) <= MAX_SCORED_POSTINGS:
                 continue
             if index.cached_postings + frequencies[stem] > budget:
                 continue  # a rarer stem may still fit

@@ -391,13 +391,11 @@ class SqliteIndex:
                           seq: int) -> bool:
         """Keep ``postings`` (read for one of ``words``, which share one FTS5 stem and so match the
         same rows) under every one of them, with their document frequency, as ``term_postings``
-        would have one by one. False, keeping nothing, once a write came since ``seq`` or the
-        cache is full: the caller stops there."""
+        would have one by one; they count once towards the cache's limit. False, keeping nothing,
+        once a write came since ``seq``: the caller stops there."""
         with self.cache_lock:
             self._document_frequencies([])  # drops the cache when a write came since
             if self.seq != seq or self.df_seq != seq:
-                return False
-            if self.cached_postings + postings.rowids.size > self.postings_limit:
                 return False
             for position, word in enumerate(words):
                 self._keep_postings((word, weights, matrix.dim), postings, 0 if position else postings.rowids.size)
