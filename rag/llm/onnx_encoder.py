@@ -150,7 +150,7 @@ def _cached_graph(transformer: Any, tokenizer: Any, cache_dir: Path) -> Path:
         os.close(fd)
         try:
             sample = tokenizer(list(PROBES), padding=True, return_tensors="pt")
-            _export(transformer, tuple(sample[name] for name in INPUT_NAMES), temporary)
+            _export(transformer, tuple(sample[input_name] for input_name in INPUT_NAMES), temporary)
             os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from other users' servers
             os.replace(temporary, path)
         finally:

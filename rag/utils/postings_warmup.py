@@ -99,10 +99,9 @@ class PostingsWarmer:
     """Reads an index's postings ahead in a background thread whenever it has been quiet since
     the last reading (``maybe_start``, called by every search; it returns at once)."""
 
-    def __init__(self, index: SqliteIndex, fields: Sequence[str] | None = None,
-                 quiet_seconds: float = QUIET_SECONDS) -> None:
+    def __init__(self, index: SqliteIndex, quiet_seconds: float = QUIET_SECONDS) -> None:
         self.index = index
-        self.weights = column_weights(fields or FulltextQueryer().fields())
+        self.weights = column_weights(FulltextQueryer().fields())  # the field weights questions search with
         self.quiet_seconds = quiet_seconds
         self.warmed_seq: int | None = None
         self.seen_seq, self.seen_at = index.seq, float("-inf")  # an index just opened counts as quiet

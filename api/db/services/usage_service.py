@@ -81,9 +81,9 @@ class UsageService:
         """Queue the row's write and return at once.
 
         For calls whose result a request is waiting on: a new question's embedding reached
-        retrieval only after its usage row had committed, about 2.4 ms of the 19 ms that
-        ``/api/v1/retrieval`` took for a new question. The row is not lost: ``totals`` and
-        shutdown (``settled``) wait for every write queued here.
+        retrieval only after its usage row had committed, behind whatever the write queue held
+        (in a chat, the turn's own write). The row is not lost: ``totals`` and shutdown
+        (``settled``) wait for every write queued here.
         """
         write = asyncio.ensure_future(self.record(row))
         self._pending.add(write)
