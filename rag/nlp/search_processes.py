@@ -21,7 +21,6 @@ here; the caller keeps those in its threads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +73,6 @@ class SearchProcesses:
     @property
     def processes(self) -> int:
         return self._children.processes
-
-    def _pool(self) -> ProcessPoolExecutor:
-        return self._children.executor()
 
     async def warm_up(self) -> list[int]:
         """Start every child now instead of on the first questions; returns the children's pids."""

@@ -7,16 +7,17 @@ loop it serves, and never outlive it.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import struct
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -24,6 +25,7 @@ from threadpoolctl import threadpool_limits
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STARTUP_TIMEOUT = 120.0  # seconds every child of a pool gets to start (imports, a model's weights)
+STOP_SECONDS = 5.0  # a stopped child's time to finish its call and exit before it is killed
 
 
 def settle_in_child(niceness: int) -> None:
@@ -46,12 +48,6 @@ def settle_in_child(niceness: int) -> None:
     threading.Thread(target=_exit_with_parent, name="ragline-child-orphan-watch", daemon=True).start()
 
 
-def _announce_then(announced: Any, initializer: Callable[..., None], initargs: tuple) -> None:
-    """Initializer of a ``ChildPool`` child: tell the pool this child's pid, then set up."""
-    announced.put(os.getpid())
-    initializer(*initargs)
-
-
 def _exit_with_parent() -> None:
     parent = multiprocessing.parent_process()
     if parent is not None:
@@ -59,13 +55,25 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
-class ChildPool:
-    """``processes`` spawned children that run the functions handed to ``run``; started on first
-    use (or by ``warm_up``).
+FRAME_HEADER = struct.Struct("<Q")  # a message's length, before its pickle
+READ_CHUNK = 1 << 20
 
-    A child that dies (killed, out of memory) breaks a ``ProcessPoolExecutor`` for good; the
-    pool then starts a fresh set of children and runs the call once more, so one lost child
-    costs one slow call, never every later one.
+
+class ChildPool:
+    """``processes`` spawned children that run the functions handed to ``run``, one call per
+    child at a time; started on first use (or by ``warm_up``).
+
+    Why not ``ProcessPoolExecutor``: each of its calls crosses two helper threads of the serving
+    process (one feeds the children, one reads their answers and wakes the loop), each a GIL
+    hand-over and a wake-up on a loaded machine. Here the loop itself writes a call to a child's
+    pipe and reads the answer when the pipe is readable (``add_reader``), without blocking on a
+    child that writes slowly (children run at a lower priority).
+
+    A child that dies (killed, out of memory) is replaced and the call runs once more on
+    another child, so one lost child costs one slow call, never every later one. A caller that
+    is cancelled does not stop its child's call: the answer is read and dropped, and the child
+    serves the next call. A child's pipes are watched by the loop of the call it runs, and only
+    meanwhile, so several loops (threads, tests) may share a pool.
     """
 
     def __init__(self, processes: int, initializer: Callable[..., None], initargs: tuple = ()) -> None:
@@ -74,61 +82,235 @@ class ChildPool:
         self.processes = processes
         self._initializer = initializer
         self._initargs = initargs
-        self._executor: ProcessPoolExecutor | None = None
-        self._announced: Any = None  # the current children's pids, each sent once as it starts
-        self._pids: list[int] = []
-
-    def executor(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            # spawn, not fork: the serving process has threads (and their locks) a fork would copy
-            context = multiprocessing.get_context("spawn")
-            self._announced, self._pids = context.SimpleQueue(), []
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_announce_then,
-                                                 initargs=(self._announced, self._initializer, self._initargs))
-        return self._executor
+        # spawn, not fork: the serving process has threads (and their locks) a fork would copy
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: list[_PipedChild] = []
+        self._count = 0  # children started and not yet retired
+        self._waiting: collections.deque[asyncio.Future[_PipedChild]] = collections.deque()
+        self._closed = False
+        self._lock = threading.Lock()  # calls may come from more than one thread (each with its loop)
+        self._finalizer = weakref.finalize(self, _stop_children, self._idle)
 
     async def warm_up(self) -> list[int]:
         """Start every child now (a spawned child takes a second or more) instead of on the
-        first calls; returns the children's pids.
-
-        The pids come from the children as they start: the answers of the calls that start them
-        would not do, since a child that is up first may answer several of them.
-        """
-        loop = asyncio.get_running_loop()
-        pool = self.executor()
-        await asyncio.gather(*(loop.run_in_executor(pool, os.getpid) for _ in range(self.processes)))
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            while True:
-                while not self._announced.empty():  # a poll of the pipe: never blocks
-                    self._pids.append(self._announced.get())
-                if len(self._pids) >= self.processes:
-                    return sorted(self._pids)
-                await asyncio.sleep(0.02)
+        first calls; returns the children's pids once each has answered."""
+        return sorted(await asyncio.gather(*(self.run(os.getpid) for _ in range(self.processes))))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a child (``fn`` and the arguments must pickle)."""
-        loop = asyncio.get_running_loop()
-        pool = self.executor()
+        """``fn(*args)`` in a child (``fn`` and the arguments must pickle); the child's exception
+        is raised here as it was there."""
         try:
-            return await loop.run_in_executor(pool, fn, *args)
-        except BrokenProcessPool:
-            log.warning("a child process died; starting a new set and running the call again")
-            self._discard(pool)
-            return await loop.run_in_executor(self.executor(), fn, *args)
+            ok, value = await self._run_once(fn, args)
+        except ChildDied as died:
+            log.warning("a child process died (%s); running the call again in a new one", died)
+            ok, value = await self._run_once(fn, args)
+        if ok:
+            return value
+        raise value
 
-    def _discard(self, broken: ProcessPoolExecutor) -> None:
-        """Forget ``broken`` unless a concurrent call has replaced it already."""
-        if self._executor is broken:
-            self._executor = None
-            self._announced.close()
-        broken.shutdown(wait=False, cancel_futures=True)
+    async def _run_once(self, fn: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
+        message = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+        child = await self._take()
+        exchange = asyncio.ensure_future(child.exchange(message))
+        exchange.add_done_callback(lambda done: self._settle(child, done))
+        return await asyncio.shield(exchange)  # a cancelled caller leaves the answer to be read
+
+    async def _take(self) -> _PipedChild:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool of child processes is closed")
+            if self._idle:
+                return self._idle.pop()
+            start = self._count < self.processes
+            if start:
+                self._count += 1
+            else:
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiting.append(waiter)
+        if start:
+            return self._start()
+        return await waiter
+
+    def _start(self) -> _PipedChild:
+        return _PipedChild(self._context, self._initializer, self._initargs)
+
+    def _settle(self, child: _PipedChild, exchange: asyncio.Future) -> None:
+        """After a call: the child serves the next waiting call, or waits idle; a dead one is
+        retired (a waiting call then starts a fresh one)."""
+        interrupted = exchange.cancelled() or isinstance(exchange.exception(), ChildDied)
+        if interrupted or self._closed:
+            child.stop(kill=interrupted)
+            with self._lock:
+                self._count -= 1
+            self._wake_one(None)
+        else:
+            self._wake_one(child)
+
+    def _wake_one(self, child: _PipedChild | None) -> None:
+        """Hand ``child`` (when None, a child started for it) to the first call still waiting,
+        on that call's own loop; with none waiting the child goes idle."""
+        with self._lock:
+            waiter = None
+            while self._waiting and waiter is None:
+                candidate = self._waiting.popleft()
+                waiter = None if candidate.done() else candidate
+            if waiter is None:
+                if child is not None and not self._closed:
+                    self._idle.append(child)
+                elif child is not None:
+                    child.stop()
+                return
+            if child is None:
+                self._count += 1
+        if child is None:
+            child = self._start()
+        try:
+            waiter.get_loop().call_soon_threadsafe(self._hand_over, waiter, child)
+        except RuntimeError:  # that loop is closed: its call is gone
+            self._wake_one(child)
+
+    def _hand_over(self, waiter: asyncio.Future, child: _PipedChild) -> None:
+        if waiter.done():  # its caller gave up meanwhile
+            self._wake_one(child)
+        else:
+            waiter.set_result(child)
 
     def close(self) -> None:
-        """Stop the children once their current calls end."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
-            self._announced.close()
+        """Stop the idle children now and each busy one when its call ends; calls still waiting
+        for a child raise ``RuntimeError``."""
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for waiter in waiting:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
+                waiter.get_loop().call_soon_threadsafe(_refuse, waiter)
+        self._finalizer()
+
+
+def _refuse(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(RuntimeError("the pool of child processes is closed"))
+
+
+def _stop_children(idle: list[_PipedChild]) -> None:
+    while idle:
+        idle.pop().stop()
+
+
+class _PipedChild:
+    """One child of a ``ChildPool`` and the two pipes to it. The serving process's ends never
+    block: a call is written and its answer read as the pipes allow (``exchange``)."""
+
+    def __init__(self, context: Any, initializer: Callable[..., None], initargs: tuple) -> None:
+        calls_in, self._calls = context.Pipe(duplex=False)
+        self._answers, answers_out = context.Pipe(duplex=False)
+        self._process = context.Process(target=_serve_frames, args=(calls_in, answers_out, initializer, initargs),
+                                        name="ragline-child", daemon=True)
+        self._process.start()
+        calls_in.close()
+        answers_out.close()
+        os.set_blocking(self._calls.fileno(), False)
+        os.set_blocking(self._answers.fileno(), False)
+
+    async def exchange(self, message: bytes) -> tuple[bool, Any]:
+        """Send one pickled call, return the child's ``(ok, value)``; ``ChildDied`` if it ends first."""
+        loop = asyncio.get_running_loop()
+        await self._write(loop, FRAME_HEADER.pack(len(message)) + message)
+        return pickle.loads(await self._read(loop))
+
+    async def _write(self, loop: asyncio.AbstractEventLoop, frame: bytes) -> None:
+        fd = self._calls.fileno()
+        view = memoryview(frame)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                await _when_ready(loop, loop.add_writer, loop.remove_writer, fd)
+            except (BrokenPipeError, ConnectionResetError) as error:
+                raise ChildDied(self._process.exitcode) from error
+
+    async def _read(self, loop: asyncio.AbstractEventLoop) -> bytes:
+        fd = self._answers.fileno()
+        received = bytearray()
+        needed = FRAME_HEADER.size
+        while len(received) < needed:
+            try:
+                chunk = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                await _when_ready(loop, loop.add_reader, loop.remove_reader, fd)
+                continue
+            if not chunk:
+                self._process.join(timeout=1)
+                raise ChildDied(self._process.exitcode)
+            received += chunk
+            if needed == FRAME_HEADER.size and len(received) >= needed:
+                needed += FRAME_HEADER.unpack_from(received)[0]
+        return bytes(received[FRAME_HEADER.size:])
+
+    def stop(self, kill: bool = False) -> None:
+        """Close the pipes (the child's next read ends it), then make sure it is gone; ``kill``
+        at once a child whose call was interrupted (its loop ended) or that died."""
+        self._calls.close()
+        self._answers.close()
+        if kill:
+            self._process.kill()
+        self._process.join(timeout=STOP_SECONDS)
+        if self._process.exitcode is None:
+            self._process.kill()
+            self._process.join(timeout=STOP_SECONDS)
+
+
+async def _when_ready(loop: asyncio.AbstractEventLoop, add: Callable, remove: Callable, fd: int) -> None:
+    """Wait until ``fd`` can be read (or written), watching it only meanwhile."""
+    ready = loop.create_future()
+    add(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        remove(fd)
+
+
+def _serve_frames(calls: multiprocessing.connection.Connection, answers: multiprocessing.connection.Connection,
+                  initializer: Callable[..., None], initargs: tuple) -> None:
+    """A ``ChildPool`` child's main: set up, then answer one framed call after another until
+    the serving process closes its end."""
+    initializer(*initargs)
+    calls_fd, answers_fd = calls.fileno(), answers.fileno()
+    while (message := _read_frame(calls_fd)) is not None:
+        fn, args = pickle.loads(message)
+        try:
+            reply = (True, fn(*args))
+        except BaseException as error:  # noqa: BLE001 - every failure travels back to the caller
+            reply = (False, _portable(error))
+        try:
+            answer = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        except Exception as error:  # noqa: BLE001 - an answer that does not pickle
+            answer = pickle.dumps((False, RuntimeError(f"the answer could not be sent back: "
+                                                       f"{type(error).__name__}: {error}")))
+        _write_all(answers_fd, FRAME_HEADER.pack(len(answer)) + answer)
+
+
+def _read_frame(fd: int) -> bytes | None:
+    header = _read_exactly(fd, FRAME_HEADER.size)
+    return None if header is None else _read_exactly(fd, FRAME_HEADER.unpack(header)[0])
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from a blocking ``fd``; None at end of file."""
+    parts, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, READ_CHUNK))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 # -- children that can be stopped mid-call ------------------------------------------------------

@@ -146,13 +146,10 @@ def test_search_processes_only_for_the_embedded_index(make_settings) -> None:
 
 
 async def test_a_child_searches_with_one_blas_thread(searches) -> None:
-    import asyncio
-
     from rag.nlp.search_processes import _child_blas_threads
 
     await searches.warm_up()
-    loop = asyncio.get_running_loop()
-    assert set(await loop.run_in_executor(searches._pool(), _child_blas_threads)) == {1}
+    assert set(await searches._children.run(_child_blas_threads)) == {1}
 
 
 ORPHAN_SCRIPT = """
