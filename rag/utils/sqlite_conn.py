@@ -375,7 +375,7 @@ class SqliteConnection:
         if matrix is not None and query_vec is not None and query_vec.shape == (dim,):
             with idx.cache_lock:
                 mask = idx.slot_mask(matrix, where, params, condition, kb_ids)
-                top, top_cosines = matrix.nearest(query_vec, dense.topn, mask)
+                top, top_cosines, every = matrix.scored_nearest(query_vec, dense.topn, mask)
                 size = matrix.size
         else:
             matrix = mask = None
@@ -389,7 +389,7 @@ class SqliteConnection:
         in_text = np.isin(top, text_slots)
         vector_only, vector_only_cosines = top[~in_text], top_cosines[~in_text]
         slots = np.concatenate([text_slots, vector_only])
-        cosine = np.concatenate([matrix.cosines(query_vec, text_slots), vector_only_cosines])
+        cosine = np.concatenate([matrix.cosines(query_vec, text_slots, every), vector_only_cosines])
         return _Legs(np.concatenate([hits.rowids, matrix.rowids[vector_only]]), slots,
                      np.concatenate([hits.scores, np.zeros(vector_only.size)]), cosine, matrix,
                      np.concatenate([text_sims, np.zeros(vector_only.size)]))

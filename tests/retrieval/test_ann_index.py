@@ -294,3 +294,30 @@ def test_the_embedded_store_keeps_its_graph_beside_the_index_file(data, tmp_path
     assert matrix_of(SqliteConnection(tmp_path)).ann.loaded
     first.delete_idx(idx, "")
     assert list(tmp_path.glob(f"{graph_file.name.split('.')[0]}*")) == []
+
+
+def test_an_exact_search_hands_back_every_cosine_and_other_hits_read_theirs_from_it(data) -> None:
+    vectors, queries = data
+    matrix = filled(vectors[:500], ann_min_rows=None)
+    query = queries[0]
+    everything = np.ones(500, dtype=bool)
+    found = matrix.scored_nearest(query, 10, everything)
+    assert found.every is not None and found.every.shape == (500,)
+    others = np.array([3, 250, 499, -1, 77])  # text hits outside the top, and a row without a vector
+    from_every = matrix.cosines(query, others, found.every)
+    computed = matrix.cosines(query, others)
+    np.testing.assert_allclose(from_every[:3], computed[:3], atol=1e-6)
+    np.testing.assert_allclose(from_every[4], computed[4], atol=1e-6)
+    assert np.isnan(from_every[3]) and np.isnan(computed[3])
+    np.testing.assert_array_equal(found.slots, matrix.nearest_exact(query, 10, everything)[0])
+    few = np.zeros(500, dtype=bool)
+    few[:20] = True  # a narrow filter scores only its own rows, so there is no "every"
+    assert matrix.scored_nearest(query, 10, few).every is None
+
+
+def test_a_search_through_the_graph_hands_back_no_cosines_of_rows_it_did_not_score(data) -> None:
+    vectors, queries = data
+    matrix = filled(vectors)
+    matrix.nearest(vectors[0], 10, matrix.live[: matrix.size])  # starts the graph's build
+    assert matrix.wait_for_ann(60)
+    assert matrix.scored_nearest(queries[0], 10, matrix.live[: matrix.size]).every is None
