@@ -182,3 +182,20 @@ async def test_a_failing_model_is_an_error_envelope_not_a_500(client, auth, corp
     reply = await response.get_json()
     assert reply["code"] == 103 and "NoSuchFactory" in reply["message"]
 
+
+
+async def test_a_retrieval_crosses_to_the_database_thread_once(client, auth, corpus, parts, monkeypatch) -> None:
+    """The dataset check and the document filter share one trip to the worker pool: each trip is
+    a wake-up of a thread and of the loop, on every question."""
+    run = parts.db.run
+    trips: list[str] = []
+
+    async def counted(fn, *args, **kwargs):
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await run(fn, *args, **kwargs)
+
+    monkeypatch.setattr(parts.db, "run", counted)
+    reply = await retrieve(client, auth, [corpus["dataset"]], "cats purr")
+    assert reply["code"] == 0 and reply["data"]["chunks"]
+    assert trips.count("search_scope") == 1
+    assert not {"datasets_for_retrieval", "documents_to_search"} & set(trips)

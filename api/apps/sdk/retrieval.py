@@ -108,10 +108,8 @@ async def retrieval() -> Response:
     body = validate(RetrievalRequest, raw)
     condition = metadata_service.parse_condition(body.metadata_condition)
     parts = components()
-    datasets = await parts.db.run(retrieval_service.datasets_for_retrieval, g.tenant_id, body.dataset_ids,
-                                  body.document_ids)
-    doc_ids = await parts.db.run(retrieval_service.documents_to_search, g.tenant_id, body.dataset_ids,
-                                 body.document_ids, condition)
+    datasets, doc_ids = await parts.db.run(retrieval_service.search_scope, g.tenant_id, body.dataset_ids,
+                                           body.document_ids, condition)
     if doc_ids == [] or not body.question.strip():
         return ok(EMPTY_RESULT)
     try:

@@ -46,6 +46,15 @@ def documents_to_search(tenant_id: str, kb_ids: list[str], doc_ids: list[str] | 
     return [doc_id for doc_id in dict.fromkeys(doc_ids) if doc_id in wanted]
 
 
+def search_scope(tenant_id: str, kb_ids: list[str], doc_ids: list[str] | None,
+                 condition: MetadataCondition | None) -> tuple[list[Knowledgebase], list[str] | None]:
+    """``datasets_for_retrieval`` then ``documents_to_search``, in one call so a request crosses
+    to the database's worker thread once (each crossing is a wake-up of that thread and of the
+    loop, a sizeable share of a 7 ms retrieval)."""
+    return datasets_for_retrieval(tenant_id, kb_ids, doc_ids), documents_to_search(tenant_id, kb_ids, doc_ids,
+                                                                                    condition)
+
+
 def to_api_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
     """A Dealer chunk in ``/api/v1/retrieval``'s shape."""
     shaped = {
