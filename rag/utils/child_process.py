@@ -55,25 +55,27 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
-FRAME_HEADER = struct.Struct("<Q")  # a message's length, before its pickle
+FRAME_HEADER = struct.Struct("<qQ")  # a message's call id (0: a child saying it is ready) and length
 READ_CHUNK = 1 << 20
+EXTRA_CALLS = 1  # calls in the pipe beyond one per child, so a child that answers finds its next one
 
 
 class ChildPool:
-    """``processes`` spawned children that run the functions handed to ``run``, one call per
-    child at a time; started on first use (or by ``warm_up``).
+    """``processes`` spawned children that run the functions handed to ``run``; started on first
+    use (or by ``warm_up``).
 
-    Why not ``ProcessPoolExecutor``: each of its calls crosses two helper threads of the serving
-    process (one feeds the children, one reads their answers and wakes the loop), each a GIL
-    hand-over and a wake-up on a loaded machine. Here the loop itself writes a call to a child's
-    pipe and reads the answer when the pipe is readable (``add_reader``), without blocking on a
-    child that writes slowly (children run at a lower priority).
+    As in ``ProcessPoolExecutor``, the children take calls from one shared pipe (whichever is
+    free takes the next; a few wait in the pipe, so none idles between calls) and answer on
+    another. Unlike it, no helper thread of the serving process moves calls and answers: under
+    load each of its calls crossed two (a GIL hand-over and a wake-up each). Here the event loop
+    writes the calls as the pipe accepts them and reads the answers when the pipe is readable,
+    never blocking on a child that writes slowly (children run at a lower priority).
 
-    A child that dies (killed, out of memory) is replaced and the call runs once more on
-    another child, so one lost child costs one slow call, never every later one. A caller that
-    is cancelled does not stop its child's call: the answer is read and dropped, and the child
-    serves the next call. A child's pipes are watched by the loop of the call it runs, and only
-    meanwhile, so several loops (threads, tests) may share a pool.
+    A child that dies (killed, out of memory) fails the calls in flight with ``ChildDied``; a
+    fresh set of children is started and each such call runs once more, so one lost child costs
+    one slow call, never every later one. A cancelled caller's call is dropped if it has not
+    reached a child, else its answer is read and dropped. The pipes are watched by the loop of
+    the calls in flight and only meanwhile, so several loops (tests) may use a pool in turn.
     """
 
     def __init__(self, processes: int, initializer: Callable[..., None], initargs: tuple = ()) -> None:
@@ -84,199 +86,267 @@ class ChildPool:
         self._initargs = initargs
         # spawn, not fork: the serving process has threads (and their locks) a fork would copy
         self._context = multiprocessing.get_context("spawn")
-        self._idle: list[_PipedChild] = []
-        self._count = 0  # children started and not yet retired
-        self._waiting: collections.deque[asyncio.Future[_PipedChild]] = collections.deque()
+        self._lock = threading.Lock()
+        self._children: _ChildSet | None = None
         self._closed = False
-        self._lock = threading.Lock()  # calls may come from more than one thread (each with its loop)
-        self._finalizer = weakref.finalize(self, _stop_children, self._idle)
+
+    def _current(self) -> _ChildSet:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool of child processes is closed")
+            if self._children is None or self._children.broken:
+                self._children = _ChildSet(self._context, self.processes, self._initializer, self._initargs)
+            return self._children
 
     async def warm_up(self) -> list[int]:
         """Start every child now (a spawned child takes a second or more) instead of on the
-        first calls; returns the children's pids once each has answered."""
-        return sorted(await asyncio.gather(*(self.run(os.getpid) for _ in range(self.processes))))
+        first calls; returns the children's pids once each has set itself up."""
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            return await self._current().ready()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a child (``fn`` and the arguments must pickle); the child's exception
         is raised here as it was there."""
+        message = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
         try:
-            ok, value = await self._run_once(fn, args)
+            ok, value = await self._current().call(message)
         except ChildDied as died:
-            log.warning("a child process died (%s); running the call again in a new one", died)
-            ok, value = await self._run_once(fn, args)
+            log.warning("a child process died (%s); starting a new set and running the call again", died)
+            ok, value = await self._current().call(message)
         if ok:
             return value
         raise value
 
-    async def _run_once(self, fn: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
-        message = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
-        child = await self._take()
-        exchange = asyncio.ensure_future(child.exchange(message))
-        exchange.add_done_callback(lambda done: self._settle(child, done))
-        return await asyncio.shield(exchange)  # a cancelled caller leaves the answer to be read
-
-    async def _take(self) -> _PipedChild:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the pool of child processes is closed")
-            if self._idle:
-                return self._idle.pop()
-            start = self._count < self.processes
-            if start:
-                self._count += 1
-            else:
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiting.append(waiter)
-        if start:
-            return self._start()
-        return await waiter
-
-    def _start(self) -> _PipedChild:
-        return _PipedChild(self._context, self._initializer, self._initargs)
-
-    def _settle(self, child: _PipedChild, exchange: asyncio.Future) -> None:
-        """After a call: the child serves the next waiting call, or waits idle; a dead one is
-        retired (a waiting call then starts a fresh one)."""
-        interrupted = exchange.cancelled() or isinstance(exchange.exception(), ChildDied)
-        if interrupted or self._closed:
-            child.stop(kill=interrupted)
-            with self._lock:
-                self._count -= 1
-            self._wake_one(None)
-        else:
-            self._wake_one(child)
-
-    def _wake_one(self, child: _PipedChild | None) -> None:
-        """Hand ``child`` (when None, a child started for it) to the first call still waiting,
-        on that call's own loop; with none waiting the child goes idle."""
-        with self._lock:
-            waiter = None
-            while self._waiting and waiter is None:
-                candidate = self._waiting.popleft()
-                waiter = None if candidate.done() else candidate
-            if waiter is None:
-                if child is not None and not self._closed:
-                    self._idle.append(child)
-                elif child is not None:
-                    child.stop()
-                return
-            if child is None:
-                self._count += 1
-        if child is None:
-            child = self._start()
-        try:
-            waiter.get_loop().call_soon_threadsafe(self._hand_over, waiter, child)
-        except RuntimeError:  # that loop is closed: its call is gone
-            self._wake_one(child)
-
-    def _hand_over(self, waiter: asyncio.Future, child: _PipedChild) -> None:
-        if waiter.done():  # its caller gave up meanwhile
-            self._wake_one(child)
-        else:
-            waiter.set_result(child)
-
     def close(self) -> None:
-        """Stop the idle children now and each busy one when its call ends; calls still waiting
-        for a child raise ``RuntimeError``."""
+        """Stop the children once their current calls end; calls not yet answered raise
+        ``ChildDied``."""
         with self._lock:
             self._closed = True
-            waiting, self._waiting = list(self._waiting), collections.deque()
-        for waiter in waiting:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
-                waiter.get_loop().call_soon_threadsafe(_refuse, waiter)
-        self._finalizer()
+            children, self._children = self._children, None
+        if children is not None:
+            children.stop()
 
 
-def _refuse(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_exception(RuntimeError("the pool of child processes is closed"))
+class _ChildSet:
+    """One generation of a ``ChildPool``'s children, the two pipes they share and the calls in
+    flight. Everything but ``stop`` runs on the loop of the calls in flight."""
 
-
-def _stop_children(idle: list[_PipedChild]) -> None:
-    while idle:
-        idle.pop().stop()
-
-
-class _PipedChild:
-    """One child of a ``ChildPool`` and the two pipes to it. The serving process's ends never
-    block: a call is written and its answer read as the pipes allow (``exchange``)."""
-
-    def __init__(self, context: Any, initializer: Callable[..., None], initargs: tuple) -> None:
+    def __init__(self, context: Any, processes: int, initializer: Callable[..., None], initargs: tuple) -> None:
         calls_in, self._calls = context.Pipe(duplex=False)
         self._answers, answers_out = context.Pipe(duplex=False)
-        self._process = context.Process(target=_serve_frames, args=(calls_in, answers_out, initializer, initargs),
-                                        name="ragline-child", daemon=True)
-        self._process.start()
+        # One child reads a call, and one writes an answer, at a time. Kept here: a lock dropped by
+        # this process before a child has unpickled it is gone for the child.
+        self._take, self._give = context.Lock(), context.Lock()
+        self._processes = [
+            context.Process(target=_serve_calls_from_pipe, name="ragline-child", daemon=True,
+                            args=(calls_in, answers_out, self._take, self._give, initializer, initargs))
+            for _ in range(processes)]
+        for process in self._processes:
+            process.start()
         calls_in.close()
         answers_out.close()
         os.set_blocking(self._calls.fileno(), False)
         os.set_blocking(self._answers.fileno(), False)
+        self.broken = False
+        self._next_id = 0
+        self._unsent: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._in_pipe = 0  # calls written and not yet answered
+        self._outgoing = bytearray()  # what the calls pipe has not accepted yet
+        self._incoming = bytearray()
+        self._pending: dict[int, asyncio.Future] = {}
+        self._ready_pids: set[int] = set()
+        self._ready_waiters: list[asyncio.Future] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # watching the pipes, while anything waits
 
-    async def exchange(self, message: bytes) -> tuple[bool, Any]:
-        """Send one pickled call, return the child's ``(ok, value)``; ``ChildDied`` if it ends first."""
+    async def call(self, message: bytes) -> tuple[bool, Any]:
+        loop = self._bind()
+        self._next_id += 1
+        answer = self._pending[self._next_id] = loop.create_future()
+        self._unsent.append((self._next_id, message))
+        self._send_more()
+        return await answer
+
+    async def ready(self) -> list[int]:
+        loop = self._bind()
+        if len(self._ready_pids) < len(self._processes):
+            waiter = loop.create_future()
+            self._ready_waiters.append(waiter)
+            await waiter
+        return sorted(self._ready_pids)
+
+    # -- on the loop --------------------------------------------------------------------------
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        """Watch the pipes (and the children's exits) from the running loop."""
+        if self.broken:
+            raise ChildDied(None)
         loop = asyncio.get_running_loop()
-        await self._write(loop, FRAME_HEADER.pack(len(message)) + message)
-        return pickle.loads(await self._read(loop))
+        if self._loop is loop:
+            return loop
+        if self._loop is not None and not self._loop.is_closed():
+            raise RuntimeError("these child processes are serving calls of another event loop")
+        self._pending.clear()  # calls of a loop that is gone: nobody waits for them any more
+        self._ready_waiters.clear()
+        self._loop = loop
+        loop.add_reader(self._answers.fileno(), self._on_answers)
+        for process in self._processes:
+            loop.add_reader(process.sentinel, self._on_exit)
+        if self._outgoing:
+            loop.add_writer(self._calls.fileno(), self._flush)
+        return loop
 
-    async def _write(self, loop: asyncio.AbstractEventLoop, frame: bytes) -> None:
-        fd = self._calls.fileno()
-        view = memoryview(frame)
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                await _when_ready(loop, loop.add_writer, loop.remove_writer, fd)
-            except (BrokenPipeError, ConnectionResetError) as error:
-                raise ChildDied(self._process.exitcode) from error
+    def _unbind_when_idle(self) -> None:
+        self._ready_waiters = [waiter for waiter in self._ready_waiters if not waiter.done()]
+        if not (self._pending or self._ready_waiters or self._outgoing):
+            self._unwatch()
 
-    async def _read(self, loop: asyncio.AbstractEventLoop) -> bytes:
-        fd = self._answers.fileno()
-        received = bytearray()
-        needed = FRAME_HEADER.size
-        while len(received) < needed:
-            try:
-                chunk = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
-                await _when_ready(loop, loop.add_reader, loop.remove_reader, fd)
+    def _unwatch(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None or loop.is_closed():
+            return
+        loop.remove_writer(self._calls.fileno())
+        loop.remove_reader(self._answers.fileno())
+        for process in self._processes:
+            loop.remove_reader(process.sentinel)
+
+    def _send_more(self) -> None:
+        """Move calls into the pipe while fewer than one per child (plus ``EXTRA_CALLS``) wait there."""
+        limit = len(self._processes) + EXTRA_CALLS
+        while self._unsent and self._in_pipe < limit:
+            call_id, message = self._unsent.popleft()
+            answer = self._pending.get(call_id)
+            if answer is None or answer.done():  # its caller gave up before a child saw it
+                self._pending.pop(call_id, None)
                 continue
-            if not chunk:
-                self._process.join(timeout=1)
-                raise ChildDied(self._process.exitcode)
-            received += chunk
-            if needed == FRAME_HEADER.size and len(received) >= needed:
-                needed += FRAME_HEADER.unpack_from(received)[0]
-        return bytes(received[FRAME_HEADER.size:])
+            self._outgoing += FRAME_HEADER.pack(call_id, len(message)) + message
+            self._in_pipe += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._outgoing:
+            return
+        try:
+            written = os.write(self._calls.fileno(), self._outgoing)
+        except BlockingIOError:
+            written = 0
+        except (BrokenPipeError, ConnectionResetError):
+            self._break()
+            return
+        del self._outgoing[:written]
+        if self._outgoing:
+            self._loop.add_writer(self._calls.fileno(), self._flush)
+        else:
+            self._loop.remove_writer(self._calls.fileno())
+
+    def _on_answers(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._answers.fileno(), READ_CHUNK)
+            except BlockingIOError:
+                break
+            if not chunk:  # every child is gone
+                self._break()
+                return
+            self._incoming += chunk
+        while len(self._incoming) >= FRAME_HEADER.size:
+            call_id, size = FRAME_HEADER.unpack_from(self._incoming)
+            end = FRAME_HEADER.size + size
+            if len(self._incoming) < end:
+                break
+            payload = bytes(self._incoming[FRAME_HEADER.size:end])
+            del self._incoming[:end]
+            self._deliver(call_id, payload)
+        if not self.broken:
+            self._send_more()
+            self._unbind_when_idle()
+
+    def _deliver(self, call_id: int, payload: bytes) -> None:
+        if call_id == 0:  # a child has set itself up
+            self._ready_pids.add(pickle.loads(payload))
+            if len(self._ready_pids) >= len(self._processes):
+                for waiter in self._ready_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._ready_waiters.clear()
+            return
+        self._in_pipe -= 1
+        answer = self._pending.pop(call_id, None)
+        if answer is None or answer.done():
+            return
+        try:
+            answer.set_result(pickle.loads(payload))
+        except Exception as error:  # noqa: BLE001 - an answer this process cannot rebuild
+            answer.set_exception(error)
+
+    def _on_exit(self) -> None:
+        """A child ended: the calls it held are lost, and the pipe's lock may be with it."""
+        self._break()
+
+    def _break(self) -> None:
+        """Fail every waiting call with ``ChildDied`` and stop the set (the pool starts another)."""
+        if self.broken:
+            return
+        self.broken = True
+        exitcode = next((p.exitcode for p in self._processes if p.exitcode is not None), None)
+        waiting = list(self._pending.values()) + self._ready_waiters
+        self._pending.clear()
+        self._ready_waiters.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(ChildDied(exitcode))
+        self.stop(kill=True)
+
+    # -- from any thread ---------------------------------------------------------------------
 
     def stop(self, kill: bool = False) -> None:
-        """Close the pipes (the child's next read ends it), then make sure it is gone; ``kill``
-        at once a child whose call was interrupted (its loop ended) or that died."""
-        self._calls.close()
-        self._answers.close()
+        """End the children: ``kill`` at once, else each once it has finished its call (within
+        ``STOP_SECONDS``) and read the end of the calls pipe. A loop in another thread that
+        watches the pipes lets go of them itself first."""
+        self.broken = True
         if kill:
-            self._process.kill()
-        self._process.join(timeout=STOP_SECONDS)
-        if self._process.exitcode is None:
-            self._process.kill()
-            self._process.join(timeout=STOP_SECONDS)
+            for process in self._processes:
+                process.kill()
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not _runs_here(loop):
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: then nobody watches
+                loop.call_soon_threadsafe(self.stop, kill)
+                return
+        self._unwatch()
+        with contextlib.suppress(OSError):
+            self._calls.close()
+        for process in self._processes:
+            process.join(timeout=STOP_SECONDS)
+            if process.exitcode is None:
+                process.kill()
+                process.join(timeout=STOP_SECONDS)
+        with contextlib.suppress(OSError):
+            self._answers.close()
 
 
-async def _when_ready(loop: asyncio.AbstractEventLoop, add: Callable, remove: Callable, fd: int) -> None:
-    """Wait until ``fd`` can be read (or written), watching it only meanwhile."""
-    ready = loop.create_future()
-    add(fd, lambda: ready.done() or ready.set_result(None))
+def _runs_here(loop: asyncio.AbstractEventLoop) -> bool:
     try:
-        await ready
-    finally:
-        remove(fd)
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
-def _serve_frames(calls: multiprocessing.connection.Connection, answers: multiprocessing.connection.Connection,
-                  initializer: Callable[..., None], initargs: tuple) -> None:
-    """A ``ChildPool`` child's main: set up, then answer one framed call after another until
-    the serving process closes its end."""
+def _serve_calls_from_pipe(calls: multiprocessing.connection.Connection,
+                           answers: multiprocessing.connection.Connection, take: Any, give: Any,
+                           initializer: Callable[..., None], initargs: tuple) -> None:
+    """A ``ChildPool`` child's main: set up, say so, then take one call after another from the
+    shared pipe until the serving process closes it."""
     initializer(*initargs)
     calls_fd, answers_fd = calls.fileno(), answers.fileno()
-    while (message := _read_frame(calls_fd)) is not None:
+    _answer(answers_fd, give, 0, pickle.dumps(os.getpid()))
+    while True:
+        with take:
+            header = _read_exactly(calls_fd, FRAME_HEADER.size)
+            if header is None:
+                return
+            call_id, size = FRAME_HEADER.unpack(header)
+            message = _read_exactly(calls_fd, size)
+        if message is None:
+            return
         fn, args = pickle.loads(message)
         try:
             reply = (True, fn(*args))
@@ -287,12 +357,12 @@ def _serve_frames(calls: multiprocessing.connection.Connection, answers: multipr
         except Exception as error:  # noqa: BLE001 - an answer that does not pickle
             answer = pickle.dumps((False, RuntimeError(f"the answer could not be sent back: "
                                                        f"{type(error).__name__}: {error}")))
-        _write_all(answers_fd, FRAME_HEADER.pack(len(answer)) + answer)
+        _answer(answers_fd, give, call_id, answer)
 
 
-def _read_frame(fd: int) -> bytes | None:
-    header = _read_exactly(fd, FRAME_HEADER.size)
-    return None if header is None else _read_exactly(fd, FRAME_HEADER.unpack(header)[0])
+def _answer(fd: int, give: Any, call_id: int, answer: bytes) -> None:
+    with give:
+        _write_all(fd, FRAME_HEADER.pack(call_id, len(answer)) + answer)
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:

@@ -1,7 +1,8 @@
-"""``ChildPool``: calls written to and answers read from the children's pipes by the event loop
-itself. Messages of any size arrive whole, calls beyond the children wait their turn, a
-cancelled caller leaves its child usable, a child's exception reaches the caller, a killed
-child is replaced, and ``close`` ends the children."""
+"""``ChildPool``: calls written to and answers read from the children's shared pipes by the event
+loop itself. Messages of any size arrive whole, calls beyond the children wait their turn and
+go to whichever child is free, a cancelled caller leaves its child usable, a child's exception
+reaches the caller, a killed child is replaced (its call run again), and ``close`` ends the
+children."""
 
 from __future__ import annotations
 
@@ -73,6 +74,28 @@ async def test_calls_beyond_the_children_wait_for_one_and_all_are_answered(pool:
     assert len(pids) == 8
     assert len(set(pids)) <= 2
     assert os.getpid() not in pids
+
+
+async def test_a_short_call_does_not_wait_behind_a_long_one_while_another_child_is_free(pool: ChildPool) -> None:
+    await pool.warm_up()
+    long = asyncio.ensure_future(pool.run(_pid_after, 1.0))
+    await asyncio.sleep(0.1)  # a child has taken it
+    short = asyncio.ensure_future(pool.run(_pid_after, 0))
+    done, _ = await asyncio.wait({long, short}, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {short}
+    assert short.result() != await long
+
+
+async def test_a_call_whose_child_is_killed_midway_runs_again_in_a_new_child() -> None:
+    pool = ChildPool(1, _quiet)
+    try:
+        [pid] = await pool.warm_up()
+        call = asyncio.ensure_future(pool.run(_pid_after, 0.5))
+        await asyncio.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        assert await call not in (pid, os.getpid())
+    finally:
+        pool.close()
 
 
 async def test_a_cancelled_caller_leaves_its_child_to_answer_the_next_call() -> None:
