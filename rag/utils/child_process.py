@@ -287,14 +287,18 @@ class _ChildSet:
         if self.broken:
             return
         self.broken = True
+        self._fail_waiting()
+        self.stop(kill=True)
+
+    def _fail_waiting(self) -> None:
         exitcode = next((p.exitcode for p in self._processes if p.exitcode is not None), None)
         waiting = list(self._pending.values()) + self._ready_waiters
         self._pending.clear()
         self._ready_waiters.clear()
         for future in waiting:
             if not future.done():
-                future.set_exception(ChildDied(exitcode))
-        self.stop(kill=True)
+                with contextlib.suppress(RuntimeError):  # a future of a loop that is closed
+                    future.set_exception(ChildDied(exitcode))
 
     # -- from any thread ---------------------------------------------------------------------
 
@@ -312,6 +316,7 @@ class _ChildSet:
                 loop.call_soon_threadsafe(self.stop, kill)
                 return
         self._unwatch()
+        self._fail_waiting()  # nobody reads their answers any more
         with contextlib.suppress(OSError):
             self._calls.close()
         for process in self._processes:

@@ -139,3 +139,13 @@ async def test_close_ends_the_children_and_refuses_new_calls() -> None:
             os.kill(pid, 0)
     with pytest.raises(RuntimeError, match="closed"):
         await pool.run(_echo, b"late")
+
+
+async def test_close_from_another_thread_fails_the_calls_still_waiting() -> None:
+    pool = ChildPool(1, _quiet)
+    await pool.warm_up()
+    call = asyncio.ensure_future(pool.run(_pid_after, 0.5))
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(pool.close)  # as the server's shutdown closes it
+    with pytest.raises(RuntimeError, match="closed"):
+        await call
