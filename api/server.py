@@ -23,6 +23,12 @@ from api.settings import Settings
 
 log = logging.getLogger("ragline.server")
 GIL_SWITCH_INTERVAL = 0.001  # seconds; CPython's default is 0.005
+# Collect the youngest generation every 50,000 net allocations instead of 700 (CPython's default),
+# the older ones after 20 and 10 of those. Under chat_load the default paused the serving process
+# ~6 times a second: the 200 streams' objects outlive a young collection and were walked again at
+# every middle one (about 11 ms each) and every full one (about 33 ms). Loop-lag p99 33.7 ms
+# with the default, 19.8 ms with these, 20.0 ms with the collector off, in back-to-back runs.
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -46,7 +52,7 @@ async def warm_up_and_freeze(app: Quart) -> None:
     compute pool, so the model's own threads inherit its lower priority) puts it among them
     and spares the first question the wait. A model that cannot load is left to fail, with its
     reason, where it is used. The search processes start here too, so no question waits for
-    one to spawn.
+    one to spawn. Young objects are then collected in larger, rarer batches (``GC_THRESHOLDS``).
     """
     parts = app.extensions[EXTENSION_KEY]
     try:
@@ -60,6 +66,7 @@ async def warm_up_and_freeze(app: Quart) -> None:
     if parts.search_processes is not None:
         await parts.search_processes.warm_up()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve_until(settings: Settings, stop: asyncio.Event) -> None:

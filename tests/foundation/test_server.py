@@ -121,20 +121,24 @@ def test_cli_token_create_prints_a_working_key_last(tmp_path: Path) -> None:
 
 async def test_serving_warms_the_embedding_model_and_freezes_the_startup_heap(app, parts) -> None:
     """What ``serve_until`` runs after start-up: the default (builtin) model loaded, in the
-    compute pool, and the objects alive so far moved out of the garbage collector's reach."""
+    compute pool, the objects alive so far moved out of the garbage collector's reach, and the
+    young ones collected in the server's larger batches."""
     import gc
 
-    from api.server import warm_up_and_freeze
+    from api.server import GC_THRESHOLDS, warm_up_and_freeze
     from rag.llm.embedding_model import BuiltinEmbedding
 
     model = parts.registry.embedding_model(parts.settings.embedding_model)
     assert isinstance(model, BuiltinEmbedding)
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     try:
         await warm_up_and_freeze(app.app)
         assert model._model is not None and gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS != thresholds
     finally:
         gc.unfreeze()  # the test process keeps collecting as usual
+        gc.set_threshold(*thresholds)
 
 
 def test_the_database_is_named_without_its_password(make_settings) -> None:
