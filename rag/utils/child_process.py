@@ -189,8 +189,8 @@ class _ChildSet:
         self._ready_waiters.clear()
         self._loop = loop
         loop.add_reader(self._answers.fileno(), self._on_answers)
-        for process in self._processes:
-            loop.add_reader(process.sentinel, self._on_exit)
+        for process in self._processes:  # a child that ends takes its calls, and maybe a pipe's lock, with it
+            loop.add_reader(process.sentinel, self._break)
         if self._outgoing:
             loop.add_writer(self._calls.fileno(), self._flush)
         return loop
@@ -277,10 +277,6 @@ class _ChildSet:
             answer.set_result(pickle.loads(payload))
         except Exception as error:  # noqa: BLE001 - an answer this process cannot rebuild
             answer.set_exception(error)
-
-    def _on_exit(self) -> None:
-        """A child ended: the calls it held are lost, and the pipe's lock may be with it."""
-        self._break()
 
     def _break(self) -> None:
         """Fail every waiting call with ``ChildDied`` and stop the set (the pool starts another)."""

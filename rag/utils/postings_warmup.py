@@ -79,9 +79,10 @@ def warm(index: SqliteIndex, weights: str, keep_going: Callable[[], bool] = lamb
     frequencies = stem_frequencies(conn)
     grouped = words_by_stem(index_texts(conn))
     budget = int(index.postings_limit * WARM_SHARE)
+    most_common_first = sorted(grouped, key=lambda s: -frequencies.get(s, 0))
     kept = 0
     for matrix in list(index.matrices.values()):
-        for stem in sorted(grouped, key=lambda s: -frequencies.get(s, 0)):
+        for stem in most_common_first:
             if not keep_going():
                 return kept
             if not 0 < frequencies.get(stem, 0) <= MAX_SCORED_POSTINGS:
