@@ -114,13 +114,19 @@ class VectorMatrix:
     def cosines(self, query: np.ndarray, slots: np.ndarray, every: np.ndarray | None = None) -> np.ndarray:
         """Cosine of the given slots with the normalised ``query`` (nan where a slot is -1):
         read from ``every`` (all rows' cosines with this query, ``Nearest.every``) when given,
-        else computed from the rows."""
+        else computed from the rows: those rows alone when they are few, else every row in
+        one product, as ``_exact`` decides (a feedback question's 1,500-2,000 candidates among
+        5,583 rows cost 270-420 µs gathered against 170-190 µs for the whole product)."""
         slots = np.asarray(slots, dtype=np.int64)
         size = self.size if every is None else min(self.size, every.size)
         valid = (slots >= 0) & (slots < size)
         out = np.full(slots.size, np.nan, dtype=np.float64)
-        if valid.any():
-            out[valid] = self.mat[slots[valid]] @ query if every is None else every[slots[valid]]
+        wanted = slots[valid]
+        if wanted.size == 0:
+            return out
+        if every is None:
+            every = self.mat[: self.size] @ query if wanted.size >= GATHER_FRACTION * self.size else None
+        out[valid] = self.mat[wanted] @ query if every is None else every[wanted]
         return out
 
     def nearest(self, query: np.ndarray, topn: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

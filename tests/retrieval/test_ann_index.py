@@ -315,6 +315,33 @@ def test_an_exact_search_hands_back_every_cosine_and_other_hits_read_theirs_from
     assert matrix.scored_nearest(query, 10, few).every is None
 
 
+def test_cosines_of_many_slots_come_from_one_product_of_every_row_and_equal_the_gathered_ones(data,
+                                                                                              monkeypatch) -> None:
+    vectors, queries = data
+    matrix = filled(vectors[:400], ann_min_rows=None)
+    query = queries[1]
+    expected = vectors[:400] / np.linalg.norm(vectors[:400], axis=1, keepdims=True) @ query
+    many = np.array([*range(0, 400, 2), -1])  # half the rows, and one without a vector
+    few = np.array([5, 17, -1])
+    gathered = {}
+    real_matmul = np.ndarray.__matmul__
+
+    class Recording(np.ndarray):
+        def __matmul__(self, other):
+            gathered.setdefault("rows", []).append(self.shape[0])
+            return real_matmul(np.asarray(self), other)
+
+    monkeypatch.setattr(matrix, "mat", matrix.mat.view(Recording))
+    from_product = matrix.cosines(query, many)
+    assert gathered.pop("rows") == [matrix.size]  # one product over every row, no gather
+    from_rows = matrix.cosines(query, few)
+    assert gathered.pop("rows") == [2]  # a few slots are gathered and scored alone
+    np.testing.assert_allclose(from_product[:-1], expected[many[:-1]], atol=1e-5)
+    np.testing.assert_allclose(from_rows[:-1], expected[few[:-1]], atol=1e-5)
+    assert np.isnan(from_product[-1]) and np.isnan(from_rows[-1])
+    assert np.isnan(matrix.cosines(query, np.array([-1, -1]))).all()
+
+
 def test_a_search_through_the_graph_hands_back_no_cosines_of_rows_it_did_not_score(data) -> None:
     vectors, queries = data
     matrix = filled(vectors)
