@@ -192,6 +192,12 @@ class VectorMatrix:
         order = self.top(scores, topn, np.ones(scores.size, dtype=bool))
         return slots[order], scores[order].astype(np.float64)
 
+    def marked(self, slots: np.ndarray) -> np.ndarray:
+        """A flag per slot of the matrix, set for ``slots`` (-1, no slot, is skipped)."""
+        flags = np.zeros(self.size, dtype=bool)
+        flags[slots[(slots >= 0) & (slots < self.size)]] = True
+        return flags
+
     # -- what the approximate index reads (``rag.nlp.ann_index.Rows``), with ``lock`` held --
 
     def vectors(self, slots: np.ndarray) -> np.ndarray:

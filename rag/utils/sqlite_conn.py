@@ -386,7 +386,7 @@ class SqliteConnection:
                          np.full(hits.rowids.size, np.nan), None, text_sims)
         text_slots = matrix.slots(hits.rowids) if hits.slots is None else hits.slots.copy()
         text_slots[text_slots >= size] = -1  # rows a concurrent write added after the snapshot
-        in_text = np.isin(top, text_slots)
+        in_text = matrix.marked(text_slots)[top]  # np.isin's sort cost 16-100 µs; a mark per slot 3-22
         vector_only, vector_only_cosines = top[~in_text], top_cosines[~in_text]
         slots = np.concatenate([text_slots, vector_only])
         cosine = np.concatenate([matrix.cosines(query_vec, text_slots, every), vector_only_cosines])

@@ -54,6 +54,7 @@ MAX_SCORED_POSTINGS = 8000
 # about 24 bytes each, so the default holds ~50 MB at most.
 CACHED_POSTINGS = 2_000_000
 OVERFETCH = 2  # without that cache: BM25 rows fetched per wanted row before filtering in memory
+DENSE_SUM_RATIO = 8  # postings summed into slot-sized arrays from an eighth of the slots (``summed_by_slot``)
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_]+$")  # index names and JSON field names put into SQL text
 
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"  # stems what it indexes and what it matches
@@ -146,6 +147,30 @@ class TermPostings:
     rowids: np.ndarray
     slots: np.ndarray
     scores: np.ndarray
+
+
+def summed_by_slot(slots: np.ndarray, rowids: np.ndarray, scores: np.ndarray, size: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct ``slots`` (each below ``size``) in ascending order, each one's summed score
+    (added in the order given) and its rowid.
+
+    Summing into arrays as long as the matrix beats ``np.unique``'s sort when the entries are at
+    least ``1 / DENSE_SUM_RATIO`` of the slots (5,583 slots: 11 against 59 µs for 3,000 entries,
+    20 against 155 µs for 8,000); on a large index with few entries the sort wins (1M slots,
+    8,000 entries: 754 against 147 µs).
+    """
+    if slots.size * DENSE_SUM_RATIO >= size:
+        totals = np.bincount(slots, weights=scores, minlength=size)
+        hit = np.zeros(size, dtype=bool)
+        hit[slots] = True
+        distinct = np.flatnonzero(hit)
+        rowid_of = np.empty(size, dtype=np.int64)
+        rowid_of[slots] = rowids
+        return distinct, totals[distinct], rowid_of[distinct]
+    distinct, where = np.unique(slots, return_inverse=True)
+    rowid_of = np.empty(distinct.size, dtype=np.int64)
+    rowid_of[where] = rowids
+    return distinct, np.bincount(where, weights=scores), rowid_of
 
 
 @dataclass(frozen=True)
@@ -326,16 +351,13 @@ class SqliteIndex:
             return NO_HITS
         if bool((slots < 0).any()) or int(slots.max()) >= mask.size:
             return None
-        rowids = np.concatenate([p.rowids for p in postings])
-        unique_slots, where_in_unique = np.unique(slots, return_inverse=True)
-        totals = np.bincount(where_in_unique, weights=np.concatenate([p.scores for p in postings]))
-        rowid_of = np.empty(unique_slots.size, dtype=np.int64)
-        rowid_of[where_in_unique] = rowids
-        passing = np.flatnonzero(mask[unique_slots])
+        distinct, totals, rowid_of = summed_by_slot(slots, np.concatenate([p.rowids for p in postings]),
+                                                    np.concatenate([p.scores for p in postings]), mask.size)
+        passing = np.flatnonzero(mask[distinct])
         if passing.size > topn:
             passing = passing[np.argpartition(-totals[passing], topn - 1)[:topn]]
         passing = passing[np.argsort(-totals[passing], kind="stable")]
-        return BM25Hits(rowid_of[passing], totals[passing], unique_slots[passing])
+        return BM25Hits(rowid_of[passing], totals[passing], distinct[passing])
 
     def _bm25_overfetched(self, terms: list[str], weights: str, matrix: VectorMatrix, mask: np.ndarray,
                           topn: int) -> BM25Hits | None:

@@ -342,6 +342,13 @@ def test_cosines_of_many_slots_come_from_one_product_of_every_row_and_equal_the_
     assert np.isnan(matrix.cosines(query, np.array([-1, -1]))).all()
 
 
+def test_marked_flags_exactly_the_given_slots_and_skips_rows_without_one(data) -> None:
+    vectors, _ = data
+    matrix = filled(vectors[:50], ann_min_rows=None)
+    flags = matrix.marked(np.array([3, -1, 7, 3, 50, 49]))  # -1: no vector; 50: past the matrix
+    assert flags.shape == (50,) and np.flatnonzero(flags).tolist() == [3, 7, 49]
+
+
 def test_a_search_through_the_graph_hands_back_no_cosines_of_rows_it_did_not_score(data) -> None:
     vectors, queries = data
     matrix = filled(vectors)

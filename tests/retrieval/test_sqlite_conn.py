@@ -12,7 +12,7 @@ import pytest
 
 from rag.utils.doc_store_conn import FusionExpr, MatchDenseExpr, MatchTextExpr, index_name, make_chunk_row
 from rag.utils.sqlite_conn import SqliteConnection
-from rag.utils.sqlite_index import MAX_QUERY_TERMS, fts_query
+from rag.utils.sqlite_index import DENSE_SUM_RATIO, MAX_QUERY_TERMS, fts_query, summed_by_slot
 
 IDX = index_name("t1")
 KB = "kb"
@@ -132,6 +132,23 @@ def test_bm25_summed_from_term_postings_ranks_as_fts5_does(tmp_path, question):
         expected = hybrid_search(fts5, question, condition)
         assert expected and hybrid_search(summed, question, condition) == expected
         assert hybrid_search(summed, question, condition) == expected  # again, from the cache
+
+
+@pytest.mark.parametrize("entries, size", [(300, 1000), (300, 300 * DENSE_SUM_RATIO + 1), (50, 100_000)])
+def test_postings_summed_by_slot_in_slot_arrays_or_by_sorting_equal_a_plain_sum(entries, size):
+    """Both ways of summing (arrays as long as the matrix, or np.unique's sort past
+    ``DENSE_SUM_RATIO``) give every distinct slot once, ascending, its exact sum and its rowid."""
+    rng = np.random.default_rng(entries + size)
+    slots = rng.choice(rng.choice(size, entries // 3 + 1, replace=False), entries)  # slots repeat across terms
+    rowids = slots * 7 + 1  # one rowid per slot, as postings give
+    scores = rng.random(entries)
+    sums: dict[int, float] = {}
+    for slot, score in zip(slots.tolist(), scores.tolist(), strict=True):
+        sums[slot] = sums.get(slot, 0.0) + score
+    distinct, totals, rowid_of = summed_by_slot(slots, rowids, scores, size)
+    assert distinct.tolist() == sorted(sums)
+    assert totals.tolist() == [sums[slot] for slot in sorted(sums)]  # same order of additions: bit-equal
+    assert rowid_of.tolist() == [slot * 7 + 1 for slot in sorted(sums)]
 
 
 def test_cached_postings_follow_writes(tmp_path):
