@@ -113,6 +113,22 @@ async def _serve_with_signals(settings: Settings) -> None:
     await serve_until(settings, stop)
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The serving process's event loop: uvloop's by default, the standard library's on request.
+
+    Under chat_load the serving process is the bottleneck, and much of its time is the loop's own
+    work: socket reads and writes, callbacks, timers (the README's chat load numbers). uvloop
+    does that work in C (libuv); the application code is unchanged, and ``RAGLINE_EVENT_LOOP=
+    asyncio`` brings the standard loop back (to compare, or where uvloop misbehaves).
+    """
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def run(settings: Settings) -> None:
     """Serve in the foreground until a stop signal."""
-    asyncio.run(_serve_with_signals(settings))
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(settings.event_loop)) as runner:
+        runner.run(_serve_with_signals(settings))

@@ -46,6 +46,7 @@ ENV_NAMES: dict[str, str] = {
     "compute_threads": "RAGLINE_COMPUTE_THREADS",
     "search_processes": "RAGLINE_SEARCH_PROCESSES",
     "graceful_timeout": "RAGLINE_GRACEFUL_TIMEOUT",
+    "event_loop": "RAGLINE_EVENT_LOOP",
     "log_level": "RAGLINE_LOG_LEVEL",
     "loop_lag_interval": "RAGLINE_LOOP_LAG_INTERVAL",
     "ingest_workers": "RAGLINE_INGEST_WORKERS",
@@ -106,6 +107,7 @@ class Settings(BaseModel):
     compute_threads: int = Field(0, ge=0, le=256)  # 0: one per core
     search_processes: int = Field(-1, ge=-1, le=64)  # embedded index searches; -1: one per core, 0: in threads
     graceful_timeout: float = Field(10.0, ge=0)
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # the serving loop (api.server.new_event_loop)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     loop_lag_interval: float = Field(0.1, gt=0, le=10)
     ingest_workers: int = Field(2, ge=0, le=64)

@@ -227,7 +227,7 @@ def _app_despite_cpython_ast_race(settings: Settings, parts: Components):
 def _serve_in_thread(settings: Settings, parts: Components) -> tuple[threading.Thread, LiveServer]:
     from hypercorn.asyncio import serve
 
-    from api.server import hypercorn_config
+    from api.server import hypercorn_config, new_event_loop
 
     ready = threading.Event()
     holder: dict = {}
@@ -238,7 +238,7 @@ def _serve_in_thread(settings: Settings, parts: Components) -> tuple[threading.T
         ready.set()
 
     def run() -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop(settings.event_loop)  # the loop `ragline serve` runs on
         asyncio.set_event_loop(loop)
         stop = asyncio.Event()
         holder["server"] = LiveServer(f"http://{settings.host}:{settings.port}", settings, parts, loop, stop)

@@ -14,6 +14,7 @@ import pytest
 from hypercorn.asyncio import serve
 from ragflow_sdk import RAGFlow
 
+from api import server as server_module
 from api.app import create_app
 from api.db.services import tenant_service
 from api.server import hypercorn_config
@@ -147,3 +148,16 @@ def test_the_database_is_named_without_its_password(make_settings) -> None:
     settings = make_settings(database_url="postgresql://ragline:s3cret@db.internal:5432/ragline")
     assert described_database(settings) == "postgresql://ragline:***@db.internal:5432/ragline"
 
+
+
+@pytest.mark.parametrize(("kind", "loop_module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
+def test_serving_runs_on_the_event_loop_the_settings_name(make_settings, monkeypatch, kind: str,
+                                                          loop_module: str) -> None:
+    seen: list[str] = []
+
+    async def serve_and_note_the_loop(settings) -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    monkeypatch.setattr(server_module, "_serve_with_signals", serve_and_note_the_loop)
+    server_module.run(make_settings(event_loop=kind))
+    assert seen == [loop_module]

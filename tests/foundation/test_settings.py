@@ -45,6 +45,7 @@ def test_environment_overrides_the_yaml_defaults() -> None:
         ({"DATABASE_URL": "oracle://x"}, "DATABASE_URL"),
         ({"LLM_TIMEOUT": "-1"}, "LLM_TIMEOUT"),
         ({"MAX_CONTENT_LENGTH": "0"}, "MAX_CONTENT_LENGTH"),
+        ({"RAGLINE_EVENT_LOOP": "trio"}, "RAGLINE_EVENT_LOOP"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_setting(env: dict[str, str], named: str) -> None:
