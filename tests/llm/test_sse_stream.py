@@ -252,6 +252,34 @@ async def test_the_only_deployment_of_a_shuffled_group_is_called_without_the_rou
         assert text == "picked" and len(selections) == selected
 
 
+async def test_usage_counters_are_kept_only_for_a_router_that_enforces_limits(
+        stub_llm: StubLLMServer, monkeypatch) -> None:
+    """The per-minute tpm/rpm counters feed the usage-based strategy's rpm limits; a router
+    without limits does not pay for them on every answer."""
+    stub_llm.configure(reply="counted")
+    counted = []
+
+    def counting(router):
+        real = router._increment_deployment_usage
+
+        async def count(**kwargs):
+            counted.append(kwargs["deployment_id"])
+            return await real(**kwargs)
+        monkeypatch.setattr(router, "_increment_deployment_usage", count)
+        return router
+
+    unlimited = counting(router_to(stub_llm, "openai/stub-chat"))
+    limited = counting(router_of({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": "k",
+                                  "rpm": 100}, rate_limited=True))
+    for router, expected in ((unlimited, 0), (limited, 1)):
+        counted.clear()
+        try:
+            text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
+        finally:
+            await router.aclose_streams()
+        assert text == "counted" and len(counted) == expected
+
+
 @pytest.mark.parametrize("api_key", [None, "k"])
 async def test_netrc_authenticates_only_a_deployment_without_a_key(stub_llm: StubLLMServer, monkeypatch, tmp_path,
                                                                    api_key: str | None) -> None:
