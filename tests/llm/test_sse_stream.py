@@ -222,34 +222,44 @@ def test_no_proxy_and_netrc_shape_the_route(monkeypatch, tmp_path) -> None:
     assert direct.proxy is None and direct.auth is None
 
 
+def spy_on(router, method: str, calls: list, monkeypatch):
+    """``router`` with ``method`` (called with keywords) noting each call's keywords in ``calls``."""
+    real = getattr(router, method)
+
+    async def noted(**kwargs):
+        calls.append(kwargs)
+        return await real(**kwargs)
+    monkeypatch.setattr(router, method, noted)
+    return router
+
+
+async def calls_of_one_answer(router, calls: list) -> tuple[str, int]:
+    """The streamed answer of ``router``'s group ``m`` and how many ``calls`` it made."""
+    calls.clear()
+    try:
+        text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
+    finally:
+        await router.aclose_streams()
+    return text, len(calls)
+
+
+def rpm_limited_router(stub_llm: StubLLMServer):
+    return router_of({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": "k", "rpm": 100},
+                     rate_limited=True)
+
+
 async def test_the_only_deployment_of_a_shuffled_group_is_called_without_the_routers_selection(
         stub_llm: StubLLMServer, monkeypatch) -> None:
     """Nothing to choose: the Router's selection (0.5 ms of the loop per answer) is skipped; with
     two deployments, or rpm limits (usage-based routing), it runs."""
     stub_llm.configure(reply="picked")
-    selections = []
-
-    def counting(router):
-        real = router.async_get_available_deployment
-
-        async def select(**kwargs):
-            selections.append(kwargs["model"])
-            return await real(**kwargs)
-        monkeypatch.setattr(router, "async_get_available_deployment", select)
-        return router
-
-    single = counting(router_to(stub_llm, "openai/stub-chat"))
-    limited = counting(router_of({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": "k",
-                                  "rpm": 100}, rate_limited=True))
-    pair = counting(router_of(*({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": key}
-                                for key in ("a", "b"))))
-    for router, selected in ((single, 0), (limited, 1), (pair, 1)):
-        selections.clear()
-        try:
-            text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
-        finally:
-            await router.aclose_streams()
-        assert text == "picked" and len(selections) == selected
+    selections: list = []
+    pair = router_of(*({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": key}
+                       for key in ("a", "b")))
+    for router, selected in ((router_to(stub_llm, "openai/stub-chat"), 0), (rpm_limited_router(stub_llm), 1),
+                             (pair, 1)):
+        spy_on(router, "async_get_available_deployment", selections, monkeypatch)
+        assert await calls_of_one_answer(router, selections) == ("picked", selected)
 
 
 async def test_usage_counters_are_kept_only_for_a_router_that_enforces_limits(
@@ -257,27 +267,10 @@ async def test_usage_counters_are_kept_only_for_a_router_that_enforces_limits(
     """The per-minute tpm/rpm counters feed the usage-based strategy's rpm limits; a router
     without limits does not pay for them on every answer."""
     stub_llm.configure(reply="counted")
-    counted = []
-
-    def counting(router):
-        real = router._increment_deployment_usage
-
-        async def count(**kwargs):
-            counted.append(kwargs["deployment_id"])
-            return await real(**kwargs)
-        monkeypatch.setattr(router, "_increment_deployment_usage", count)
-        return router
-
-    unlimited = counting(router_to(stub_llm, "openai/stub-chat"))
-    limited = counting(router_of({"model": "openai/stub-chat", "api_base": stub_llm.api_base, "api_key": "k",
-                                  "rpm": 100}, rate_limited=True))
-    for router, expected in ((unlimited, 0), (limited, 1)):
-        counted.clear()
-        try:
-            text, *_ = await read_all(await router.astream_chat("m", MESSAGES, {}))
-        finally:
-            await router.aclose_streams()
-        assert text == "counted" and len(counted) == expected
+    counted: list = []
+    for router, expected in ((router_to(stub_llm, "openai/stub-chat"), 0), (rpm_limited_router(stub_llm), 1)):
+        spy_on(router, "_increment_deployment_usage", counted, monkeypatch)
+        assert await calls_of_one_answer(router, counted) == ("counted", expected)
 
 
 @pytest.mark.parametrize("api_key", [None, "k"])
