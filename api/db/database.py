@@ -179,8 +179,8 @@ class MetaDB:
         instead of each holding a worker thread blocked on the write lock: 200 answers being
         stored at once otherwise fill the pool, and the reads of new requests queue behind them.
         The writes that queued while one batch ran go to the pool together and commit as one
-        transaction, each in its own savepoint (a failing one rolls back alone and raises to its
-        caller only), so a burst costs one pool hop and one commit instead of one per write: one
+        transaction (a failing one rolls back alone and raises to its caller only:
+        ``write_batch``), so a burst costs one pool hop and one commit instead of one per write: one
         at a time, the turn and usage writes of ~80 answers/s kept a question's history step
         waiting 0.7 s. MySQL and PostgreSQL lock rows, so their writers go straight to the pool.
         """
@@ -193,7 +193,24 @@ class MetaDB:
         return await queue.submit(functools.partial(fn, *args, **kwargs))
 
     def write_batch(self, writes: list[Callable[[], object]]) -> list[tuple[bool, object]]:
-        """Run ``writes`` in one transaction, each in a savepoint: (succeeded, result or error) each."""
+        """Run ``writes`` in one transaction: (succeeded, result or error) each.
+
+        The writes run first with no savepoint of their own: a write's SAVEPOINT and RELEASE
+        went through peewee in a worker thread holding the GIL the event loop needs. Only when
+        one fails is the transaction rolled back and the batch run again, each write in its own
+        savepoint (``_write_each``), so the failing one fails alone; the writes are database
+        work only, so running them again after the rollback is running them once.
+        """
+        try:
+            with self.database.atomic():
+                return [(True, write()) for write in writes]
+        except Exception as error:  # noqa: BLE001 - it belongs to a write's caller, or to all of them
+            if len(writes) == 1:
+                return [(False, error)]
+        return self._write_each(writes)
+
+    def _write_each(self, writes: list[Callable[[], object]]) -> list[tuple[bool, object]]:
+        """``writes`` in one transaction, each in a savepoint: a failing one rolls back alone."""
         outcomes: list[tuple[bool, object]] = []
         with self.database.atomic():
             for write in writes:

@@ -150,3 +150,58 @@ async def test_a_burst_of_writes_commits_in_batches_and_a_failing_write_fails_al
     assert len(batches) < 40 and sum(batches) >= 40  # one write alone, then the rest together
     assert 13 not in stored and [v for v in stored if v < 40] == [v for v in range(40) if v != 13]
     assert 2000 in stored and 3000 in stored and 1000 not in stored
+
+
+def traced_batch(tmp_path: Path, writes_of) -> tuple[list[tuple[bool, object]], list[str], list[int]]:
+    """``MetaDB.write_batch`` of the writes ``writes_of(db)`` makes: the outcomes, the SQL
+    statements the batch sent, and the values stored afterwards."""
+    from api.db.database import MetaDB
+
+    db = MetaDB("sqlite:///" + str(tmp_path / "b.db"))
+    statements: list[str] = []
+
+    def batch() -> list[tuple[bool, object]]:
+        db.database.execute_sql("CREATE TABLE t (v INTEGER)")
+        db.database.connection().set_trace_callback(statements.append)
+        try:
+            return db.write_batch(writes_of(db))
+        finally:
+            db.database.connection().set_trace_callback(None)
+
+    try:
+        outcomes = db.call(batch)
+        stored = db.call(lambda: [v for (v,) in db.database.execute_sql("SELECT v FROM t ORDER BY v").fetchall()])
+    finally:
+        db.close()
+    return outcomes, statements, stored
+
+
+def inserting(failing: set[int], values: range):
+    def writes_of(db):
+        def insert(value: int) -> int:
+            db.database.execute_sql("INSERT INTO t (v) VALUES (?)", (value,))
+            if value in failing:
+                raise ValueError(f"unlucky {value}")
+            return value
+        return [lambda value=value: insert(value) for value in values]
+    return writes_of
+
+
+def test_a_batch_that_succeeds_commits_once_without_savepoints(tmp_path: Path) -> None:
+    outcomes, statements, stored = traced_batch(tmp_path, inserting(set(), range(5)))
+    assert outcomes == [(True, v) for v in range(5)] and stored == list(range(5))
+    assert not [s for s in statements if "SAVEPOINT" in s.upper()]
+    assert sum(s.upper().startswith("COMMIT") for s in statements) == 1
+
+
+def test_a_failing_write_is_rolled_back_alone_after_the_batch_runs_again_in_savepoints(tmp_path: Path) -> None:
+    outcomes, statements, stored = traced_batch(tmp_path, inserting({2}, range(5)))
+    assert [ok for ok, _ in outcomes] == [True, True, False, True, True]
+    assert str(outcomes[2][1]) == "unlucky 2" and stored == [0, 1, 3, 4]
+    assert any("SAVEPOINT" in s.upper() for s in statements)
+
+
+def test_a_lone_failing_write_runs_once_and_stores_nothing(tmp_path: Path) -> None:
+    outcomes, statements, stored = traced_batch(tmp_path, inserting({7}, range(7, 8)))
+    assert [ok for ok, _ in outcomes] == [False] and str(outcomes[0][1]) == "unlucky 7"
+    assert stored == [] and sum(s.upper().startswith("INSERT") for s in statements) == 1
