@@ -3,7 +3,10 @@ another turn took it first."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+
+import pytest
 
 from api.db.database import MetaDB
 from api.db.migrate import upgrade
@@ -11,8 +14,11 @@ from api.db.models import Message
 from api.db.services import chat_assistant_service, conversation_service, tenant_service
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "in-a-write-batch"])
 def test_interleaved_turns_keep_their_order_and_history(fresh_database_url: Callable[[str], str],
-                                                         db_backend: str) -> None:
+                                                         db_backend: str, batched: bool) -> None:
+    """``batched``: both answers are stored in one ``write_batch`` (as the server's write queue
+    stores them), where the colliding one retries inside the batch's transaction."""
     db = MetaDB(fresh_database_url(db_backend), max_connections=4)
     try:
         upgrade(db)
@@ -30,8 +36,13 @@ def test_interleaved_turns_keep_their_order_and_history(fresh_database_url: Call
         assert second.history[-2:] == [{"role": "user", "content": "first question"},
                                        {"role": "user", "content": "second question"}]
         # The first answer's expected place (right after its question) is the second question's now.
-        db.call(conversation_service.finish_turn, first, "first answer", None, "complete", None)
-        db.call(conversation_service.finish_turn, second, "second answer", None, "complete", None)
+        answers = [functools.partial(conversation_service.finish_turn, turn, f"{which} answer", None, "complete", None)
+                   for turn, which in ((first, "first"), (second, "second"))]
+        if batched:
+            assert [ok for ok, _ in db.call(db.write_batch, answers)] == [True, True]
+        else:
+            for answer in answers:
+                db.call(answer)
         third = db.call(conversation_service.start_turn, session, "third question")
         db.call(conversation_service.finish_turn, third, "third answer", None, "complete", None)
 
@@ -43,3 +54,33 @@ def test_interleaved_turns_keep_their_order_and_history(fresh_database_url: Call
         assert third.history == [{"role": role, "content": content} for _, role, content in stored[:6]]
     finally:
         db.close()
+
+
+def test_a_sqlite_write_batch_stores_turns_without_a_savepoint_each(fresh_database_url: Callable[[str], str]) -> None:
+    """Inside the batch's transaction SQLite undoes a colliding INSERT alone, so a turn needs no
+    SAVEPOINT and RELEASE of its own (statements run in the worker thread that holds the GIL)."""
+    db = MetaDB(fresh_database_url("sqlite"))
+    statements: list[str] = []
+    try:
+        upgrade(db)
+
+        def seed() -> str:
+            tenant = tenant_service.get_or_create_tenant("acme").id
+            chat = chat_assistant_service.create(tenant, {"name": "helper"}, "stub-chat@OpenAI-API-Compatible")
+            return conversation_service.create_session(tenant, chat["id"], "s", None, "")["id"]
+
+        session = db.call(seed)
+
+        def traced_turn() -> list[tuple[bool, object]]:
+            db.database.connection().set_trace_callback(statements.append)
+            try:
+                return db.write_batch([functools.partial(conversation_service.start_turn, session, "question")])
+            finally:
+                db.database.connection().set_trace_callback(None)
+
+        [(stored, turn)] = db.call(traced_turn)
+    finally:
+        db.close()
+    assert stored and turn.history == [{"role": "user", "content": "question"}]
+    assert any(s.upper().startswith("INSERT") for s in statements)
+    assert not [s for s in statements if "SAVEPOINT" in s.upper()]

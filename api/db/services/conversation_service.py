@@ -8,13 +8,14 @@ unique, so a collision fails loudly instead of silently overwriting).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from peewee import IntegrityError, fn
+from peewee import IntegrityError, SqliteDatabase, fn
 
 from api.db.compiled import insert_new, select_by_id, select_rows, update_by_id
 from api.db.models import Conversation, Dialog, Message, new_id
@@ -96,13 +97,24 @@ def append_message(conversation: Conversation, role: str, content: str, *, refer
     attempts = 1
     while True:
         try:
-            with Message._meta.database.atomic():
+            with _retryable(Message._meta.database):
                 return _append(conversation, role, content, reference, status, error, message_id, intent,
                                seq if attempts == 1 else None)
         except IntegrityError:
             if attempts >= APPEND_ATTEMPTS:
                 raise
             attempts += 1
+
+
+def _retryable(database: Any) -> contextlib.AbstractContextManager:
+    """What a unit of writes retried after an IntegrityError runs in: a savepoint
+    (``atomic()``), except inside a SQLite transaction (a write batch), where SQLite undoes the
+    failed statement alone and the savepoint would only cost a SAVEPOINT and RELEASE per turn.
+    PostgreSQL aborts the whole transaction on an error, so there the savepoint stays."""
+    target = getattr(database, "obj", database)  # a DatabaseProxy's database
+    if isinstance(target, SqliteDatabase) and target.in_transaction():
+        return contextlib.nullcontext()
+    return database.atomic()
 
 
 def _append(conversation: Conversation, role: str, content: str, reference: Any, status: str, error: str | None,
