@@ -14,6 +14,13 @@ from api.db.models import Message
 from api.db.services import chat_assistant_service, conversation_service, tenant_service
 
 
+def new_session(opener: str) -> str:
+    """A session of a new chat of tenant ``acme``, opened with ``opener`` (none when empty)."""
+    tenant = tenant_service.get_or_create_tenant("acme").id
+    chat = chat_assistant_service.create(tenant, {"name": "helper"}, "stub-chat@OpenAI-API-Compatible")
+    return conversation_service.create_session(tenant, chat["id"], "s", None, opener)["id"]
+
+
 @pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "in-a-write-batch"])
 def test_interleaved_turns_keep_their_order_and_history(fresh_database_url: Callable[[str], str],
                                                          db_backend: str, batched: bool) -> None:
@@ -22,13 +29,7 @@ def test_interleaved_turns_keep_their_order_and_history(fresh_database_url: Call
     db = MetaDB(fresh_database_url(db_backend), max_connections=4)
     try:
         upgrade(db)
-
-        def seed() -> str:
-            tenant = tenant_service.get_or_create_tenant("acme").id
-            chat = chat_assistant_service.create(tenant, {"name": "helper"}, "stub-chat@OpenAI-API-Compatible")
-            return conversation_service.create_session(tenant, chat["id"], "s", None, "Hi!")["id"]
-
-        session = db.call(seed)
+        session = db.call(new_session, "Hi!")
         first = db.call(conversation_service.start_turn, session, "first question")
         assert first.history == [{"role": "assistant", "content": "Hi!"},
                                  {"role": "user", "content": "first question"}]
@@ -63,13 +64,7 @@ def test_a_sqlite_write_batch_stores_turns_without_a_savepoint_each(fresh_databa
     statements: list[str] = []
     try:
         upgrade(db)
-
-        def seed() -> str:
-            tenant = tenant_service.get_or_create_tenant("acme").id
-            chat = chat_assistant_service.create(tenant, {"name": "helper"}, "stub-chat@OpenAI-API-Compatible")
-            return conversation_service.create_session(tenant, chat["id"], "s", None, "")["id"]
-
-        session = db.call(seed)
+        session = db.call(new_session, "")
 
         def traced_turn() -> list[tuple[bool, object]]:
             db.database.connection().set_trace_callback(statements.append)
