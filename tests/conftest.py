@@ -57,6 +57,20 @@ def wait_for_url(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
+def sql_traced(db, fn: Callable[[], object]) -> tuple[object, list[str]]:
+    """``fn()``'s result on ``db``'s SQLite connection (``MetaDB.call``) and the SQL statements it sent."""
+    statements: list[str] = []
+
+    def traced() -> object:
+        db.database.connection().set_trace_callback(statements.append)
+        try:
+            return fn()
+        finally:
+            db.database.connection().set_trace_callback(None)
+
+    return db.call(traced), statements
+
+
 def _answers(url: str) -> bool:
     parsed = urlparse(url)
     try:

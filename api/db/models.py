@@ -19,6 +19,7 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    Database,
     FloatField,
     IntegerField,
     Model,
@@ -45,6 +46,13 @@ class JSONField(TextField):
 
     def python_value(self, value: str | None) -> Any:
         return None if value is None else json.loads(value)
+
+
+def bound_database(model: type[Model]) -> Database:
+    """The database ``model`` is bound to, behind the models' proxy: where the backend decides
+    the SQL (SQLite or a server database)."""
+    database = model._meta.database
+    return getattr(database, "obj", None) or database
 
 
 class BaseModel(Model):

@@ -12,6 +12,7 @@ from api.db.database import MetaDB
 from api.db.migrate import upgrade
 from api.db.models import Message
 from api.db.services import chat_assistant_service, conversation_service, tenant_service
+from tests.conftest import sql_traced
 
 
 def new_session(opener: str) -> str:
@@ -61,19 +62,11 @@ def test_a_sqlite_write_batch_stores_turns_without_a_savepoint_each(fresh_databa
     """Inside the batch's transaction SQLite undoes a colliding INSERT alone, so a turn needs no
     SAVEPOINT and RELEASE of its own (statements run in the worker thread that holds the GIL)."""
     db = MetaDB(fresh_database_url("sqlite"))
-    statements: list[str] = []
     try:
         upgrade(db)
         session = db.call(new_session, "")
-
-        def traced_turn() -> list[tuple[bool, object]]:
-            db.database.connection().set_trace_callback(statements.append)
-            try:
-                return db.write_batch([functools.partial(conversation_service.start_turn, session, "question")])
-            finally:
-                db.database.connection().set_trace_callback(None)
-
-        [(stored, turn)] = db.call(traced_turn)
+        [(stored, turn)], statements = sql_traced(
+            db, lambda: db.write_batch([functools.partial(conversation_service.start_turn, session, "question")]))
     finally:
         db.close()
     assert stored and turn.history == [{"role": "user", "content": "question"}]

@@ -149,7 +149,6 @@ def test_the_database_is_named_without_its_password(make_settings) -> None:
     assert described_database(settings) == "postgresql://ragline:***@db.internal:5432/ragline"
 
 
-
 @pytest.mark.parametrize(("kind", "loop_module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
 def test_serving_runs_on_the_event_loop_the_settings_name(make_settings, monkeypatch, kind: str,
                                                           loop_module: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from peewee import IntegerField, Model
 
 from api.db.database import SerializedSqliteDatabase
+from tests.conftest import sql_traced
 
 
 @pytest.fixture
@@ -158,18 +159,9 @@ def traced_batch(tmp_path: Path, writes_of) -> tuple[list[tuple[bool, object]], 
     from api.db.database import MetaDB
 
     db = MetaDB("sqlite:///" + str(tmp_path / "b.db"))
-    statements: list[str] = []
-
-    def batch() -> list[tuple[bool, object]]:
-        db.database.execute_sql("CREATE TABLE t (v INTEGER)")
-        db.database.connection().set_trace_callback(statements.append)
-        try:
-            return db.write_batch(writes_of(db))
-        finally:
-            db.database.connection().set_trace_callback(None)
-
     try:
-        outcomes = db.call(batch)
+        db.call(lambda: db.database.execute_sql("CREATE TABLE t (v INTEGER)"))
+        outcomes, statements = sql_traced(db, lambda: db.write_batch(writes_of(db)))
         stored = db.call(lambda: [v for (v,) in db.database.execute_sql("SELECT v FROM t ORDER BY v").fetchall()])
     finally:
         db.close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from peewee import IntegrityError, SqliteDatabase, fn
 
 from api.db.compiled import insert_new, select_by_id, select_rows, update_by_id
-from api.db.models import Conversation, Dialog, Message, new_id
+from api.db.models import Conversation, Dialog, Message, bound_database, new_id
 from api.db.services.chat_assistant_service import Deletion, duplicate_errors
 from api.db.services.common import http_date, ordered_page
 from api.db.services.dialog_service import ChatEvent, ChatRequest, ChatState, DialogService, retrieval_filters
@@ -97,7 +97,7 @@ def append_message(conversation: Conversation, role: str, content: str, *, refer
     attempts = 1
     while True:
         try:
-            with _retryable(Message._meta.database):
+            with _retryable():
                 return _append(conversation, role, content, reference, status, error, message_id, intent,
                                seq if attempts == 1 else None)
         except IntegrityError:
@@ -106,13 +106,13 @@ def append_message(conversation: Conversation, role: str, content: str, *, refer
             attempts += 1
 
 
-def _retryable(database: Any) -> contextlib.AbstractContextManager:
+def _retryable() -> contextlib.AbstractContextManager:
     """What a unit of writes retried after an IntegrityError runs in: a savepoint
     (``atomic()``), except inside a SQLite transaction (a write batch), where SQLite undoes the
     failed statement alone and the savepoint would only cost a SAVEPOINT and RELEASE per turn.
     PostgreSQL aborts the whole transaction on an error, so there the savepoint stays."""
-    target = getattr(database, "obj", database)  # a DatabaseProxy's database
-    if isinstance(target, SqliteDatabase) and target.in_transaction():
+    database = bound_database(Message)
+    if isinstance(database, SqliteDatabase) and database.in_transaction():
         return contextlib.nullcontext()
     return database.atomic()
 

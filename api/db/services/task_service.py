@@ -16,9 +16,9 @@ write that only one claimant can win:
 
 from __future__ import annotations
 
-from peewee import Database, MySQLDatabase, OperationalError, SqliteDatabase, fn
+from peewee import MySQLDatabase, OperationalError, SqliteDatabase, fn
 
-from api.db.models import Document, Knowledgebase, Task, now_ms
+from api.db.models import Document, Knowledgebase, Task, bound_database, now_ms
 
 # The worker's own words for a task's standing and a parse's outcome (``rag.svr.task_store``,
 # the protocol ``ingest_store`` implements with these functions): one definition for both sides.
@@ -29,12 +29,6 @@ UNFINISHED = (QUEUED, RUNNING)
 CLAIM_ATTEMPTS = 5  # a claim chosen as a deadlock's victim asks again, this many times in all
 MYSQL_DEADLOCK, PG_DEADLOCK = 1213, "40P01"
 DOC_RUNNING, DOC_CANCEL, DOC_DONE, DOC_FAIL = "RUNNING", "CANCEL", "DONE", "FAIL"
-
-
-def _database() -> Database:
-    """The database the models are bound to (behind their proxy): the backend decides the claim."""
-    database = Task._meta.database
-    return getattr(database, "obj", None) or database
 
 
 def enqueue_parse(tenant_id: str, kb_id: str, doc_ids: list[str]) -> list[Task]:
@@ -93,7 +87,7 @@ def claim_many(worker_id: str, kinds: list[str], lease_ms: int = DEFAULT_LEASE_M
     """
     if limit < 1:
         return []
-    database = _database()
+    database = bound_database(Task)
     if isinstance(database, SqliteDatabase):
         return _claim_sqlite(worker_id, kinds, lease_ms, limit)
     return _claim_skip_locked(worker_id, kinds, lease_ms, limit)
@@ -171,7 +165,7 @@ def _is_deadlock(error: OperationalError) -> bool:
 
 
 def _claim_skip_locked_once(worker_id: str, kinds: list[str], lease_ms: int, limit: int) -> list[Task]:
-    database = _database()
+    database = bound_database(Task)
     isolation = {"isolation_level": "READ COMMITTED"} if isinstance(database, MySQLDatabase) else {}
     with database.atomic(**isolation):  # peewee sets it right before its BEGIN
         ids = _oldest_claimable(kinds, lease_ms, limit, lock="FOR UPDATE SKIP LOCKED")
