@@ -16,7 +16,8 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +170,45 @@ def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]])
     return {metric: float(np.mean([m[metric] for m in per_query])) for metric in METRICS}
 
 
+@dataclass
+class IndexedCollection:
+    """A collection chunked, embedded and indexed in a temporary SQLite store, ready to ask."""
+
+    collection: Collection
+    chunks: int
+    store: DocStoreConnection
+    encoder: PrecomputedQueries
+    embed_seconds: float
+    index_seconds: float
+
+    def scores(self, weight: float, strength: float = FEEDBACK_STRENGTH) -> tuple[dict[str, float], list[float]]:
+        """The metrics at ``weight`` with cross-leg feedback ``strength``, and each query's latency."""
+        run, latencies = run_queries(Dealer(self.store, feedback=strength), self.collection.queries,
+                                     self.encoder, weight)
+        return evaluate(self.collection.qrels, run), latencies
+
+
+@contextmanager
+def indexed(collection: Collection, chunk_tokens: int = BUILTIN_EMBEDDING_CHUNK_TOKENS,
+            cache_dir: Path | None = None, model: BuiltinEmbedding | None = None) -> Iterator[IndexedCollection]:
+    """``collection`` through the server's chunker, builtin model and SQLite store, for one ``with``
+    (``model``: an already loaded builtin model, else one is loaded)."""
+    pairs = chunk_corpus(collection.corpus, chunk_tokens)
+    model = model or BuiltinEmbedding()
+    model.warm_up()
+    vectors, embed_seconds = embed(model, [content for _, content in pairs], cache_dir)
+    question_texts = list(collection.queries.values())
+    query_vectors, _ = embed(model, question_texts, cache_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = create_doc_store("sqlite", Path(tmp), [])
+        try:
+            index_seconds = index_chunks(store, pairs, vectors)
+            yield IndexedCollection(collection, len(pairs), store, PrecomputedQueries(question_texts, query_vectors),
+                                    embed_seconds, index_seconds)
+        finally:
+            store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -183,27 +223,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     collection = load_collection(args.data, args.split)
-    pairs = chunk_corpus(collection.corpus, args.chunk_tokens)
-    model = BuiltinEmbedding()
-    model.warm_up()
-    vectors, embed_seconds = embed(model, [content for _, content in pairs], args.cache_dir)
-    question_texts = list(collection.queries.values())
-    query_vectors, _ = embed(model, question_texts, args.cache_dir)
-    encoder = PrecomputedQueries(question_texts, query_vectors)
-    with tempfile.TemporaryDirectory() as tmp:
-        store = create_doc_store("sqlite", Path(tmp), [])
-        index_seconds = index_chunks(store, pairs, vectors)
-        print(f"{args.data.name}/{args.split}: {len(collection.corpus)} docs → {len(pairs)} chunks "
+    with indexed(collection, args.chunk_tokens, args.cache_dir) as index:
+        print(f"{args.data.name}/{args.split}: {len(collection.corpus)} docs → {index.chunks} chunks "
               f"(chunk_token_num {args.chunk_tokens}), {len(collection.queries)} queries", flush=True)
-        print(f"embedding {embed_seconds:.1f}s (0 = cached), indexing {index_seconds:.1f}s", flush=True)
+        print(f"embedding {index.embed_seconds:.1f}s (0 = cached), indexing {index.index_seconds:.1f}s", flush=True)
         print(f"{'weight':>8} {'feedback':>8} " + " ".join(f"{m:>10}" for m in METRICS)
               + f" {'p50 ms':>8} {'p95 ms':>8}")
         strengths = [float(f) for f in args.feedback.split(",")]
         for weight in [float(w) for w in args.weights.split(",")]:
             baseline = None
             for strength in strengths if 0 < weight < 1 else [0.0]:
-                run, latencies = run_queries(Dealer(store, feedback=strength), collection.queries, encoder, weight)
-                scores = evaluate(collection.qrels, run)
+                scores, latencies = index.scores(weight, strength)
                 baseline = baseline or scores
                 p95 = statistics.quantiles(latencies, n=20)[-1]
                 label = {0.0: "term", 1.0: "vector"}.get(weight, f"{weight:g}")
@@ -212,7 +242,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                       + f" {statistics.median(latencies):>8.1f} {p95:>8.1f}"
                       + (f"  nDCG@10 ×{ratio:.4f} vs feedback {strengths[0]:g}" if scores is not baseline else ""),
                       flush=True)
-        store.close()
 
 
 if __name__ == "__main__":
