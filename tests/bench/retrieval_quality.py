@@ -1,0 +1,152 @@
+"""Retrieval quality the way issue 22 is checked: a BEIR collection uploaded as files through the
+HTTP API and asked through ``POST /api/v1/retrieval`` at w = 0, 0.3 and 1.
+
+``rag.benchmark`` measures the ranking in process, on chunks it cuts itself. A user (and the
+check) sees something longer: the dataset's default parser config, the upload and parse path,
+the search children, the request's own defaults (``similarity_threshold`` 0.2, ``top_k`` 1024).
+This benchmark runs that path on a real ``python -m api`` and, as its baseline in the same run,
+``rag.benchmark``'s in-process pipeline on the same collection: the ratio says how much of the
+in-process figure survives the server's path (1.000 when nothing is lost on the way).
+
+Each corpus document becomes ``<_id>.txt`` (title line, blank line, text, as ``rag.benchmark``
+writes it) in a dataset created with no parser config (the server's defaults). A document's score
+is its best chunk's, as in ``rag.benchmark``.
+
+    python -m tests.bench.retrieval_quality [--data ../shared/data/scifact] [--split test]
+        [--weights 0,0.3,1] [--keep DIR] [--cache-dir DIR]
+
+``--keep DIR`` keeps the server's data directory, so a second run asks again without
+re-ingesting (about 5 minutes for SciFact's 5,183 documents on two cores); ``--cache-dir``
+reuses the baseline's corpus embeddings (``rag.benchmark``'s cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from rag.benchmark import Collection, document_bytes, evaluate, indexed, load_collection
+from rag.llm.embedding_model import BuiltinEmbedding
+from tests.bench.ingest import (
+    create_key,
+    envelope,
+    server_env,
+    start_server,
+    upload_and_queue,
+    wait_for_parsing,
+)
+from tests.conftest import free_port
+
+SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
+PAGE_SIZE = 300  # chunks per question: rag.benchmark's page, so both keep the same top 100 documents
+API_DEFAULT_THRESHOLD = 0.2  # what /api/v1/retrieval applies when a client sends none
+STATE_FILE = "retrieval_quality.json"  # in a --keep directory: the key and dataset of the last ingestion
+
+
+def write_files(collection: Collection, folder: Path) -> list[Path]:
+    paths = []
+    for doc_id, (title, text) in collection.corpus.items():
+        path = folder / f"{doc_id}.txt"
+        path.write_bytes(document_bytes(title, text))
+        paths.append(path)
+    return paths
+
+
+def ingest(http: httpx.Client, paths: list[Path]) -> str:
+    """A dataset with the server's default parser config holding ``paths``, parsed; its id."""
+    dataset_id = envelope(http.post("/api/v1/datasets", json={"name": "retrieval-quality"}))["id"]
+    upload_and_queue(http, dataset_id, paths, batch=100)
+    docs = wait_for_parsing(http, dataset_id, len(paths), interval=1.0)
+    failed = [doc["name"] for doc in docs if doc["run"] != "DONE"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} documents did not parse, e.g. {failed[:3]}")
+    return dataset_id
+
+
+def ask(http: httpx.Client, dataset_id: str, question: str, weight: float, threshold: float | None
+        ) -> dict[str, float]:
+    """One question's documents (corpus ids) with their best chunk's similarity, top 100."""
+    body = {"question": question, "dataset_ids": [dataset_id], "vector_similarity_weight": weight,
+            "page_size": PAGE_SIZE}
+    if threshold is not None:
+        body["similarity_threshold"] = threshold
+    scores: dict[str, float] = {}
+    for chunk in envelope(http.post("/api/v1/retrieval", json=body))["chunks"]:
+        scores.setdefault(chunk["document_keyword"].removesuffix(".txt"), chunk["similarity"])
+    return dict(list(scores.items())[:100]) or {"__none__": 0.0}
+
+
+def http_ndcg(http: httpx.Client, dataset_id: str, collection: Collection, weight: float,
+              threshold: float | None) -> float:
+    run = {qid: ask(http, dataset_id, text, weight, threshold) for qid, text in collection.queries.items()}
+    return evaluate(collection.qrels, run)["ndcg@10"]
+
+
+def in_process_ndcg(collection: Collection, weights: list[float], cache_dir: Path | None = None,
+                    model: BuiltinEmbedding | None = None) -> dict[float, float]:
+    """``rag.benchmark``'s nDCG@10 per weight, with the feedback strength the server uses."""
+    with indexed(collection, cache_dir=cache_dir, model=model) as index:
+        return {weight: index.scores(weight)[0]["ndcg@10"] for weight in weights}
+
+
+def prepared_server(data_dir: Path, collection: Collection):
+    """The server on ``data_dir`` with the collection ingested (once per ``--keep`` directory):
+    (process, client, dataset id)."""
+    port = free_port()
+    env = server_env(data_dir, port, workers=2)
+    state_path = data_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        state = {"key": create_key(env)}
+    server = start_server(env, f"http://127.0.0.1:{port}", data_dir.parent / f"{data_dir.name}-server.log")
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {state['key']}"},
+                        timeout=300)
+    if "dataset_id" not in state:
+        with tempfile.TemporaryDirectory(prefix="ragline-quality-files-") as files:
+            state["dataset_id"] = ingest(http, write_files(collection, Path(files)))
+        state_path.write_text(json.dumps(state))
+    return server, http, state["dataset_id"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SCIFACT)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--weights", default="0,0.3,1")
+    parser.add_argument("--keep", type=Path, default=None, help="server data directory kept between runs")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="the baseline's corpus embeddings")
+    args = parser.parse_args(argv)
+    weights = [float(w) for w in args.weights.split(",")]
+    collection = load_collection(args.data, args.split)
+
+    baseline = in_process_ndcg(collection, weights, args.cache_dir)
+    with tempfile.TemporaryDirectory(prefix="ragline-quality-") as tmp:
+        data_dir = args.keep or Path(tmp, "data")
+        server, http, dataset_id = prepared_server(data_dir, collection)
+        try:
+            chunks = envelope(http.get("/api/v1/datasets", params={"id": dataset_id}))[0]["chunk_count"]
+            print(f"{args.data.name}/{args.split}: {len(collection.corpus)} documents → {chunks} chunks "
+                  f"through the API, {len(collection.queries)} queries")
+            print(f"{'weight':>7} {'in process':>11} {'HTTP, threshold 0':>18} {'ratio':>7} "
+                  f"{'HTTP, API default':>18} {'ratio':>7}")
+            for weight in weights:
+                at_zero = http_ndcg(http, dataset_id, collection, weight, 0.0)
+                at_default = http_ndcg(http, dataset_id, collection, weight, None)
+                reference = baseline.get(weight, float("nan"))
+                print(f"{weight:>7g} {reference:>11.4f} {at_zero:>18.4f} {at_zero / reference:>7.4f} "
+                      f"{at_default:>18.4f} {at_default / reference:>7.4f}", flush=True)
+        finally:
+            http.close()
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
