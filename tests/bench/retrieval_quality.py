@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
 import httpx
 
-from rag.benchmark import Collection, document_bytes, evaluate, indexed, load_collection
+from rag.benchmark import AT_API_DEFAULT, Collection, document_bytes, evaluate, indexed, load_collection
 from rag.llm.embedding_model import BuiltinEmbedding
 from tests.bench.ingest import (
     create_key,
@@ -44,7 +45,6 @@ from tests.conftest import free_port
 
 SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
 PAGE_SIZE = 300  # chunks per question: rag.benchmark's page, so both keep the same top 100 documents
-API_DEFAULT_THRESHOLD = 0.2  # what /api/v1/retrieval applies when a client sends none
 STATE_FILE = "retrieval_quality.json"  # in a --keep directory: the key and dataset of the last ingestion
 
 
@@ -88,22 +88,27 @@ def http_ndcg(http: httpx.Client, dataset_id: str, collection: Collection, weigh
 
 
 def in_process_ndcg(collection: Collection, weights: list[float], cache_dir: Path | None = None,
-                    model: BuiltinEmbedding | None = None) -> dict[float, float]:
-    """``rag.benchmark``'s nDCG@10 per weight, with the feedback strength the server uses."""
+                    model: BuiltinEmbedding | None = None) -> dict[float, tuple[float, float]]:
+    """``rag.benchmark``'s nDCG@10 per weight, with the feedback strength the server uses: at
+    threshold 0 and at the API's default threshold."""
     with indexed(collection, cache_dir=cache_dir, model=model) as index:
-        return {weight: index.scores(weight)[0]["ndcg@10"] for weight in weights}
+        return {weight: (scores["ndcg@10"], scores[AT_API_DEFAULT])
+                for weight in weights for scores in [index.scores(weight)[0]]}
 
 
-def prepared_server(data_dir: Path, collection: Collection):
-    """The server on ``data_dir`` with the collection ingested (once per ``--keep`` directory):
-    (process, client, dataset id)."""
+def prepared_server(data_dir: Path, collection: Collection, name: str
+                    ) -> tuple[subprocess.Popen, httpx.Client, str]:
+    """The server on ``data_dir`` with the collection ``name`` ingested (once per ``--keep``
+    directory, which then holds that collection only): (process, client, dataset id)."""
     port = free_port()
     env = server_env(data_dir, port, workers=2)
     state_path = data_dir / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state is None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        state = {"key": create_key(env)}
+        state = {"key": create_key(env), "collection": name}
+    if state.get("collection") != name:
+        raise SystemExit(f"{data_dir} holds {state.get('collection')!r}, not {name!r}: give --keep another directory")
     server = start_server(env, f"http://127.0.0.1:{port}", data_dir.parent / f"{data_dir.name}-server.log")
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {state['key']}"},
                         timeout=300)
@@ -128,19 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     baseline = in_process_ndcg(collection, weights, args.cache_dir)
     with tempfile.TemporaryDirectory(prefix="ragline-quality-") as tmp:
         data_dir = args.keep or Path(tmp, "data")
-        server, http, dataset_id = prepared_server(data_dir, collection)
+        server, http, dataset_id = prepared_server(data_dir, collection, f"{args.data.resolve()}:{args.split}")
         try:
             chunks = envelope(http.get("/api/v1/datasets", params={"id": dataset_id}))[0]["chunk_count"]
             print(f"{args.data.name}/{args.split}: {len(collection.corpus)} documents → {chunks} chunks "
                   f"through the API, {len(collection.queries)} queries")
-            print(f"{'weight':>7} {'in process':>11} {'HTTP, threshold 0':>18} {'ratio':>7} "
-                  f"{'HTTP, API default':>18} {'ratio':>7}")
+            print(f"{'weight':>7} | {'threshold 0: in process':>23} {'HTTP':>7} {'ratio':>7} | "
+                  f"{'API default: in process':>23} {'HTTP':>7} {'ratio':>7}")
             for weight in weights:
                 at_zero = http_ndcg(http, dataset_id, collection, weight, 0.0)
                 at_default = http_ndcg(http, dataset_id, collection, weight, None)
-                reference = baseline.get(weight, float("nan"))
-                print(f"{weight:>7g} {reference:>11.4f} {at_zero:>18.4f} {at_zero / reference:>7.4f} "
-                      f"{at_default:>18.4f} {at_default / reference:>7.4f}", flush=True)
+                zero_reference, default_reference = baseline[weight]
+                print(f"{weight:>7g} | {zero_reference:>23.4f} {at_zero:>7.4f} {at_zero / zero_reference:>7.4f} | "
+                      f"{default_reference:>23.4f} {at_default:>7.4f} {at_default / default_reference:>7.4f}",
+                      flush=True)
         finally:
             http.close()
             server.send_signal(signal.SIGTERM)
