@@ -45,10 +45,10 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.bench import SCIFACT
 from tests.bench.loop_lag import lag_buckets, quantile
 from tests.conftest import free_port, wait_for_url
 
-SCIFACT = Path("/work/shared/data/scifact")
 STUB_MODEL = "stub-chat@OpenAI-API-Compatible"
 EMBEDDING_MODEL = "all-MiniLM-L6-v2@Builtin"
 TENANT = "bench"

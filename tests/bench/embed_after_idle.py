@@ -24,8 +24,8 @@ from pathlib import Path
 
 from rag.llm.embedding_model import BuiltinEmbedding
 from rag.llm.embedding_processes import EmbeddingProcesses
+from tests.bench import SCIFACT
 
-SCIFACT = Path("/work/shared/data/scifact")
 MODEL = "all-MiniLM-L6-v2@Builtin"
 GAPS_MS = (0, 20, 200)
 

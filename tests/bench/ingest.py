@@ -38,9 +38,10 @@ import rag  # noqa: F401  - offline environment before the model library loads
 from rag.llm.embedding_model import BUILTIN_FACTORY, BUILTIN_MINILM, BuiltinEmbedding
 from rag.llm.embedding_processes import EmbeddingProcesses, ProcessEmbedding
 from rag.svr.embed_batcher import EmbeddingBatcher, default_model_threads
+from tests.bench import SCIFACT
 from tests.conftest import free_port
 
-CORPUS = Path("/work/shared/data/scifact/corpus.jsonl")
+CORPUS = SCIFACT / "corpus.jsonl"
 BUILTIN = f"{BUILTIN_MINILM}@{BUILTIN_FACTORY}"
 EMBED_BATCH = 64  # TaskExecutor's embed_batch_size: the server's batches are at most this big
 TERMINAL = {"DONE", "FAIL", "CANCEL"}

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag.llm.onnx_encoder import OnnxSentenceEncoder
-
-SCIFACT = Path("/work/shared/data/scifact")
+from tests.bench import SCIFACT
 
 
 def cpu_ms_per_text(encode: Callable[[list[str]], object], batches: list[list[str]], rounds: int) -> float:

@@ -33,6 +33,7 @@ import httpx
 
 from rag.benchmark import AT_API_DEFAULT, Collection, document_bytes, evaluate, indexed, load_collection
 from rag.llm.embedding_model import BuiltinEmbedding
+from tests.bench import SCIFACT
 from tests.bench.ingest import (
     create_key,
     envelope,
@@ -43,7 +44,6 @@ from tests.bench.ingest import (
 )
 from tests.conftest import free_port
 
-SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
 PAGE_SIZE = 300  # chunks per question: rag.benchmark's page, so both keep the same top 100 documents
 STATE_FILE = "retrieval_quality.json"  # in a --keep directory: the key and dataset of the last ingestion
 

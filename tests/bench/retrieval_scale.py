@@ -40,13 +40,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from rag.utils.doc_store_conn import index_name, make_chunk_row
+from tests.bench import SCIFACT
 
 DIM = 384
 TOP = 1024  # the API's default ``top``: how many rows the vector leg asks for
 NOISE = 0.25  # norm of the noise added to a mixture of real vectors (nearest-neighbour cosines match SciFact's)
 SENTENCES = 6  # sentences per synthetic chunk (~120 words)
 TENANT, KB = "bench", "bench"
-DATA = Path("/work/shared/data/scifact")
 
 
 # -- the corpus ------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="chunks per corpus (1000000 takes ~20 min)")
     parser.add_argument("--crossover", default="10000,25000,50000", help="in-memory vector-leg sizes ('' to skip)")
-    parser.add_argument("--data", type=Path, default=DATA, help="SciFact in BEIR layout")
+    parser.add_argument("--data", type=Path, default=SCIFACT, help="SciFact in BEIR layout")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "ragline-bench-cache")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
