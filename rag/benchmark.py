@@ -136,7 +136,7 @@ def run_queries(dealer: Dealer, queries: dict[str, str], encoder, weight: float,
         scores: dict[str, float] = {}
         for chunk in result["chunks"]:
             scores.setdefault(chunk["doc_id"], chunk["similarity"])
-        run[qid] = dict(list(scores.items())[:100]) or {"__none__": 0.0}
+        run[qid] = dict(list(scores.items())[:100])
     return run, latencies
 
 
@@ -144,8 +144,7 @@ def above(run: dict[str, dict[str, float]], threshold: float) -> dict[str, dict[
     """``run`` as a search with ``similarity_threshold`` would have returned it: a document's score
     is its best chunk's, so dropping the documents below the threshold drops exactly what the
     threshold drops, in the same order."""
-    cut = {qid: {doc: score for doc, score in scores.items() if score >= threshold} for qid, scores in run.items()}
-    return {qid: scores or {"__none__": 0.0} for qid, scores in cut.items()}
+    return {qid: {doc: score for doc, score in scores.items() if score >= threshold} for qid, scores in run.items()}
 
 
 def ranked_ids(scores: dict[str, float], k: int) -> list[str]:

@@ -78,7 +78,7 @@ def ask(http: httpx.Client, dataset_id: str, question: str, weight: float, thres
     scores: dict[str, float] = {}
     for chunk in envelope(http.post("/api/v1/retrieval", json=body))["chunks"]:
         scores.setdefault(chunk["document_keyword"].removesuffix(".txt"), chunk["similarity"])
-    return dict(list(scores.items())[:100]) or {"__none__": 0.0}
+    return dict(list(scores.items())[:100])
 
 
 def http_ndcg(http: httpx.Client, dataset_id: str, collection: Collection, weight: float,
@@ -91,9 +91,12 @@ def in_process_ndcg(collection: Collection, weights: list[float], cache_dir: Pat
                     model: BuiltinEmbedding | None = None) -> dict[float, tuple[float, float]]:
     """``rag.benchmark``'s nDCG@10 per weight, with the feedback strength the server uses: at
     threshold 0 and at the API's default threshold."""
+    found = {}
     with indexed(collection, cache_dir=cache_dir, model=model) as index:
-        return {weight: (scores["ndcg@10"], scores[AT_API_DEFAULT])
-                for weight in weights for scores in [index.scores(weight)[0]]}
+        for weight in weights:
+            scores, _ = index.scores(weight)
+            found[weight] = (scores["ndcg@10"], scores[AT_API_DEFAULT])
+    return found
 
 
 def prepared_server(data_dir: Path, collection: Collection, name: str
