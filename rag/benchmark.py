@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,18 +71,24 @@ def load_collection(data: Path, split: str) -> Collection:
     return Collection(corpus, queries, qrels)
 
 
+class CorpusChunk(NamedTuple):
+    doc_id: str
+    content: str
+    title: str | None  # the document's title on a chunk whose text does not hold it (ChunkText.title)
+
+
 def document_bytes(title: str, text: str) -> bytes:
     return f"{title}\n\n{text}".encode() if title else text.encode()
 
 
-def chunk_corpus(corpus: dict[str, tuple[str, str]], chunk_tokens: int) -> list[tuple[str, str]]:
-    """(doc id, chunk text) pairs through the server's naive chunker."""
+def chunk_corpus(corpus: dict[str, tuple[str, str]], chunk_tokens: int) -> list[CorpusChunk]:
+    """The corpus through the server's naive chunker, as the ingestion worker chunks an upload."""
     config = {"chunk_token_num": chunk_tokens}
-    pairs = []
+    chunks = []
     for doc_id, (title, text) in corpus.items():
         for piece in parse_and_chunk(f"{doc_id}.txt", document_bytes(title, text), config):
-            pairs.append((doc_id, piece.content))
-    return pairs
+            chunks.append(CorpusChunk(doc_id, piece.content, piece.title))
+    return chunks
 
 
 def embed(model: BuiltinEmbedding, texts: list[str], cache_dir: Path | None) -> tuple[np.ndarray, float]:
@@ -99,14 +106,14 @@ def embed(model: BuiltinEmbedding, texts: list[str], cache_dir: Path | None) -> 
     return vectors, seconds
 
 
-def index_chunks(store: DocStoreConnection, pairs: list[tuple[str, str]], vectors: np.ndarray) -> float:
+def index_chunks(store: DocStoreConnection, chunks: list[CorpusChunk], vectors: np.ndarray) -> float:
     """Seconds to build rows and insert them in batches, as the ingestion worker does."""
     started = time.perf_counter()
     store.create_idx(index_name(TENANT), KB, vectors.shape[1])
-    for start in range(0, len(pairs), 500):
+    for start in range(0, len(chunks), 500):
         rows = [
-            make_chunk_row(doc_id, KB, f"{doc_id}.txt", content, vectors[start + i])
-            for i, (doc_id, content) in enumerate(pairs[start : start + 500])
+            make_chunk_row(piece.doc_id, KB, f"{piece.doc_id}.txt", piece.content, vectors[start + i], title=piece.title)
+            for i, piece in enumerate(chunks[start : start + 500])
         ]
         errors = store.insert(rows, index_name(TENANT), KB)
         if errors:
@@ -204,17 +211,17 @@ def indexed(collection: Collection, chunk_tokens: int = BUILTIN_EMBEDDING_CHUNK_
             cache_dir: Path | None = None, model: BuiltinEmbedding | None = None) -> Iterator[IndexedCollection]:
     """``collection`` through the server's chunker, builtin model and SQLite store, for one ``with``
     (``model``: an already loaded builtin model, else one is loaded)."""
-    pairs = chunk_corpus(collection.corpus, chunk_tokens)
+    chunks = chunk_corpus(collection.corpus, chunk_tokens)
     model = model or BuiltinEmbedding()
     model.warm_up()
-    vectors, embed_seconds = embed(model, [content for _, content in pairs], cache_dir)
+    vectors, embed_seconds = embed(model, [piece.content for piece in chunks], cache_dir)
     question_texts = list(collection.queries.values())
     query_vectors, _ = embed(model, question_texts, cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         store = create_doc_store("sqlite", Path(tmp), [])
         try:
-            index_seconds = index_chunks(store, pairs, vectors)
-            yield IndexedCollection(collection, len(pairs), store, PrecomputedQueries(question_texts, query_vectors),
+            index_seconds = index_chunks(store, chunks, vectors)
+            yield IndexedCollection(collection, len(chunks), store, PrecomputedQueries(question_texts, query_vectors),
                                     embed_seconds, index_seconds)
         finally:
             store.close()

@@ -661,7 +661,8 @@ def _row(job: _ParseJob, piece: ChunkText, vector: np.ndarray) -> dict:
     question), its questions, keywords and tags, and typed fields (a table row's columns)."""
     row = make_chunk_row(job.doc_id, job.kb.id, job.doc.name, piece.content, vector,
                          important_kwd=piece.keywords, question_kwd=piece.questions, tag_kwd=piece.tags,
-                         positions=[[piece.page, 0, 0, 0, 0]] if piece.page else (), token_count=piece.token_count)
+                         positions=[[piece.page, 0, 0, 0, 0]] if piece.page else (), token_count=piece.token_count,
+                         title=piece.title)
     if piece.match_text is not None:
         row["content_ltks"] = tokenize(piece.match_text)
     for name, value in piece.fields:

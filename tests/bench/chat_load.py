@@ -106,8 +106,8 @@ def build_index(data_dir: Path, corpus_dir: Path, max_docs: int | None, cache_di
 
     collection = load_collection(corpus_dir, "test")
     corpus = dict(list(collection.corpus.items())[:max_docs] if max_docs else collection.corpus.items())
-    pairs = chunk_corpus(corpus, 512)
-    vectors, seconds = embed(BuiltinEmbedding(), [content for _, content in pairs], cache_dir)
+    chunks = chunk_corpus(corpus, 512)
+    vectors, seconds = embed(BuiltinEmbedding(), [piece.content for piece in chunks], cache_dir)
     parts = build_components(load_settings(environ={}, data_dir=data_dir))
     try:
         upgrade(parts.db)
@@ -118,27 +118,28 @@ def build_index(data_dir: Path, corpus_dir: Path, max_docs: int | None, cache_di
 
         def documents() -> None:
             counts: dict[str, int] = {}
-            for corpus_id, _ in pairs:
-                counts[corpus_id] = counts.get(corpus_id, 0) + 1
+            for piece in chunks:
+                counts[piece.doc_id] = counts.get(piece.doc_id, 0) + 1
             rows = [dict(id=doc_ids[c], tenant_id=issued.tenant_id, kb_id=kb["id"], name=f"{c}.txt", type="doc",
                          suffix="txt", run="DONE", progress=1.0, chunk_num=counts.get(c, 0)) for c in corpus]
             with Document._meta.database.atomic():
                 for start in range(0, len(rows), 500):
                     Document.insert_many(rows[start:start + 500]).execute()
-                Knowledgebase.update(doc_num=len(rows), chunk_num=len(pairs)).where(
+                Knowledgebase.update(doc_num=len(rows), chunk_num=len(chunks)).where(
                     Knowledgebase.id == kb["id"]).execute()
 
         parts.db.call(documents)
         index = index_name(issued.tenant_id)
         parts.doc_store.create_idx(index, kb["id"], vectors.shape[1])
-        for start in range(0, len(pairs), 500):
-            rows = [make_chunk_row(doc_ids[c], kb["id"], f"{c}.txt", content, vectors[start + i])
-                    for i, (c, content) in enumerate(pairs[start:start + 500])]
+        for start in range(0, len(chunks), 500):
+            rows = [make_chunk_row(doc_ids[piece.doc_id], kb["id"], f"{piece.doc_id}.txt", piece.content,
+                                   vectors[start + i], title=piece.title)
+                    for i, piece in enumerate(chunks[start:start + 500])]
             if errors := parts.doc_store.insert(rows, index, kb["id"]):
                 raise RuntimeError(f"indexing failed: {errors[:3]}")
     finally:
         parts.close()
-    print(f"indexed {len(corpus)} documents → {len(pairs)} chunks (embedding {seconds:.1f}s, 0 = cached)",
+    print(f"indexed {len(corpus)} documents → {len(chunks)} chunks (embedding {seconds:.1f}s, 0 = cached)",
           flush=True)
     return issued.key, kb["id"], list(collection.queries.values())
 

@@ -58,12 +58,12 @@ def scifact(data: Path, cache_dir: Path) -> tuple[list[list[str]], np.ndarray, l
     from rag.llm.embedding_model import BuiltinEmbedding
 
     collection = load_collection(data, "test")
-    pairs = chunk_corpus(collection.corpus, 512)
+    chunks = chunk_corpus(collection.corpus, 512)
     model = BuiltinEmbedding()
-    vectors, _ = embed(model, [text for _, text in pairs], cache_dir)
+    vectors, _ = embed(model, [piece.content for piece in chunks], cache_dir)
     questions = list(collection.queries.values())
     question_vectors, _ = embed(model, questions, cache_dir)
-    sentences = [[s for s in re.split(r"(?<=[.!?])\s+", text) if s] for _, text in pairs]
+    sentences = [[s for s in re.split(r"(?<=[.!?])\s+", piece.content) if s] for piece in chunks]
     return sentences, unit(vectors), questions, unit(question_vectors)
 
 

@@ -14,6 +14,7 @@ from rag.app.naive import (
     chunk,
     chunk_tokens_for_model,
     delimiter_pattern,
+    document_title,
     parse_and_chunk,
 )
 from rag.app.parsers import ParseError, Section
@@ -190,3 +191,30 @@ def test_parse_and_chunk_markdown_end_to_end():
 def test_null_settings_mean_defaults():
     config = ChunkConfig.from_parser_config({"chunk_token_num": None, "delimiter": None, "overlap": None})
     assert config == ChunkConfig()
+
+
+def test_a_plain_documents_title_line_goes_with_the_chunks_that_do_not_hold_it():
+    body = "\n".join(SENTENCES[:40])
+    chunks = parse_and_chunk("notes.txt", f"Okapi field notes\n\n{body}".encode(), {"chunk_token_num": 60})
+    assert len(chunks) > 3
+    assert chunks[0].content.startswith("Okapi field notes\n") and chunks[0].title is None
+    assert all(piece.title == "Okapi field notes" and "Okapi" not in piece.content for piece in chunks[1:])
+    assert [c.content for c in chunks] == [c.content for c in chunk([Section(f"Okapi field notes\n\n{body}")],
+                                                                    {"chunk_token_num": 60})]
+
+
+@pytest.mark.parametrize("text", [
+    "\n".join(SENTENCES[:40]),                                   # no blank line after the first line
+    "First line\nsecond line\n\n" + "\n".join(SENTENCES[:40]),  # the first paragraph is two lines
+    " ".join(SENTENCES[:10]) + "\n\n" + "\n".join(SENTENCES[10:40]),  # a paragraph, not a title
+    "Only a title line\n\n ",                                   # nothing below it
+])
+def test_text_without_a_standalone_short_first_line_has_no_title(text):
+    assert document_title([Section(text)], 60) == ""
+    assert all(piece.title is None for piece in chunk([Section(text)], {"chunk_token_num": 60}))
+
+
+def test_a_document_with_headings_carries_them_in_its_text_not_as_a_title():
+    data = b"# Title\n\nIntro paragraph.\n\n" + "\n".join(SENTENCES[:30]).encode()
+    assert all(piece.title is None for piece in parse_and_chunk("doc.md", data, {"chunk_token_num": 64}))
+    assert document_title([Section("Title line\n\nbody text", ("Guide",))], 64) == ""

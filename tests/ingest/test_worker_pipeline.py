@@ -15,7 +15,7 @@ from api.db.services import document_service, task_service
 from api.settings import Settings
 from rag.svr import task_executor
 from rag.svr.task_executor import TaskExecutor
-from rag.utils.doc_store_conn import index_name, make_chunk_row
+from rag.utils.doc_store_conn import MatchTextExpr, index_name, make_chunk_row
 from tests.ingest.worker_support import (
     AsyncFakeEmbedding,
     FakeEmbedding,
@@ -82,6 +82,23 @@ async def test_parsing_indexes_every_chunk_once_and_counts_it(ready: Components,
     assert kb.token_num == sum(document(ready, d).token_num for d in doc_ids)
     assert model.calls > 2  # batched: several encode calls for the larger document
     assert [t.status for d in doc_ids for t in tasks_of(ready, d)] == ["done", "done"]
+
+
+async def test_a_text_files_title_line_makes_every_chunk_findable_by_it(ready: Components) -> None:
+    body = prose(8, 3).split("\n\n", 1)[1]  # the prose without its Markdown heading
+    data = f"Okapi field notes\n\n{body}".encode()
+    tenant_id, kb_id, (doc_id,) = seed_documents(ready, {"notes.txt": data})
+    queue(ready, tenant_id, kb_id, [doc_id])
+
+    assert await drain(executor_for(ready, FakeEmbedding())) == 1
+
+    stored = stored_chunk_ids(ready, tenant_id, kb_id, doc_id)
+    assert len(stored) > 3
+    found = ready.doc_store.search(["id", "content_with_weight"], [], {"doc_id": doc_id},
+                                   [MatchTextExpr(["title_tks^1", "content_ltks^1"], "okapi", 100)], None, 0, 100,
+                                   [index_name(tenant_id)], [kb_id])
+    assert sorted(row["id"] for row in found.rows) == sorted(stored)
+    assert sum("Okapi" in row["content_with_weight"] for row in found.rows) == 1  # the text itself is unchanged
 
 
 async def test_pipeline_works_on_every_metadata_backend(make_settings: Callable[..., Settings],

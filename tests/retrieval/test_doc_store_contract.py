@@ -14,6 +14,7 @@ from rag.utils.doc_store_conn import (
     chunk_id,
     index_name,
     make_chunk_row,
+    title_tokens,
 )
 
 KB = "kb_a"
@@ -52,6 +53,11 @@ def test_helpers_are_stable():
     assert index_name("t1") == "ragline_t1"
     assert chunk_id("d", "x") == chunk_id("d", "x") != chunk_id("d", "y")
     assert len(chunk_id("d", "x")) == 32 and int(chunk_id("d", "x"), 16) >= 0
+
+
+def test_title_tokens_hold_the_file_name_then_the_titles_new_words_once():
+    assert title_tokens("3M_2018_10K_p57.txt", "3M 10k 2018, page 57") == "3m 2018 10k p57 page 57"
+    assert title_tokens("notes.txt") == title_tokens("notes.txt", "") == "notes"
 
 
 def test_index_lifecycle(store, tenant):
@@ -95,6 +101,20 @@ def test_text_search_ranks_by_bm25(store, filled):
     assert result.rows[0]["doc_id"] == "d1"
     assert result.total == 1
     assert "<em>powerhouse</em>" in result.highlights[result.rows[0]["id"]]
+
+
+def test_a_chunks_document_title_is_matched_by_the_text_leg(store, tenant):
+    """A chunk that does not hold its document's title line is still found by the title's words."""
+    idx = index_name(tenant)
+    store.create_idx(idx, KB, 8)
+    titled = make_chunk_row("d9", KB, "d9.txt", "Grazing at dusk near the river.", unit(9), title="Okapi field notes")
+    untitled = make_chunk_row("d8", KB, "d8.txt", "Grazing at dawn near the river.", unit(8))
+    assert store.insert([titled, untitled], idx, KB) == []
+    result = search(store, idx, [MatchTextExpr(FIELDS, "okapi notes", 10)])
+    assert [row["id"] for row in result.rows] == [titled["id"]]
+    assert result.rows[0]["content_with_weight"] == "Grazing at dusk near the river."
+    assert {row["id"] for row in search(store, idx, [MatchTextExpr(FIELDS, "grazing river", 10)]).rows} == {
+        titled["id"], untitled["id"]}
 
 
 def test_dense_search_is_exact(store, filled):
