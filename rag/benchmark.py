@@ -16,7 +16,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,8 @@ METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
 DEFAULT_WEIGHT = 0.3  # what RAGFlow clients send; the figure the targets are about
 API_DEFAULT_THRESHOLD = 0.2  # the similarity_threshold /api/v1/retrieval applies when a client sends none
 AT_API_DEFAULT = "ndcg@10 t0.2"  # nDCG@10 of the same ranking cut at API_DEFAULT_THRESHOLD
+PAGE_SIZE = 300  # chunks asked per question: enough for RUN_DEPTH documents of a few chunks each
+RUN_DEPTH = 100  # documents kept per question (recall@100 is the deepest metric)
 
 
 @dataclass
@@ -131,19 +133,25 @@ class PrecomputedQueries:
         return self.by_text[text], 0
 
 
+def document_scores(chunks: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """The best ``RUN_DEPTH`` documents of a ranked page of (doc id, similarity) chunks, best
+    first: a document scores what its best (first) chunk does."""
+    scores: dict[str, float] = {}
+    for doc_id, similarity in chunks:
+        scores.setdefault(doc_id, similarity)
+    return dict(list(scores.items())[:RUN_DEPTH])
+
+
 def run_queries(dealer: Dealer, queries: dict[str, str], encoder, weight: float,
                 top: int = 1024) -> tuple[dict[str, dict[str, float]], list[float]]:
-    """Per query the documents' best-chunk scores (top 100) and each call's latency in ms."""
+    """Per query the documents' best-chunk scores (``document_scores``) and each call's latency in ms."""
     run: dict[str, dict[str, float]] = {}
     latencies = []
     for qid, text in queries.items():
         started = time.perf_counter()
-        result = dealer.retrieval(text, encoder, [TENANT], [KB], 1, 300, 0.0, weight, top=top)
+        result = dealer.retrieval(text, encoder, [TENANT], [KB], 1, PAGE_SIZE, 0.0, weight, top=top)
         latencies.append((time.perf_counter() - started) * 1000)
-        scores: dict[str, float] = {}
-        for chunk in result["chunks"]:
-            scores.setdefault(chunk["doc_id"], chunk["similarity"])
-        run[qid] = dict(list(scores.items())[:100])
+        run[qid] = document_scores((chunk["doc_id"], chunk["similarity"]) for chunk in result["chunks"])
     return run, latencies
 
 

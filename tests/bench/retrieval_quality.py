@@ -31,7 +31,16 @@ from pathlib import Path
 
 import httpx
 
-from rag.benchmark import AT_API_DEFAULT, Collection, document_bytes, evaluate, indexed, load_collection
+from rag.benchmark import (
+    AT_API_DEFAULT,
+    PAGE_SIZE,
+    Collection,
+    document_bytes,
+    document_scores,
+    evaluate,
+    indexed,
+    load_collection,
+)
 from rag.llm.embedding_model import BuiltinEmbedding
 from tests.bench import SCIFACT
 from tests.bench.ingest import (
@@ -44,7 +53,6 @@ from tests.bench.ingest import (
 )
 from tests.conftest import free_port
 
-PAGE_SIZE = 300  # chunks per question: rag.benchmark's page, so both keep the same top 100 documents
 STATE_FILE = "retrieval_quality.json"  # in a --keep directory: the key and dataset of the last ingestion
 
 
@@ -70,15 +78,14 @@ def ingest(http: httpx.Client, paths: list[Path]) -> str:
 
 def ask(http: httpx.Client, dataset_id: str, question: str, weight: float, threshold: float | None
         ) -> dict[str, float]:
-    """One question's documents (corpus ids) with their best chunk's similarity, top 100."""
+    """One question's documents (corpus ids) scored as ``rag.benchmark`` scores them, from the
+    same page size."""
     body = {"question": question, "dataset_ids": [dataset_id], "vector_similarity_weight": weight,
             "page_size": PAGE_SIZE}
     if threshold is not None:
         body["similarity_threshold"] = threshold
-    scores: dict[str, float] = {}
-    for chunk in envelope(http.post("/api/v1/retrieval", json=body))["chunks"]:
-        scores.setdefault(chunk["document_keyword"].removesuffix(".txt"), chunk["similarity"])
-    return dict(list(scores.items())[:100])
+    chunks = envelope(http.post("/api/v1/retrieval", json=body))["chunks"]
+    return document_scores((chunk["document_keyword"].removesuffix(".txt"), chunk["similarity"]) for chunk in chunks)
 
 
 def http_ndcg(http: httpx.Client, dataset_id: str, collection: Collection, weight: float,
