@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.llm.onnx_encoder import OnnxSentenceEncoder, is_short
+from rag.llm.onnx_encoder import OnnxSentenceEncoder, QuestionGraph, is_short
 from rag.utils.token_utils import num_tokens
 
 BUILTIN_FACTORY = "Builtin"
@@ -65,6 +65,12 @@ class BuiltinEmbedding:
     def short_texts_on_onnx(self) -> bool:
         """Whether short batches run through onnxruntime (after ``warm_up``)."""
         return self._short_encoder is not None
+
+    @property
+    def question_graph(self) -> QuestionGraph | None:
+        """How a process without torch computes this model's question vectors (after
+        ``warm_up``; None when questions stay on torch)."""
+        return self._short_encoder.graph if self._short_encoder is not None else None
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
         self.warm_up()

@@ -17,18 +17,14 @@ sends texts and receives the vectors (a 64-text call moves about 100 KB each way
 
 from __future__ import annotations
 
-import asyncio
-import os
-import time
 from typing import Any
 
 import numpy as np
 
+from rag.llm.onnx_encoder import QuestionGraph
 from rag.utils.child_process import ChildPool, settle_in_child
 
 EMBEDDING_NICENESS = 10  # how much lower than the serving process's priority the children's is
-WARM_UP_SECONDS = 120.0  # at most, for every child to have loaded the model
-WARM_UP_RETRY_SECONDS = 0.05
 
 # -- inside a child -------------------------------------------------------------------------------
 
@@ -56,9 +52,12 @@ def _child_encode(model_name: str, texts: list[str]) -> tuple[np.ndarray, int]:
     return _child_model(model_name).encode(texts)
 
 
-def _child_warm_up(model_name: str) -> int:
+def _child_warm_up(model_name: str) -> None:
     _child_model(model_name)
-    return os.getpid()
+
+
+def _child_question_graph(model_name: str) -> QuestionGraph | None:
+    return getattr(_child_model(model_name), "question_graph", None)
 
 
 def _child_torch_threads() -> int:
@@ -87,21 +86,13 @@ class EmbeddingProcesses:
 
     async def warm_up(self, model_name: str) -> list[int]:
         """Start every child and load ``model_name`` in each; returns the pids of the children
-        that loaded it (all of them, unless one took longer than ``WARM_UP_SECONDS``).
+        that loaded it (all of them, unless one took longer than the pool's start-up timeout)."""
+        return sorted(await self._children.run_in_every_child(_child_warm_up, model_name))
 
-        Nothing sends a call to a given child: a child that loaded first may take the next
-        call too while a sibling is still importing torch. So calls are sent, side by side,
-        until every child has answered one (a loaded child answers at once).
-        """
-        children = set(await self._children.warm_up())
-        unloaded = set(children)
-        deadline = time.monotonic() + WARM_UP_SECONDS
-        while unloaded and time.monotonic() < deadline:
-            unloaded.difference_update(
-                await asyncio.gather(*(self._children.run(_child_warm_up, model_name) for _ in unloaded)))
-            if unloaded:
-                await asyncio.sleep(WARM_UP_RETRY_SECONDS)  # let the slower child come to the queue
-        return sorted(children - unloaded)
+    async def question_graph(self, model_name: str) -> QuestionGraph | None:
+        """How a process without torch computes ``model_name``'s question vectors, as a child
+        loaded it (``BuiltinEmbedding.question_graph``); None when questions stay on torch."""
+        return await self._children.run(_child_question_graph, model_name)
 
     async def torch_threads(self) -> int:
         """torch's intra-op threads in a child (1)."""
@@ -137,3 +128,6 @@ class ProcessEmbedding:
     async def encode_queries(self, text: str) -> tuple[np.ndarray, int]:
         vectors, tokens = await self.encode([text])
         return vectors[0], tokens
+
+    async def question_graph(self) -> QuestionGraph | None:
+        return await self.processes.question_graph(self.model_name)

@@ -11,6 +11,11 @@ The graph is exported from the weights already loaded (torch's exporter, nothing
 once per model, torch and onnxruntime version, into a cache directory that every process shares.
 Before it is used, its vectors for probe sentences are checked against torch's; a model whose
 pipeline is not token embeddings → mean pooling → normalisation, or any mismatch, keeps torch.
+
+A process without torch (a search child) builds the same encoder from a ``QuestionGraph``: the
+graph's path, the tokenizer's file and torch's vectors for the probes, which it checks its own
+against. That lets the process that searches embed the question itself, one process hop fewer
+for a new question.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,43 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragline"
 
 
+@dataclass(frozen=True)
+class QuestionGraph:
+    """What another process needs to compute a loaded encoder's vectors without torch.
+
+    ``probe_vectors`` are torch's vectors for ``PROBES`` (float32 rows, as bytes: a search call
+    carries the graph, so it pickles cheaply): the receiving process checks its own against
+    them, as ``OnnxSentenceEncoder.load`` checks the graph against torch.
+    """
+
+    graph: str  # the exported ONNX file
+    tokenizer: str  # the model's tokenizer.json
+    max_length: int  # word pieces read, special tokens included
+    probe_vectors: bytes = field(compare=False, repr=False)
+
+    def probes(self) -> np.ndarray:
+        return np.frombuffer(self.probe_vectors, dtype=np.float32).reshape(len(PROBES), -1)
+
+
+class _FileTokenizer:
+    """A ``tokenizer.json`` read by the ``tokenizers`` library, called as a transformers fast
+    tokenizer is (``(texts, truncation=True, max_length=n)`` → ids, mask and type ids per text):
+    the same backend, without importing transformers and torch."""
+
+    def __init__(self, path: str, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(path)
+        self._tokenizer.no_padding()  # the file may pad to a fixed length; texts run unpadded here
+        self._tokenizer.enable_truncation(max_length)
+
+    def __call__(self, texts: list[str], truncation: bool = True, max_length: int | None = None
+                 ) -> dict[str, list[list[int]]]:
+        encodings = self._tokenizer.encode_batch(texts)
+        return {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
+                "token_type_ids": [e.type_ids for e in encodings]}
+
+
 def is_short(text: str) -> bool:
     """True for a text onnxruntime computes faster than torch, alone or in any batch."""
     return len(text) <= SHORT_TEXT_CHARS
@@ -52,16 +95,18 @@ def is_short(text: str) -> bool:
 class OnnxSentenceEncoder:
     """Mean-pooled, normalised token embeddings of a transformer, computed by onnxruntime.
 
-    Built with ``load`` from a loaded SentenceTransformer; ``encode`` is thread-safe (an
-    onnxruntime session may run from several threads).
+    Built with ``load`` from a loaded SentenceTransformer, or with ``from_graph`` from what
+    such a load hands on (``graph``); ``encode`` is thread-safe (an onnxruntime session may run
+    from several threads).
     """
 
-    def __init__(self, session: Any, tokenizer: Any, max_length: int) -> None:
+    def __init__(self, session: Any, tokenizer: Any, max_length: int, graph: QuestionGraph | None = None) -> None:
         self._session = session
         self._tokenizer = tokenizer
         self._max_length = max_length
         self._inputs = [i.name for i in session.get_inputs()]
         self._dim = int(session.get_outputs()[0].shape[-1])  # the hidden size: fixed in the graph
+        self.graph = graph  # for another process; None when the tokenizer has no file to hand on
 
     @classmethod
     def load(cls, model: Any, cache_dir: Path | None = None) -> OnnxSentenceEncoder | None:
@@ -78,9 +123,30 @@ class OnnxSentenceEncoder:
             log.warning("ONNX export of the embedding model failed; questions stay on torch", exc_info=True)
             return None
         expected = model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True)
-        cosines = (encoder.encode(list(PROBES)) * expected).sum(axis=1)
-        if float(cosines.min()) < MIN_PROBE_COSINE:
-            log.warning("ONNX embedding differs from torch's (cosine %.6f); questions stay on torch", cosines.min())
+        cosine = _probe_cosine(encoder, expected)
+        if cosine < MIN_PROBE_COSINE:
+            log.warning("ONNX embedding differs from torch's (cosine %.6f); questions stay on torch", cosine)
+            return None
+        tokenizer_file = Path(str(getattr(model.tokenizer, "name_or_path", ""))) / "tokenizer.json"
+        if tokenizer_file.is_file():
+            encoder.graph = QuestionGraph(str(path), str(tokenizer_file), int(model.max_seq_length),
+                                          np.asarray(expected, dtype=np.float32).tobytes())
+        return encoder
+
+    @classmethod
+    def from_graph(cls, graph: QuestionGraph) -> OnnxSentenceEncoder | None:
+        """The encoder ``graph`` describes, built without torch; None when its vectors for the
+        probes differ from the ones ``graph`` carries (another onnxruntime, another tokenizer)
+        or its files cannot be read."""
+        try:
+            tokenizer = _FileTokenizer(graph.tokenizer, graph.max_length)
+            encoder = cls(_session(Path(graph.graph)), tokenizer, graph.max_length, graph)
+        except Exception:  # a graph this process cannot use leaves questions to the embedding processes
+            log.warning("cannot load the question graph %s", graph.graph, exc_info=True)
+            return None
+        cosine = _probe_cosine(encoder, graph.probes())
+        if cosine < MIN_PROBE_COSINE:
+            log.warning("the question graph %s differs here (cosine %.6f); not used", graph.graph, cosine)
             return None
         return encoder
 
@@ -100,6 +166,11 @@ class OnnxSentenceEncoder:
             pooled = self._session.run(None, feeds)[0].mean(axis=1)  # every token is real: no mask
             vectors[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return vectors
+
+
+def _probe_cosine(encoder: OnnxSentenceEncoder, expected: np.ndarray) -> float:
+    """The lowest cosine between ``encoder``'s vectors for ``PROBES`` and ``expected``."""
+    return float((encoder.encode(list(PROBES)) * expected).sum(axis=1).min())
 
 
 def _plain_mean_pooled_transformer(model: Any) -> Any | None:

@@ -16,6 +16,7 @@ import os
 import pickle
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -58,6 +59,11 @@ def _exit_with_parent() -> None:
 FRAME_HEADER = struct.Struct("<qQ")  # a message's call id (0: a child saying it is ready) and length
 READ_CHUNK = 1 << 20
 EXTRA_CALLS = 1  # calls in the pipe beyond one per child, so a child that answers finds its next one
+EVERY_CHILD_RETRY_SECONDS = 0.05  # between rounds of ``run_in_every_child``
+
+
+def _with_pid(fn: Callable[..., T], *args: Any) -> tuple[int, T]:
+    return os.getpid(), fn(*args)
 
 
 class ChildPool:
@@ -98,6 +104,12 @@ class ChildPool:
                 self._children = _ChildSet(self._context, self.processes, self._initializer, self._initargs)
             return self._children
 
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls handed to the children (or waiting for one) and not answered yet."""
+        children = self._children
+        return 0 if children is None else children.calls_in_flight
+
     async def warm_up(self) -> list[int]:
         """Start every child now (a spawned child takes a second or more) instead of on the
         first calls; returns the children's pids once each has set itself up."""
@@ -116,6 +128,25 @@ class ChildPool:
         if ok:
             return value
         raise value
+
+    async def run_in_every_child(self, fn: Callable[..., T], *args: Any) -> dict[int, T]:
+        """``fn(*args)`` once in each child (starting them first): the results by the pid that
+        computed them, from every child that answered within ``STARTUP_TIMEOUT``.
+
+        Nothing sends a call to a given child: one that is free may take the next call too
+        while a sibling is still starting. So calls are sent, side by side, until every child
+        has answered one (later answers of a child that answered already are dropped).
+        """
+        pids = set(await self.warm_up())
+        results: dict[int, T] = {}
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while pids - results.keys() and time.monotonic() < deadline:
+            answers = await asyncio.gather(*(self.run(_with_pid, fn, *args) for _ in pids - results.keys()))
+            for pid, value in answers:
+                results.setdefault(pid, value)
+            if pids - results.keys():
+                await asyncio.sleep(EVERY_CHILD_RETRY_SECONDS)  # let the slower child come to the queue
+        return {pid: value for pid, value in results.items() if pid in pids}
 
     def close(self) -> None:
         """Stop the children once their current calls end; calls not yet answered raise
@@ -165,6 +196,10 @@ class _ChildSet:
         self._unsent.append((self._next_id, message))
         self._send_more()
         return await answer
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._pending)
 
     async def ready(self) -> list[int]:
         loop = self._bind()

@@ -41,6 +41,13 @@ async def test_a_child_embeds_exactly_as_this_process_does(children, builtin_emb
     np.testing.assert_allclose(question, here[0], atol=1e-5)
 
 
+async def test_a_child_hands_on_the_question_graph_it_checked(children, builtin_embedding: BuiltinEmbedding) -> None:
+    builtin_embedding.warm_up()
+    graph = await ProcessEmbedding(BUILTIN, children).question_graph()
+    assert graph is not None and graph == builtin_embedding.question_graph  # the same exported file
+    np.testing.assert_allclose(graph.probes(), builtin_embedding.question_graph.probes(), atol=1e-5)
+
+
 async def test_a_child_computes_on_one_torch_thread_below_the_server_priority(children) -> None:
     [pid] = await children.warm_up(BUILTIN)
     assert await children.torch_threads() == 1

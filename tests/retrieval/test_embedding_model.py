@@ -145,6 +145,46 @@ def test_onnx_falls_back_to_torch_when_it_cannot_match(minilm, tmp_path, monkeyp
     assert onnx_encoder.OnnxSentenceEncoder.load(minilm._model, tmp_path) is None
 
 
+QUESTION_GRAPH_SCRIPT = """
+import sys
+sys.modules["torch"] = None  # a search child never imports torch: the graph must not need it
+import pickle
+from rag.llm.onnx_encoder import OnnxSentenceEncoder
+graph, texts = pickle.load(sys.stdin.buffer)
+encoder = OnnxSentenceEncoder.from_graph(graph)
+sys.stdout.buffer.write(pickle.dumps(encoder.encode(texts)))
+"""
+
+
+def test_a_question_graph_gives_torchs_vectors_in_a_process_without_torch(minilm):
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    graph = minilm.question_graph
+    assert graph is not None and Path(graph.graph).is_file() and Path(graph.tokenizer).is_file()
+    texts = [*QUESTIONS, "Ünïcödé naïve café, 東京?", "word " * 300]  # the last one is cut at 256 pieces
+    done = subprocess.run([sys.executable, "-c", QUESTION_GRAPH_SCRIPT], input=pickle.dumps((graph, texts)),
+                          capture_output=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    vectors = pickle.loads(done.stdout)
+    np.testing.assert_allclose(vectors, minilm._torch_encode(texts), atol=1e-5)
+
+
+def test_a_question_graph_that_does_not_reproduce_its_probes_is_refused(minilm, tmp_path, caplog):
+    import dataclasses
+
+    from rag.llm.onnx_encoder import OnnxSentenceEncoder
+
+    graph = minilm.question_graph
+    flipped = dataclasses.replace(graph, probe_vectors=(-graph.probes()).tobytes())
+    with caplog.at_level("WARNING"):
+        assert OnnxSentenceEncoder.from_graph(flipped) is None
+    assert "differs" in caplog.text
+    assert OnnxSentenceEncoder.from_graph(dataclasses.replace(graph, graph=str(tmp_path / "gone.onnx"))) is None
+    assert OnnxSentenceEncoder.from_graph(graph) is not None
+
+
 def test_the_onnx_switch_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("RAGLINE_EMBED_ONNX", "0")
     assert not BuiltinEmbedding().onnx_short_texts
