@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
@@ -33,10 +34,11 @@ from api.utils.llm_bridge import SyncLLMWrapper
 from rag.llm.embedding_model import BUILTIN_FACTORY, BUILTIN_MINILM, split_model_name
 from rag.llm.embedding_processes import EmbeddingProcesses
 from rag.llm.errors import LLMServiceError
+from rag.llm.onnx_encoder import QuestionGraph
 from rag.llm.question_vectors import QuestionVectors
 from rag.llm.registry import ModelRegistry
 from rag.nlp.search import Dealer, EmbeddedQuestion
-from rag.nlp.search_processes import SearchProcesses
+from rag.nlp.search_processes import QuestionGraphRefused, SearchProcesses
 from rag.svr.embed_batcher import EmbeddingBatcher
 from rag.svr.task_store import TaskStore
 from rag.utils.doc_store import create_doc_store
@@ -44,6 +46,7 @@ from rag.utils.doc_store_conn import DocStoreConnection
 from rag.utils.storage import LocalStorage, Storage
 from rag.utils.token_utils import num_tokens
 
+log = logging.getLogger(__name__)
 EXTENSION_KEY = "ragline"
 COMPUTE_NICENESS = 10  # how much lower than the event loop's the compute threads' priority is
 T = TypeVar("T")
@@ -85,6 +88,8 @@ class Components:
     question_vectors: QuestionVectors = field(default_factory=QuestionVectors)
     search_processes: SearchProcesses | None = None
     embedding_processes: EmbeddingProcesses | None = None
+    # models whose new questions the search processes embed themselves (``warm_up_question_search``)
+    question_graphs: dict[str, QuestionGraph] = field(default_factory=dict)
     chats: ChatDirectory = field(init=False)
     response_cache: ResponseCacheStore = field(init=False)
     dialects: DialectMemory = field(default_factory=DialectMemory)
@@ -108,6 +113,52 @@ class Components:
         if self.search_processes is not None and rerank_mdl is None:
             return await self.search_processes.retrieval(question, query.vector, query.tokens, *args, **options)
         return await self.run_compute(self.dealer.retrieval, question, query, *args, rerank_mdl=rerank_mdl, **options)
+
+    async def search_question(self, tenant_id: str, model_name: str, question: str, kb_ids: list[str],
+                              page: int, page_size: int, *, rerank_mdl: Any = None, **options: Any) -> dict[str, Any]:
+        """``search`` of ``question`` embedded with ``model_name`` (``embedded_question``), the
+        tenant's own chunks only.
+
+        A new question to a model the search processes embed (``question_graphs``), when no
+        other search is in flight, goes to one search process, which embeds it and searches: one
+        process hop instead of two for a lone user (``rag.nlp.search_processes``). Its vector is
+        remembered and its usage row written here, as ``embedded_question`` does. Under load the
+        embedding processes embed it, in one call with the questions asked alongside.
+        """
+        graph = self.question_graphs.get(model_name)
+        if (graph is not None and rerank_mdl is None and self.search_processes is not None
+                and self.search_processes.searches_in_flight == 0
+                and self.question_vectors.get(tenant_id, model_name, question) is None):
+            try:
+                result, query, embedding_ms = await self.search_processes.embed_and_retrieve(
+                    question, graph, tenant_id, kb_ids, page, page_size, **options)
+            except QuestionGraphRefused:  # a replaced child on another onnxruntime: back to two hops
+                log.warning("a search process refused the question graph of %s", model_name)
+                self.question_graphs.pop(model_name, None)
+            else:
+                self.bundle(tenant_id, model_name, "embedding").record_computed(query.tokens, embedding_ms)
+                self.question_vectors.put(tenant_id, model_name, question, query.vector, query.tokens)
+                return result
+        query = await self.embedded_question(tenant_id, model_name, question)
+        return await self.search(question, query, tenant_id, kb_ids, page, page_size, rerank_mdl=rerank_mdl,
+                                 **options)
+
+    async def warm_up_question_search(self, model_name: str) -> bool:
+        """Let the search processes embed ``model_name``'s new questions themselves, once each
+        has loaded and checked its question graph; True when they do."""
+        if self.search_processes is None:
+            return False
+        graph = await self._question_graph(model_name)
+        if graph is None or not await self.search_processes.load_question_graph(graph):
+            return False
+        self.question_graphs[model_name] = graph
+        return True
+
+    async def _question_graph(self, model_name: str) -> QuestionGraph | None:
+        """The loaded model's ``QuestionGraph`` (in its embedding processes or in this process)."""
+        model = self.registry.embedding_model(model_name)
+        graph = getattr(model, "question_graph", None)
+        return await graph() if callable(graph) else graph
 
     def health_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """One probe per component, each raising when that component is unhealthy."""

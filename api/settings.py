@@ -45,6 +45,7 @@ ENV_NAMES: dict[str, str] = {
     "worker_threads": "RAGLINE_WORKER_THREADS",
     "compute_threads": "RAGLINE_COMPUTE_THREADS",
     "search_processes": "RAGLINE_SEARCH_PROCESSES",
+    "search_embeds_questions": "RAGLINE_SEARCH_EMBEDS_QUESTIONS",
     "graceful_timeout": "RAGLINE_GRACEFUL_TIMEOUT",
     "event_loop": "RAGLINE_EVENT_LOOP",
     "log_level": "RAGLINE_LOG_LEVEL",
@@ -106,6 +107,7 @@ class Settings(BaseModel):
     worker_threads: int = Field(32, ge=1, le=512)
     compute_threads: int = Field(0, ge=0, le=256)  # 0: one per core
     search_processes: int = Field(-1, ge=-1, le=64)  # embedded index searches; -1: one per core, 0: in threads
+    search_embeds_questions: bool = True  # a lone new question embedded by the search process (builtin model)
     graceful_timeout: float = Field(10.0, ge=0)
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # the serving loop (api.server.new_event_loop)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -10,9 +10,17 @@ and its niceness then works: the kernel runs the loop first and the searches wit
 
 Each child opens the doc store itself (the SQLite index files are shared through the
 filesystem; every search catches up with the writes made since, tombstones included) and runs
-the same ``Dealer.retrieval`` as the threads do. The question's vector is computed in the
-serving process, where questions asked together share one model call, and travels with the
-request; results come back as the plain dicts ``Dealer`` builds anyway.
+the same ``Dealer.retrieval`` as the threads do. Results come back as the plain dicts ``Dealer``
+builds anyway.
+
+The question's vector travels with the request, or, for a lone new question to the builtin
+model, the child computes it (``embed_and_retrieve``: the model's ONNX graph, ``QuestionGraph``,
+loaded once per child without torch). That is one process hop fewer than asking an embedding
+process first: on a quiet server, where each hop wakes a sleeping process, it saved 1.1 ms of a
+new question's retrieval (``tests.bench.chat_load``'s baseline). Under load the embedding
+processes keep the questions (the caller decides, ``Components.search_question``): there,
+questions asked together share one model call, and a search child busy embedding held up the
+searches queued behind it (retrieval p90 under ``chat_load`` 0.55 → 0.9 s).
 
 Searches that must reach a model on the serving process's loop (a rerank model) cannot run
 here; the caller keeps those in its threads.
@@ -20,14 +28,17 @@ here; the caller keeps those in its threads.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rag.llm.onnx_encoder import OnnxSentenceEncoder, QuestionGraph
 from rag.nlp.search import Dealer, EmbeddedQuestion
 from rag.utils.child_process import ChildPool, settle_in_child
+from rag.utils.token_utils import num_tokens
 
 SEARCH_NICENESS = 10  # how much lower than the serving process's priority the children's is
 
@@ -35,6 +46,11 @@ SEARCH_NICENESS = 10  # how much lower than the serving process's priority the c
 # -- inside a child -------------------------------------------------------------------------------
 
 _child_dealer: Dealer | None = None  # this child process's Dealer, set once by _open_child
+_child_encoders: dict[QuestionGraph, OnnxSentenceEncoder | None] = {}  # loaded (or refused) graphs
+
+
+class QuestionGraphRefused(RuntimeError):
+    """A search child cannot compute a ``QuestionGraph``'s vectors (see ``OnnxSentenceEncoder.from_graph``)."""
 
 
 def _open_child(engine: str, data_dir: str, es_hosts: list[str] | None, niceness: int) -> None:
@@ -58,6 +74,27 @@ def _child_retrieval(question: str, vector: np.ndarray, tokens: int, args: tuple
     return _child_dealer.retrieval(question, EmbeddedQuestion(question, vector, tokens), *args, **kwargs)
 
 
+def _child_encoder(graph: QuestionGraph) -> OnnxSentenceEncoder | None:
+    if graph not in _child_encoders:
+        _child_encoders[graph] = OnnxSentenceEncoder.from_graph(graph)
+    return _child_encoders[graph]
+
+
+def _child_load_graph(graph: QuestionGraph) -> bool:
+    return _child_encoder(graph) is not None
+
+
+def _child_embed_and_retrieve(question: str, graph: QuestionGraph, args: tuple, kwargs: dict
+                              ) -> tuple[dict[str, Any], EmbeddedQuestion, float]:
+    encoder = _child_encoder(graph)
+    if encoder is None:
+        raise QuestionGraphRefused(graph.graph)
+    started = time.perf_counter()
+    query = EmbeddedQuestion(question, encoder.encode([question])[0], num_tokens(question))
+    embedding_ms = (time.perf_counter() - started) * 1000
+    return _child_dealer.retrieval(question, query, *args, **kwargs), query, embedding_ms
+
+
 # -- in the serving process -----------------------------------------------------------------------
 
 
@@ -74,6 +111,11 @@ class SearchProcesses:
     def processes(self) -> int:
         return self._children.processes
 
+    @property
+    def searches_in_flight(self) -> int:
+        """Calls sent to the children and not answered yet (0: every child is free)."""
+        return self._children.calls_in_flight
+
     async def warm_up(self) -> list[int]:
         """Start every child now instead of on the first questions; returns the children's pids."""
         return await self._children.warm_up()
@@ -83,6 +125,20 @@ class SearchProcesses:
         """``Dealer.retrieval(question, <the vector>, *args, **kwargs)`` in a child."""
         vector = np.asarray(query_vector, dtype=np.float32)
         return await self._children.run(_child_retrieval, question, vector, query_tokens, args, kwargs)
+
+    async def load_question_graph(self, graph: QuestionGraph) -> bool:
+        """Load ``graph`` in every child now rather than on its first question; False when a
+        child refused it (its questions then go to the embedding processes)."""
+        loaded = await self._children.run_in_every_child(_child_load_graph, graph)
+        return len(loaded) == self.processes and all(loaded.values())
+
+    async def embed_and_retrieve(self, question: str, graph: QuestionGraph, *args: Any, **kwargs: Any
+                                 ) -> tuple[dict[str, Any], EmbeddedQuestion, float]:
+        """``retrieval`` of a question the child embeds itself with ``graph``: the result, the
+        embedded question (its vector and tokens, for the caller to remember and account) and the
+        embedding's milliseconds.
+        Raises ``QuestionGraphRefused`` when the child cannot use ``graph``."""
+        return await self._children.run(_child_embed_and_retrieve, question, graph, args, kwargs)
 
     def close(self) -> None:
         """Stop the children once their current searches end."""

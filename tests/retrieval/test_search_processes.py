@@ -4,6 +4,7 @@ child replaced without failing a question."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -12,10 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from api.db.migrate import upgrade
+from api.db.models import Usage
+from rag.llm.embedding_model import BuiltinEmbedding
+from rag.llm.onnx_encoder import QuestionGraph
 from rag.nlp.search import Dealer, EmbeddedQuestion
-from rag.nlp.search_processes import SEARCH_NICENESS, SearchProcesses
+from rag.nlp.search_processes import SEARCH_NICENESS, QuestionGraphRefused, SearchProcesses
 from rag.utils.doc_store import create_doc_store
 from rag.utils.doc_store_conn import DocStoreConnection, index_name, make_chunk_row
+from tests.conftest import BUILTIN_EMBEDDING
 
 TENANT, KB = "t1", "kb1"
 DIM = 8
@@ -150,6 +156,124 @@ async def test_a_child_searches_with_one_blas_thread(searches) -> None:
 
     await searches.warm_up()
     assert set(await searches._children.run(_child_blas_threads)) == {1}
+
+
+# -- a new question embedded by the search process itself ------------------------------------------
+
+NEW_QUESTION = "What pumps blood around the body?"
+
+
+def minilm_rows(model: BuiltinEmbedding) -> list[dict]:
+    vectors, _ = model.encode(TEXTS)
+    return [make_chunk_row(f"d{i}", KB, f"d{i}.txt", text, vectors[i]) for i, text in enumerate(TEXTS)]
+
+
+@pytest.fixture
+def graph(builtin_embedding: BuiltinEmbedding) -> QuestionGraph:
+    builtin_embedding.warm_up()
+    assert builtin_embedding.question_graph is not None
+    return builtin_embedding.question_graph
+
+
+def refused(graph: QuestionGraph, directory: Path) -> QuestionGraph:
+    """A copy of the graph with probe vectors no process reproduces (as if exported by another
+    onnxruntime; a copy, since a child keeps what it loaded by file)."""
+    import dataclasses
+    import shutil
+
+    copy = shutil.copy(graph.graph, directory / "other.onnx")
+    return dataclasses.replace(graph, graph=str(copy), probe_vectors=(-graph.probes()).tobytes())
+
+
+async def test_a_child_embeds_a_new_question_as_the_model_does_and_searches(
+        tmp_path: Path, builtin_embedding: BuiltinEmbedding, graph: QuestionGraph) -> None:
+    store = create_doc_store("sqlite", tmp_path, None)
+    assert store.insert(minilm_rows(builtin_embedding), index_name(TENANT), KB) == []
+    pool = SearchProcesses(1, "sqlite", tmp_path)
+    try:
+        assert await pool.load_question_graph(graph)
+        found, query, embedding_ms = await pool.embed_and_retrieve(NEW_QUESTION, graph, [TENANT], [KB], 1, 10,
+                                                                   **OPTIONS)
+        assert embedding_ms > 0
+        expected_vector, expected_tokens = builtin_embedding.encode_queries(NEW_QUESTION)
+        np.testing.assert_allclose(query.vector, expected_vector, atol=1e-6)
+        assert query.tokens == expected_tokens and query.question == NEW_QUESTION
+        in_thread = Dealer(store).retrieval(NEW_QUESTION, query, [TENANT], [KB], 1, 10, **OPTIONS)
+        assert found == in_thread and found["chunks"][0]["doc_id"] == "d2"
+    finally:
+        pool.close()
+        store.close()
+
+
+async def test_a_child_refuses_a_graph_it_cannot_reproduce(searches, graph: QuestionGraph, tmp_path: Path) -> None:
+    other = refused(graph, tmp_path)
+    assert not await searches.load_question_graph(other)
+    with pytest.raises(QuestionGraphRefused):
+        await searches.embed_and_retrieve(NEW_QUESTION, other, [TENANT], [KB], 1, 10, **OPTIONS)
+
+
+class CountingBatcher:
+    """The components' question batcher, counting the questions sent to the embedding model."""
+
+    def __init__(self, batcher) -> None:
+        self.batcher = batcher
+        self.questions: list[str] = []
+
+    async def encode(self, key, model, texts):
+        self.questions.extend(texts)
+        return await self.batcher.encode(key, model, texts)
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
+def embedding_rows(parts) -> list[tuple[str, int]]:
+    return parts.db.call(lambda: [(row.model, row.prompt_tokens) for row in
+                                  Usage.select().where(Usage.kind == "embedding").order_by(Usage.create_time)])
+
+
+async def test_components_send_a_new_question_to_one_search_process(
+        make_settings, make_parts, builtin_embedding: BuiltinEmbedding, tmp_path: Path) -> None:
+    parts = make_parts(make_settings(search_processes=1))
+    upgrade(parts.db)
+    assert parts.doc_store.insert(minilm_rows(builtin_embedding), index_name(TENANT), KB) == []
+    parts.question_batcher = counting = CountingBatcher(parts.question_batcher)
+    assert await parts.warm_up_question_search(BUILTIN_EMBEDDING)
+    assert BUILTIN_EMBEDDING in parts.question_graphs
+
+    found = await parts.search_question(TENANT, BUILTIN_EMBEDDING, NEW_QUESTION, [KB], 1, 10, **OPTIONS)
+    assert found["chunks"][0]["doc_id"] == "d2" and counting.questions == []  # embedded by the search process
+    _, tokens = builtin_embedding.encode_queries(NEW_QUESTION)
+    await parts.usage.settled()
+    assert embedding_rows(parts) == [(BUILTIN_EMBEDDING, tokens)]  # accounted as the model's own call
+
+    again = await parts.search_question(TENANT, BUILTIN_EMBEDDING, NEW_QUESTION, [KB], 1, 10, **OPTIONS)
+    assert again == found and counting.questions == []
+    await parts.usage.settled()
+    assert len(embedding_rows(parts)) == 1  # the remembered vector: nothing spent
+
+    busy = asyncio.create_task(search(parts.search_processes, "volcanoes", 3))
+    await asyncio.sleep(0)  # that search is now in flight
+    assert parts.search_processes.searches_in_flight == 1
+    beside = await parts.search_question(TENANT, BUILTIN_EMBEDDING, "Where does molten rock erupt?", [KB], 1, 10,
+                                         **OPTIONS)
+    assert beside["chunks"][0]["doc_id"] == "d3" and (await busy)["total"] > 0
+    assert counting.questions == ["Where does molten rock erupt?"]  # under load: the embedding processes'
+    assert parts.search_processes.searches_in_flight == 0
+    counting.questions.clear()
+
+    parts.question_graphs[BUILTIN_EMBEDDING] = refused(parts.question_graphs[BUILTIN_EMBEDDING], tmp_path)
+    other = await parts.search_question(TENANT, BUILTIN_EMBEDDING, "Do statins lower cholesterol?", [KB], 1, 10,
+                                        **OPTIONS)
+    assert other["chunks"][0]["doc_id"] == "d1"
+    assert counting.questions == ["Do statins lower cholesterol?"]  # the embedding model, as before
+    assert BUILTIN_EMBEDDING not in parts.question_graphs  # and so from now on
+
+
+async def test_no_question_graph_without_search_processes(make_settings, make_parts) -> None:
+    parts = make_parts(make_settings(search_processes=0))
+    assert not await parts.warm_up_question_search(BUILTIN_EMBEDDING)
+    assert parts.question_graphs == {}
 
 
 ORPHAN_SCRIPT = """

@@ -115,9 +115,9 @@ async def retrieval() -> Response:
     try:
         question = await _with_keywords(body.question) if body.keyword else body.question
         reranker = parts.sync_view(parts.bundle(g.tenant_id, body.rerank_id, "rerank")) if body.rerank_id else None
-        query_encoder = await parts.embedded_question(g.tenant_id, datasets[0].embd_id, question)
-        result = await parts.search(
-            question, query_encoder, g.tenant_id, body.dataset_ids, body.page, body.page_size, rerank_mdl=reranker,
+        result = await parts.search_question(
+            g.tenant_id, datasets[0].embd_id, question, body.dataset_ids, body.page, body.page_size,
+            rerank_mdl=reranker,
             similarity_threshold=body.similarity_threshold, vector_similarity_weight=body.fusion_weight(),
             top=body.top_k, doc_ids=doc_ids, highlight=body.highlight,
         )

@@ -254,18 +254,17 @@ class DialogService:
     async def retrieve(self, dialog: Dialog, question: str,
                        metadata_condition: dict[str, Any] | None = None) -> dict[str, Any]:
         """The dialog's top chunks for ``question``: the question embedded first, then the Dealer
-        in a search process or a compute thread (``Components.search``; a rerank model is
+        in a search process or a compute thread (``Components.search_question``; a rerank model is
         reached back on the loop through SyncLLMWrapper). Only documents matching the chat's
         metadata filter and ``metadata_condition`` (both, when both are set) are candidates."""
         embd_id = await self.parts.chats.embedding_model(dialog.tenant_id, dialog.kb_ids)
         doc_ids = await self.allowed_documents(dialog, metadata_condition)
         if embd_id is None or doc_ids == []:
             return {"total": 0, "chunks": [], "doc_aggs": []}
-        embedder = await self.parts.embedded_question(dialog.tenant_id, embd_id, question)
         reranker = (self.parts.sync_view(self.parts.bundle(dialog.tenant_id, dialog.rerank_id, "rerank"))
                     if dialog.rerank_id else None)
-        return await self.parts.search(
-            question, embedder, dialog.tenant_id, dialog.kb_ids, 1, dialog.top_n, rerank_mdl=reranker,
+        return await self.parts.search_question(
+            dialog.tenant_id, embd_id, question, dialog.kb_ids, 1, dialog.top_n, rerank_mdl=reranker,
             similarity_threshold=dialog.similarity_threshold,
             vector_similarity_weight=dialog.vector_similarity_weight, top=dialog.top_k, doc_ids=doc_ids,
             aggs=False,  # the reference counts the cited chunks' documents, as RAGFlow's chat does

@@ -330,8 +330,13 @@ class LLMBundle:
             error = translate_exception(exc, self.model_name)
             await self._record(latency_ms=_ms_since(started), attempts=error.attempts, outcome=error.outcome)
             raise error from exc
-        self._record_soon(prompt_tokens=int(tokens), cost=self._cost(int(tokens), 0), latency_ms=_ms_since(started))
+        self.record_computed(int(tokens), _ms_since(started))
         return value, int(tokens)
+
+    def record_computed(self, tokens: int, latency_ms: float) -> None:
+        """Account for a call of this model that another process made for this bundle's caller
+        (a search process embedding the question), as ``encode`` accounts for its own."""
+        self._record_soon(prompt_tokens=tokens, cost=self._cost(tokens, 0), latency_ms=latency_ms)
 
     async def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Document vectors, shape (len(texts), dim), and the tokens they cost."""
