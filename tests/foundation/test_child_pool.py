@@ -1,6 +1,6 @@
 """``ChildPool``: calls written to and answers read from the children's shared pipes by the event
 loop itself. Messages of any size arrive whole, calls beyond the children wait their turn and
-go to whichever child is free, a cancelled caller leaves its child usable, a child's exception
+go to whichever child is free, a call can run once in each child, a cancelled caller leaves its child usable, a child's exception
 reaches the caller, a killed child is replaced (its call run again), and ``close`` ends the
 children."""
 
@@ -111,6 +111,17 @@ async def test_a_cancelled_caller_leaves_its_child_to_answer_the_next_call() -> 
         assert await pool.run(_pid_after, 0) == pid  # the same child: it was not replaced
     finally:
         pool.close()
+
+
+async def test_a_call_runs_once_in_every_child_and_in_flight_calls_are_counted(pool: ChildPool) -> None:
+    assert pool.calls_in_flight == 0
+    results = await pool.run_in_every_child(_pid_after, 0.05)  # busy children: the others take the retries
+    assert sorted(results) == sorted(await pool.warm_up()) and all(pid == v for pid, v in results.items())
+    slow = asyncio.ensure_future(pool.run(_pid_after, 0.3))
+    await asyncio.sleep(0)
+    assert pool.calls_in_flight == 1
+    await slow
+    assert pool.calls_in_flight == 0
 
 
 async def test_a_child_exception_is_raised_in_the_caller(pool: ChildPool) -> None:
