@@ -52,7 +52,8 @@ async def warm_up_and_freeze(app: Quart) -> None:
     compute pool, so the model's own threads inherit its lower priority) puts it among them
     and spares the first question the wait. A model that cannot load is left to fail, with its
     reason, where it is used. The search processes start here too, so no question waits for
-    one to spawn, and load the model's question graph (``Components.warm_up_question_search``). Young objects are then collected in larger, rarer batches (``GC_THRESHOLDS``).
+    one to spawn, and load the model's question graph (``Components.warm_up_question_search``).
+    Young objects are then collected in larger, rarer batches (``GC_THRESHOLDS``).
     """
     parts = app.extensions[EXTENSION_KEY]
     try:
@@ -65,11 +66,11 @@ async def warm_up_and_freeze(app: Quart) -> None:
         log.warning("could not warm up %s", parts.settings.embedding_model, exc_info=True)
     if parts.search_processes is not None:
         await parts.search_processes.warm_up()
-    if parts.search_processes is not None and parts.settings.search_embeds_questions:
-        try:
-            await parts.warm_up_question_search(parts.settings.embedding_model)
-        except Exception:  # noqa: BLE001 - questions then reach the embedding processes first, as before
-            log.warning("the search processes cannot embed questions", exc_info=True)
+        if parts.settings.search_embeds_questions:
+            try:
+                await parts.warm_up_question_search(parts.settings.embedding_model)
+            except Exception:  # noqa: BLE001 - questions then reach the embedding processes first, as before
+                log.warning("the search processes cannot embed questions", exc_info=True)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 

@@ -154,11 +154,13 @@ def start_stub(port: int, first_token_delay: float, tokens_per_second: float) ->
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_server(data_dir: Path, port: int, stub_port: int, log: Path) -> subprocess.Popen:
-    """``python -m api`` on ``data_dir``; its stderr (JSON log lines) goes to ``log``."""
+def start_server(data_dir: Path, port: int, stub_port: int, log: Path,
+                 settings: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m api`` on ``data_dir``, with ``settings`` (environment variables) on top of the
+    bench's; its stderr (JSON log lines) goes to ``log``."""
     env = {**os.environ, "RAGLINE_DATA_DIR": str(data_dir), "RAGLINE_PORT": str(port), "LLM_MODEL": STUB_MODEL,
            "LLM_API_BASE": f"http://127.0.0.1:{stub_port}/v1", "RAGLINE_LOOP_LAG_INTERVAL": "0.005",
-           "RAGLINE_LOG_LEVEL": "WARNING"}
+           "RAGLINE_LOG_LEVEL": "WARNING", **(settings or {})}
     with open(log, "wb") as sink:
         return subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL, stderr=sink)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,34 +26,26 @@ from pathlib import Path
 import aiohttp
 
 from tests.bench.chat_load import SCIFACT, build_index, start_server, stop
+from tests.bench.ingest import children_of
 from tests.conftest import free_port, wait_for_url
 
 SWITCH = "RAGLINE_SEARCH_EMBEDS_QUESTIONS"
 PATHS = {"one hop (search process embeds)": "1", "two hops (embedding process first)": "0"}
 
 
-def start(data_dir: Path, switch: str) -> tuple[object, str]:
+def start(data_dir: Path, switch: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    previous = os.environ.get(SWITCH)
-    os.environ[SWITCH] = switch  # start_server hands this process's environment to the server
-    try:
-        server = start_server(data_dir, port, free_port(), data_dir / "server.log")
-    finally:
-        if previous is None:
-            os.environ.pop(SWITCH, None)
-        else:
-            os.environ[SWITCH] = previous
+    server = start_server(data_dir, port, free_port(), data_dir / "server.log", {SWITCH: switch})
     return server, f"http://127.0.0.1:{port}"
 
 
 def children_rss_mb(pid: int) -> list[float]:
     """Resident MB of each child process of ``pid`` (Linux /proc)."""
     sizes = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    sizes.append(int(line.split()[1]) / 1024)
+    for child in children_of(pid):
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
     return sorted(sizes)
 
 
