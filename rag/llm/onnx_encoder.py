@@ -108,6 +108,11 @@ class OnnxSentenceEncoder:
         self._dim = int(session.get_outputs()[0].shape[-1])  # the hidden size: fixed in the graph
         self.graph = graph  # for another process; None when the tokenizer has no file to hand on
 
+    @property
+    def dimension(self) -> int:
+        """Values per vector."""
+        return self._dim
+
     @classmethod
     def load(cls, model: Any, cache_dir: Path | None = None) -> OnnxSentenceEncoder | None:
         """The encoder for ``model`` (a SentenceTransformer), exporting it if no cached graph

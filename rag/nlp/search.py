@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import numpy as np
@@ -62,6 +63,26 @@ class EmbeddedQuestion:
         if text != self.question:
             raise ValueError("EmbeddedQuestion only knows the question it was built for")
         return self.vector, self.tokens
+
+
+class QuestionBeingEmbedded:
+    """The query encoder of a search whose question is still being embedded on another thread.
+
+    The search starts at once and reads the vector only where it needs it, so a store that can
+    run its text leg without the vector (SQLite) does that on one core while the model runs on
+    the other: what a search process does with a lone new question (``rag.nlp.search_processes``).
+    """
+
+    def __init__(self, question: str, vector: Future, dimension: int, tokens: int) -> None:
+        self.question = question
+        self.vector = vector  # resolves to the question's float32 vector of ``dimension`` values
+        self.dimension = dimension
+        self.tokens = tokens
+
+    def encode_queries(self, text: str) -> tuple[np.ndarray, int]:
+        if text != self.question:
+            raise ValueError("QuestionBeingEmbedded only knows the question it was built for")
+        return self.vector.result(), self.tokens
 
 
 def empty_result() -> dict[str, Any]:
@@ -143,10 +164,8 @@ class Dealer:
               ) -> tuple[SearchResult, list[str]]:
         """Rows ``offset:offset + limit`` of the candidates of both legs with their three scores,
         best first, and how many there are."""
-        query_vector, _ = embd_mdl.encode_queries(question)
-        query_vector = np.asarray(query_vector, dtype=np.float32).ravel()
         text_expr, terms = self.queryer.question(question, top)
-        dense_expr = MatchDenseExpr(vector_field(query_vector.size), tuple(query_vector.tolist()), top)
+        dense_expr = dense_match(question, embd_mdl, top)
         exprs = [e for e in (text_expr, dense_expr) if e is not None]
         condition: dict[str, Any] = {"available_int": 1}
         if doc_ids:
@@ -204,6 +223,15 @@ class Dealer:
                 chunk["highlight"] = highlight_text(chunk["content_with_weight"], terms)
             chunks.append(chunk)
         return chunks
+
+
+def dense_match(question: str, embd_mdl: QueryEncoder, top: int) -> MatchDenseExpr:
+    """The kNN leg's expression: with the vector itself, or with the one still being computed."""
+    if isinstance(embd_mdl, QuestionBeingEmbedded):
+        return MatchDenseExpr(vector_field(embd_mdl.dimension), embd_mdl.vector, top)
+    query_vector, _ = embd_mdl.encode_queries(question)
+    query_vector = np.asarray(query_vector, dtype=np.float32).ravel()
+    return MatchDenseExpr(vector_field(query_vector.size), tuple(query_vector.tolist()), top)
 
 
 def doc_aggs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

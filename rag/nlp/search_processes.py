@@ -20,7 +20,10 @@ process first: on a quiet server, where each hop wakes a sleeping process, it sa
 new question's retrieval (``tests.bench.chat_load``'s baseline). Under load the embedding
 processes keep the questions (the caller decides, ``Components.search_question``): there,
 questions asked together share one model call, and a search child busy embedding held up the
-searches queued behind it (retrieval p90 under ``chat_load`` 0.55 → 0.9 s).
+searches queued behind it (retrieval p90 under ``chat_load`` 0.55 → 0.9 s). The child embeds
+on the thread the call woke and searches on a second thread, which runs the text leg on the
+other core until the vector arrives (``QuestionBeingEmbedded``; ``tests.bench.
+embed_search_overlap``: about half a millisecond of a lone question).
 
 Searches that must reach a model on the serving process's loop (a rerank model) cannot run
 here; the caller keeps those in its threads.
@@ -30,13 +33,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rag.llm.onnx_encoder import OnnxSentenceEncoder, QuestionGraph
-from rag.nlp.search import Dealer, EmbeddedQuestion
+from rag.nlp.search import Dealer, EmbeddedQuestion, QuestionBeingEmbedded
 from rag.utils.child_process import ChildPool, settle_in_child
 from rag.utils.token_utils import num_tokens
 
@@ -47,6 +51,7 @@ SEARCH_NICENESS = 10  # how much lower than the serving process's priority the c
 
 _child_dealer: Dealer | None = None  # this child process's Dealer, set once by _open_child
 _child_encoders: dict[QuestionGraph, OnnxSentenceEncoder | None] = {}  # loaded (or refused) graphs
+_child_searcher = ThreadPoolExecutor(1, thread_name_prefix="ragline-search")  # started on first use
 
 
 class QuestionGraphRefused(RuntimeError):
@@ -86,13 +91,24 @@ def _child_load_graph(graph: QuestionGraph) -> bool:
 
 def _child_embed_and_retrieve(question: str, graph: QuestionGraph, args: tuple, kwargs: dict
                               ) -> tuple[dict[str, Any], EmbeddedQuestion, float]:
+    """The question is embedded on this thread, which the call has just woken, while the search
+    starts on the child's other thread and runs its text leg on the other core (onnxruntime and
+    SQLite let go of the GIL) until it needs the vector."""
     encoder = _child_encoder(graph)
     if encoder is None:
         raise QuestionGraphRefused(graph.graph)
+    tokens = num_tokens(question)
+    vector: Future = Future()
+    search = _child_searcher.submit(_child_dealer.retrieval, question,
+                                    QuestionBeingEmbedded(question, vector, encoder.dimension, tokens), *args, **kwargs)
     started = time.perf_counter()
-    query = EmbeddedQuestion(question, encoder.encode([question])[0], num_tokens(question))
+    try:
+        vector.set_result(encoder.encode([question])[0])
+    except BaseException as error:  # the search must not wait for a vector that never comes
+        vector.set_exception(error)
+        raise
     embedding_ms = (time.perf_counter() - started) * 1000
-    return _child_dealer.retrieval(question, query, *args, **kwargs), query, embedding_ms
+    return search.result(), EmbeddedQuestion(question, vector.result(), tokens), embedding_ms
 
 
 # -- in the serving process -----------------------------------------------------------------------

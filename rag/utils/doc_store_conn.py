@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -76,12 +77,26 @@ class MatchTextExpr:
 
 @dataclass(frozen=True)
 class MatchDenseExpr:
-    """Exact/approximate cosine kNN of ``embedding_data`` against ``vector_column_name``."""
+    """Exact/approximate cosine kNN of ``embedding_data`` against ``vector_column_name``.
+
+    ``embedding_data`` may still be being computed on another thread (a ``Future``): a backend
+    reads it with ``query_vector`` as late as it can, so work that needs no vector (SQLite's text
+    leg) overlaps with embedding the question.
+    """
 
     vector_column_name: str
-    embedding_data: tuple[float, ...]
+    embedding_data: tuple[float, ...] | Future
     topn: int
     extra_options: dict[str, Any] = field(default_factory=dict)
+
+
+def query_vector(expr: MatchDenseExpr) -> np.ndarray:
+    """A float32 copy of ``expr``'s vector (the caller may scale it), waiting for it when it is
+    still being computed."""
+    data = expr.embedding_data
+    if isinstance(data, Future):
+        data = data.result()
+    return np.array(data, dtype=np.float32).ravel()
 
 
 @dataclass(frozen=True)

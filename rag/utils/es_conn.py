@@ -44,6 +44,7 @@ from rag.utils.doc_store_conn import (
     SearchResult,
     as_list,
     parse_field_boosts,
+    query_vector,
     split_match_exprs,
     vector_dim,
 )
@@ -126,7 +127,7 @@ def text_ceiling(expr: MatchTextExpr, stats: dict) -> float:
 def knn_query(expr: MatchDenseExpr, filters: list[dict]) -> dict:
     return {
         "field": expr.vector_column_name,
-        "query_vector": [float(x) for x in expr.embedding_data],
+        "query_vector": query_vector(expr).tolist(),
         "k": expr.topn,
         "num_candidates": min(max(expr.topn * 2, 100), 10000),
         "filter": {"bool": {"filter": filters}},
@@ -299,7 +300,7 @@ class ESConnection:
         vectors: dict[str, np.ndarray] = {}  # unit vectors of the candidates, by chunk id
         query = None
         if dense is not None:
-            query = np.asarray(dense.embedding_data, dtype=np.float32)
+            query = query_vector(dense)
             query /= max(float(np.linalg.norm(query)), 1e-12)
         if text is not None:
             ceiling = text_ceiling(text, replies[1])

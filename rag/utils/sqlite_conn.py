@@ -28,9 +28,11 @@ from rag.utils.doc_store_conn import (
     VECTOR_SCORE,
     DocStoreError,
     FusionExpr,
+    MatchDenseExpr,
     MatchExpr,
     OrderByExpr,
     SearchResult,
+    query_vector,
     split_match_exprs,
     vector_dim,
 )
@@ -50,6 +52,21 @@ log = logging.getLogger(__name__)
 
 READ_AHEAD_INDEXES = 4  # indexes whose postings a new search process reads ahead when it starts
 WARMER_STOP_SECONDS = 5.0  # an index is closed only after its read-ahead has let go of it (one FTS5 query)
+
+
+class _UnitQuery:
+    """The dense match's vector scaled to unit length, read once and only when first asked for,
+    so the text legs run while a vector still being computed arrives (None: no dense match)."""
+
+    def __init__(self, dense: MatchDenseExpr | None) -> None:
+        self._dense = dense
+        self._vector: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray | None:
+        if self._vector is None and self._dense is not None:
+            vector = query_vector(self._dense)
+            self._vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return self._vector
 
 
 @dataclass
@@ -324,12 +341,10 @@ class SqliteConnection:
         Candidates stay numpy columns through fusion and slicing; only the rows asked for become
         dicts, which is what keeps a 2×1024-candidate query within milliseconds.
         """
-        query_vec = None
-        if dense is not None:
-            query_vec = np.asarray(dense.embedding_data, dtype=np.float32)
-            query_vec = query_vec / max(float(np.linalg.norm(query_vec)), 1e-12)
-        legs = [self._index_candidates(idx, where, params, condition, kb_ids, text, dense, query_vec)
+        unit_query = _UnitQuery(dense)
+        legs = [self._index_candidates(idx, where, params, condition, kb_ids, text, dense, unit_query)
                 for idx in indexes.values()]
+        query_vec = unit_query()
         owner = np.concatenate([np.full(leg.rowids.size, i) for i, leg in enumerate(legs)] or [np.zeros(0, int)])
         rowids, slots, term, cosine, term_sim = (
             np.concatenate([getattr(leg, f) for leg in legs]) if legs else np.zeros(0)
@@ -368,18 +383,28 @@ class SqliteConnection:
                 return score
         return fuse(term_sim, vector_sim, fusion.vector_weight)
 
-    def _index_candidates(self, idx, where, params, condition, kb_ids, text, dense, query_vec) -> _Legs:
-        """One index's union of the BM25 top and the kNN top, as columns."""
+    def _index_candidates(self, idx, where, params, condition, kb_ids, text, dense, unit_query: _UnitQuery
+                          ) -> _Legs:
+        """One index's union of the BM25 top and the kNN top, as columns.
+
+        The text leg runs before the question's vector is read: a vector still being computed
+        (``MatchDenseExpr``) is embedded meanwhile on another core."""
         dim = vector_dim(dense.vector_column_name) if dense is not None else None
         matrix = idx.matrices.get(dim) if dim else None
+        mask = None
+        if matrix is not None:
+            with idx.cache_lock:
+                mask, masked_at = idx.slot_mask(matrix, where, params, condition, kb_ids), idx.seq
+        hits, ceiling = idx.bm25(text, where, params, matrix, mask) if text is not None else (NO_HITS, 0.0)
+        query_vec = unit_query()
         if matrix is not None and query_vec is not None and query_vec.shape == (dim,):
             with idx.cache_lock:
-                mask = idx.slot_mask(matrix, where, params, condition, kb_ids)
+                if idx.seq != masked_at:  # a write landed during the text leg: the kNN sees it whole
+                    mask = idx.slot_mask(matrix, where, params, condition, kb_ids)
                 top, top_cosines, every = matrix.scored_nearest(query_vec, dense.topn, mask)
                 size = matrix.size
         else:
-            matrix = mask = None
-        hits, ceiling = idx.bm25(text, where, params, matrix, mask) if text is not None else (NO_HITS, 0.0)
+            matrix = None
         text_sims = term_similarities(hits.scores, ceiling)
         if matrix is None:
             return _Legs(hits.rowids, np.full(hits.rowids.size, -1), hits.scores,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.nlp.search import Dealer
+from rag.nlp.search import Dealer, EmbeddedQuestion, QuestionBeingEmbedded
 from rag.utils.doc_store_conn import index_name, make_chunk_row
 from rag.utils.sqlite_conn import SqliteConnection
 
@@ -172,3 +173,16 @@ def test_without_aggs_the_store_pages_and_only_the_page_is_counted(dealer, page,
         counted[chunk["doc_id"]] = counted.get(chunk["doc_id"], 0) + 1
     assert {agg["doc_id"]: agg["count"] for agg in paged["doc_aggs"]} == counted
     assert sum(agg["count"] for agg in full["doc_aggs"]) == full["total"]
+
+
+def test_a_question_still_being_embedded_retrieves_as_an_embedded_one(dealer):
+    embedded: Future = Future()
+    embedded.set_result(basis(3))
+    being_embedded = QuestionBeingEmbedded("aspirin heart", embedded, DIM, 3)
+    expected = retrieve(dealer, "aspirin heart", EmbeddedQuestion("aspirin heart", basis(3), 3))
+    assert expected["total"] == 5
+    assert retrieve(dealer, "aspirin heart", being_embedded) == expected
+    vector, tokens = being_embedded.encode_queries("aspirin heart")
+    assert np.array_equal(vector, basis(3)) and tokens == 3
+    with pytest.raises(ValueError):
+        being_embedded.encode_queries("another question")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,15 @@ def test_bulk_insert_refreshes_before_returning(conn, fake):
     assert errors == ["b: mapper_parsing_exception"]
 
 
-def test_hybrid_search_sends_independent_legs(conn, fake):
+def computed(vector: tuple[float, ...]) -> Future:
+    """``vector`` as a search process hands it over while the question is being embedded."""
+    future: Future = Future()
+    future.set_result(np.array(vector, dtype=np.float32))
+    return future
+
+
+@pytest.mark.parametrize("being_computed", [False, True], ids=["vector", "vector being computed"])
+def test_hybrid_search_sends_independent_legs(conn, fake, being_computed):
     stats = {"hits": {"total": {"value": 10}, "hits": []}, "aggregations": {
         "n0": {"doc_count": 10}, "n1": {"doc_count": 4},
         "df0_0": {"doc_count": 2}, "df0_1": {"doc_count": 0},  # "cell"
@@ -99,7 +108,8 @@ def test_hybrid_search_sends_independent_legs(conn, fake):
             {"_id": "c2", "_score": 0.9, "_source": {"doc_id": "d2"}},
             {"_id": "c1", "_score": 0.75, "_source": {"doc_id": "d1"}}]}}]}
     exprs = [MatchTextExpr(("content_ltks^2", "important_kwd^3"), 'cell AND "(x', 50),
-             MatchDenseExpr("q_2_vec", (0.6, 0.8), 50), FusionExpr(0.3, 100)]
+             MatchDenseExpr("q_2_vec", computed((0.6, 0.8)) if being_computed else (0.6, 0.8), 50),
+             FusionExpr(0.3, 100)]
     result = conn.search(["doc_id"], [], {"available_int": 1}, exprs, None, 0, 10, [IDX], ["kb"])
     _, target, body = fake.calls[-1]
     assert target.startswith("/_msearch")
@@ -114,6 +124,7 @@ def test_hybrid_search_sends_independent_legs(conn, fake):
     assert stats_body["aggs"]["df0_1"] == {"filter": {"match": {"important_tks": "cell"}}}
     assert stats_body["aggs"]["n0"] == {"filter": {"exists": {"field": "content_ltks"}}}
     assert knn_body["knn"]["field"] == "q_2_vec" and knn_body["knn"]["k"] == 50
+    assert knn_body["knn"]["query_vector"] == pytest.approx([0.6, 0.8])
     assert knn_body["knn"]["filter"]["bool"]["filter"] == [{"terms": {"available_int": [1]}},
                                                              {"terms": {"kb_id": ["kb"]}}]
     assert "query" not in knn_body  # the vector leg is not filtered by the text match

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
 import sys
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +213,62 @@ async def test_a_child_refuses_a_graph_it_cannot_reproduce(searches, graph: Ques
     assert not await searches.load_question_graph(other)
     with pytest.raises(QuestionGraphRefused):
         await searches.embed_and_retrieve(NEW_QUESTION, other, [TENANT], [KB], 1, 10, **OPTIONS)
+
+
+class FixedQuestionEncoder:
+    """Stands in for a child's question graph: ``vector(i)`` for every text, or an error."""
+
+    dimension = DIM
+
+    def __init__(self, i: int | None) -> None:
+        self.i = i
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self.i is None:
+            raise RuntimeError("onnxruntime failed")
+        return np.stack([vector(self.i)] * len(texts))
+
+
+class OneDaemonThread:
+    """``ThreadPoolExecutor(1)`` on a daemon thread: a search left waiting for a vector by a
+    broken ``_child_embed_and_retrieve`` fails the test instead of holding up its exit."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            fn, args, kwargs, done = self._calls.get()
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - handed over with the future
+                done.set_exception(error)
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        done: Future = Future()
+        self._calls.put((fn, args, kwargs, done))
+        return done
+
+
+def test_an_embedding_that_fails_fails_the_call_and_frees_the_search(monkeypatch, store) -> None:
+    """Inside a child (its globals set as ``_open_child`` and ``load_question_graph`` set them):
+    the search waiting for the vector on the child's other thread must not wait for ever."""
+    from rag.nlp import search_processes
+
+    graph = QuestionGraph("graph.onnx", "tokenizer.json", 16, b"")
+    monkeypatch.setattr(search_processes, "_child_dealer", Dealer(store))
+    monkeypatch.setattr(search_processes, "_child_searcher", OneDaemonThread())
+    monkeypatch.setitem(search_processes._child_encoders, graph, FixedQuestionEncoder(None))
+    search = ([TENANT], [KB], 1, 10)
+    caller = OneDaemonThread()
+    with pytest.raises(RuntimeError, match="onnxruntime failed"):
+        caller.submit(search_processes._child_embed_and_retrieve, "heart blood", graph, search, OPTIONS).result(30)
+    monkeypatch.setitem(search_processes._child_encoders, graph, FixedQuestionEncoder(2))
+    found, query, _ = caller.submit(search_processes._child_embed_and_retrieve, "heart blood", graph, search,
+                                    OPTIONS).result(30)  # the child's one search thread is free again
+    assert np.array_equal(query.vector, vector(2))
+    assert found == Dealer(store).retrieval("heart blood", question("heart blood", 2), *search, **OPTIONS)
 
 
 class CountingBatcher:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from rag.utils.doc_store_conn import FusionExpr, MatchDenseExpr, MatchTextExpr, index_name, make_chunk_row
 from rag.utils.sqlite_conn import SqliteConnection
-from rag.utils.sqlite_index import DENSE_SUM_RATIO, MAX_QUERY_TERMS, fts_query, summed_by_slot
+from rag.utils.sqlite_index import DENSE_SUM_RATIO, MAX_QUERY_TERMS, SqliteIndex, fts_query, summed_by_slot
 
 IDX = index_name("t1")
 KB = "kb"
@@ -160,3 +161,77 @@ def test_cached_postings_follow_writes(tmp_path):
     new_id = next(chunk_id for chunk_id, _ in after if chunk_id not in before)
     store.delete({"id": [new_id]}, IDX, KB)
     assert {chunk_id for chunk_id, _ in hybrid_search(store, "insulin")} == before
+
+
+# -- a vector still being computed (a search process embedding the question meanwhile) ------------
+
+QUESTION_VECTOR = (0.5, -1.0, 0.2, 0.1)
+
+
+def hybrid_exprs(vector: tuple[float, ...] | Future, vector_weight: float = 0.3) -> list:
+    return [MatchTextExpr(("content_ltks", "important_kwd^5"), "insulin receptor", 20),
+            MatchDenseExpr("q_4_vec", vector, 20), FusionExpr(vector_weight, 40)]
+
+
+def ranked(store: SqliteConnection, exprs: list) -> list[tuple[str, float, float]]:
+    rows = store.search(["id"], [], {}, exprs, None, 0, 40, [IDX], [KB]).rows
+    return [(r["id"], r["_score"], r["vector_similarity"]) for r in rows]
+
+
+def search_in_thread(store: SqliteConnection, exprs: list) -> tuple[threading.Thread, dict]:
+    found: dict = {}
+
+    def search() -> None:
+        try:
+            found["rows"] = ranked(store, exprs)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            found["error"] = exc
+
+    thread = threading.Thread(target=search, daemon=True)  # a broken order never gets its vector
+    thread.start()
+    return thread, found
+
+
+def bm25_signalling(monkeypatch, after_text_leg) -> None:
+    """Make ``SqliteIndex.bm25`` (the text leg) call ``after_text_leg`` once it has its hits."""
+    real_bm25 = SqliteIndex.bm25
+
+    def bm25(self, *args, **kwargs):
+        found = real_bm25(self, *args, **kwargs)
+        after_text_leg()
+        return found
+
+    monkeypatch.setattr(SqliteIndex, "bm25", bm25)
+
+
+def test_the_text_leg_runs_while_the_vector_is_still_being_computed(tmp_path, monkeypatch):
+    store = SqliteConnection(tmp_path)
+    store.insert(varied_rows(200), IDX, KB)
+    expected = ranked(store, hybrid_exprs(QUESTION_VECTOR))
+    text_leg_done = threading.Event()
+    bm25_signalling(monkeypatch, text_leg_done.set)
+    vector: Future = Future()
+    thread, found = search_in_thread(store, hybrid_exprs(vector))
+    assert text_leg_done.wait(30)  # the text leg ran with no vector yet...
+    assert thread.is_alive()  # ...and the search waits for it
+    vector.set_result(np.array(QUESTION_VECTOR, dtype=np.float32))
+    thread.join(30)
+    assert found == {"rows": expected}  # the same ranking as with the vector known from the start
+
+
+def test_a_write_during_the_text_leg_is_seen_by_the_vector_leg(tmp_path, monkeypatch):
+    """The kNN filters with a mask of the matrix as it is when the vector arrives, not as it was
+    before the text leg (a stale mask is shorter than the grown matrix)."""
+    store = SqliteConnection(tmp_path)
+    store.insert(varied_rows(200), IDX, KB)
+    newcomer = make_chunk_row("dn", KB, "dn.txt", "zebra", np.array(QUESTION_VECTOR, dtype=np.float32))
+    vector: Future = Future()
+
+    def write_then_embed() -> None:
+        if not vector.done():
+            assert store.insert([newcomer], IDX, KB) == []
+            vector.set_result(np.array(QUESTION_VECTOR, dtype=np.float32))
+
+    bm25_signalling(monkeypatch, write_then_embed)
+    rows = ranked(store, hybrid_exprs(vector, vector_weight=1.0))
+    assert rows[0][0] == newcomer["id"] and rows[0][2] == pytest.approx(1.0)
