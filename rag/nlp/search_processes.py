@@ -22,8 +22,8 @@ processes keep the questions (the caller decides, ``Components.search_question``
 questions asked together share one model call, and a search child busy embedding held up the
 searches queued behind it (retrieval p90 under ``chat_load`` 0.55 → 0.9 s). The child embeds
 on the thread the call woke and searches on a second thread, which runs the text leg on the
-other core until the vector arrives (``QuestionBeingEmbedded``; ``tests.bench.
-embed_search_overlap``: about half a millisecond of a lone question).
+other core until the vector arrives (``QuestionBeingEmbedded``): about half a millisecond of a
+lone question (``tests.bench.embed_search_overlap``).
 
 Searches that must reach a model on the serving process's loop (a rerank model) cannot run
 here; the caller keeps those in its threads.
