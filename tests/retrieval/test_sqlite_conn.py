@@ -116,10 +116,17 @@ def varied_rows(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+QUESTION_VECTOR = (0.5, -1.0, 0.2, 0.1)
+
+
+def hybrid_exprs(question: str, vector: tuple[float, ...] | Future = QUESTION_VECTOR,
+                 vector_weight: float = 0.3) -> list:
+    return [MatchTextExpr(("content_ltks", "important_kwd^5"), question, 20),
+            MatchDenseExpr("q_4_vec", vector, 20), FusionExpr(vector_weight, 40)]
+
+
 def hybrid_search(store: SqliteConnection, question: str, condition: dict | None = None) -> list[tuple[str, float]]:
-    query = [MatchTextExpr(("content_ltks", "important_kwd^5"), question, 20),
-             MatchDenseExpr("q_4_vec", (0.5, -1.0, 0.2, 0.1), 20), FusionExpr(0.3, 40)]
-    rows = store.search(["id"], [], condition or {}, query, None, 0, 15, [IDX], [KB]).rows
+    rows = store.search(["id"], [], condition or {}, hybrid_exprs(question), None, 0, 15, [IDX], [KB]).rows
     return [(r["id"], round(r["_score"], 9)) for r in rows]
 
 
@@ -165,14 +172,6 @@ def test_cached_postings_follow_writes(tmp_path):
 
 # -- a vector still being computed (a search process embedding the question meanwhile) ------------
 
-QUESTION_VECTOR = (0.5, -1.0, 0.2, 0.1)
-
-
-def hybrid_exprs(vector: tuple[float, ...] | Future, vector_weight: float = 0.3) -> list:
-    return [MatchTextExpr(("content_ltks", "important_kwd^5"), "insulin receptor", 20),
-            MatchDenseExpr("q_4_vec", vector, 20), FusionExpr(vector_weight, 40)]
-
-
 def ranked(store: SqliteConnection, exprs: list) -> list[tuple[str, float, float]]:
     rows = store.search(["id"], [], {}, exprs, None, 0, 40, [IDX], [KB]).rows
     return [(r["id"], r["_score"], r["vector_similarity"]) for r in rows]
@@ -207,11 +206,11 @@ def bm25_signalling(monkeypatch, after_text_leg) -> None:
 def test_the_text_leg_runs_while_the_vector_is_still_being_computed(tmp_path, monkeypatch):
     store = SqliteConnection(tmp_path)
     store.insert(varied_rows(200), IDX, KB)
-    expected = ranked(store, hybrid_exprs(QUESTION_VECTOR))
+    expected = ranked(store, hybrid_exprs("insulin receptor"))
     text_leg_done = threading.Event()
     bm25_signalling(monkeypatch, text_leg_done.set)
     vector: Future = Future()
-    thread, found = search_in_thread(store, hybrid_exprs(vector))
+    thread, found = search_in_thread(store, hybrid_exprs("insulin receptor", vector))
     assert text_leg_done.wait(30)  # the text leg ran with no vector yet...
     assert thread.is_alive()  # ...and the search waits for it
     vector.set_result(np.array(QUESTION_VECTOR, dtype=np.float32))
@@ -233,5 +232,5 @@ def test_a_write_during_the_text_leg_is_seen_by_the_vector_leg(tmp_path, monkeyp
             vector.set_result(np.array(QUESTION_VECTOR, dtype=np.float32))
 
     bm25_signalling(monkeypatch, write_then_embed)
-    rows = ranked(store, hybrid_exprs(vector, vector_weight=1.0))
+    rows = ranked(store, hybrid_exprs("insulin receptor", vector, vector_weight=1.0))
     assert rows[0][0] == newcomer["id"] and rows[0][2] == pytest.approx(1.0)
