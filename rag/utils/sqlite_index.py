@@ -131,11 +131,15 @@ def chunk_record(row: dict, kb_id: str) -> dict[str, Any]:
 
 
 def stored_row(body_json: str, vec_field: str | None, blob: bytes | None, select_fields: Sequence[str]) -> dict:
-    """A stored chunk back as a dict (vector as a list), cut to ``select_fields`` unless empty or ``*``."""
+    """A stored chunk back as a dict (vector as a list), cut to ``select_fields`` unless empty or ``*``.
+
+    The vector becomes a list only when it is kept: 384 floats as Python objects cost more than
+    parsing the rest of the row, and most fetches (a chat's page) do not ask for it."""
     body = json.loads(body_json)
-    if vec_field and blob is not None:
+    whole = not select_fields or "*" in select_fields
+    if vec_field and blob is not None and (whole or vec_field in select_fields):
         body[vec_field] = np.frombuffer(blob, dtype=np.float32).tolist()
-    if select_fields and "*" not in select_fields:
+    if not whole:
         body = {k: v for k, v in body.items() if k in select_fields or k == "id"}
     return body
 

@@ -170,6 +170,18 @@ def test_cached_postings_follow_writes(tmp_path):
     assert {chunk_id for chunk_id, _ in hybrid_search(store, "insulin")} == before
 
 
+
+@pytest.mark.parametrize("fields", [["id", "content_with_weight"], ["id", "q_4_vec"], ["*"]])
+def test_a_fetched_row_carries_its_vector_exactly_when_asked(tmp_path, fields):
+    store = SqliteConnection(tmp_path)
+    stored = row(3)
+    store.insert([stored], IDX, KB)
+    (fetched,) = store.search(fields, [], {"id": [stored["id"]]}, [], None, 0, 10, [IDX], [KB]).rows
+    if "q_4_vec" in fields or "*" in fields:
+        assert fetched["q_4_vec"] == pytest.approx(list(stored["q_4_vec"]))
+    else:
+        assert "q_4_vec" not in fetched and fetched["content_with_weight"] == stored["content_with_weight"]
+
 # -- a vector still being computed (a search process embedding the question meanwhile) ------------
 
 def ranked(store: SqliteConnection, exprs: list) -> list[tuple[str, float, float]]:
