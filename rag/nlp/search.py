@@ -146,10 +146,16 @@ class Dealer:
         fusion = FusionExpr(vector_similarity_weight, 2 * top, min_score=floor, feedback=feedback)
         start = max(page - 1, 0) * page_size
         kept: list[dict] | None = None  # every chunk above the threshold, when they are needed
+        contents: dict[str, dict] | None = None  # the page's chunk fields, when the ranking read them
         if rerank_mdl is None and not aggs and page_size > 0:
+            # A store that reads only the page's rows hands them over whole in the ranking
+            # itself: one search instead of a ranking and then a fetch by id.
+            whole_page = self.doc_store.ranks_then_reads_the_page
             found, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top, fusion, start,
-                                      page_size)
+                                      page_size, CHUNK_FIELDS if whole_page else RANKING_FIELDS)
             page_rows, total = found.rows, found.total
+            if whole_page:
+                contents = {row["id"]: row for row in page_rows}
         else:
             found, terms = self._rank(question, embd_mdl, indexes, list(kb_ids), doc_ids, top, fusion, 0, fusion.topn)
             ranked = found.rows
@@ -157,21 +163,20 @@ class Dealer:
                 ranked = self._rerank(question, rerank_mdl, ranked, indexes, kb_ids, vector_similarity_weight)
             kept = [row for row in ranked if row[SCORE] >= similarity_threshold]
             page_rows, total = kept[start : start + page_size], len(kept)
-        chunks = self._chunks(page_rows, indexes, kb_ids, terms if highlight else None)
+        chunks = self._chunks(page_rows, indexes, kb_ids, terms if highlight else None, contents)
         return {"total": total, "chunks": chunks, "doc_aggs": doc_aggs(kept if aggs and kept is not None else chunks)}
 
-    def _rank(self, question, embd_mdl, indexes, kb_ids, doc_ids, top, fusion: FusionExpr, offset: int, limit: int
-              ) -> tuple[SearchResult, list[str]]:
-        """Rows ``offset:offset + limit`` of the candidates of both legs with their three scores,
-        best first, and how many there are."""
+    def _rank(self, question, embd_mdl, indexes, kb_ids, doc_ids, top, fusion: FusionExpr, offset: int, limit: int,
+              fields: list[str] = RANKING_FIELDS) -> tuple[SearchResult, list[str]]:
+        """Rows ``offset:offset + limit`` of the candidates of both legs with ``fields`` and their
+        three scores, best first, and how many there are."""
         text_expr, terms = self.queryer.question(question, top)
         dense_expr = dense_match(question, embd_mdl, top)
         exprs = [e for e in (text_expr, dense_expr) if e is not None]
         condition: dict[str, Any] = {"available_int": 1}
         if doc_ids:
             condition["doc_id"] = list(doc_ids)
-        result = self.doc_store.search(RANKING_FIELDS, [], condition, [*exprs, fusion], None, offset, limit,
-                                       indexes, kb_ids)
+        result = self.doc_store.search(fields, [], condition, [*exprs, fusion], None, offset, limit, indexes, kb_ids)
         return result, list(terms.terms)
 
     def _rerank(self, question, rerank_mdl, ranked, indexes, kb_ids, weight) -> list[dict]:
@@ -196,8 +201,12 @@ class Dealer:
         found = self.doc_store.search(CHUNK_FIELDS, [], {"id": ids}, [], None, 0, len(ids), indexes, list(kb_ids))
         return {row["id"]: row for row in found.rows}
 
-    def _chunks(self, page_rows, indexes, kb_ids, terms: list[str] | None) -> list[dict[str, Any]]:
-        contents = self._fetch([row["id"] for row in page_rows], indexes, kb_ids)
+    def _chunks(self, page_rows, indexes, kb_ids, terms: list[str] | None,
+                contents: dict[str, dict] | None = None) -> list[dict[str, Any]]:
+        """The page as chunks, with their fields from ``contents`` (chunk id → row) or, when not
+        given, fetched by id."""
+        if contents is None:
+            contents = self._fetch([row["id"] for row in page_rows], indexes, kb_ids)
         chunks = []
         for row in page_rows:
             full = contents.get(row["id"])

@@ -150,6 +150,11 @@ class DocStoreError(Exception):
 class DocStoreConnection(Protocol):
     """All methods are synchronous: async callers use ``asyncio.to_thread``."""
 
+    # True when a ranked search builds only the rows of the page it returns, so asking it for
+    # the chunks' text costs no more than a second search by id; False when it reads the fields
+    # of every candidate it ranks (Elasticsearch's legs hand back each hit's source).
+    ranks_then_reads_the_page: bool
+
     def create_idx(self, index_name: str, kb_id: str, vector_size: int) -> None: ...
 
     def delete_idx(self, index_name: str, kb_id: str) -> None:

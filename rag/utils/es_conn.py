@@ -137,6 +137,8 @@ def knn_query(expr: MatchDenseExpr, filters: list[dict]) -> dict:
 class ESConnection:
     """Elasticsearch chunk store; ``client_factory`` lets tests plug in a fake transport."""
 
+    ranks_then_reads_the_page = False  # each leg's hits carry the selected fields of every candidate
+
     def __init__(self, hosts: list[str], *, max_retries: int = 3, request_timeout: float = 30,
                  refresh: str = "true", mapping_path: Path = MAPPING_PATH,
                  client_factory: Callable[[list[str]], Elasticsearch] | None = None) -> None:

@@ -167,6 +167,8 @@ class _Ranked:
 class SqliteConnection:
     """``DocStoreConnection`` over SQLite files in ``data_dir`` (``<index_name>.db`` each)."""
 
+    ranks_then_reads_the_page = True  # candidates stay columns; only the page's rows are read
+
     def __init__(self, data_dir: Path, cached_postings: int = CACHED_POSTINGS, warm_postings: bool = False) -> None:
         """``cached_postings``: per index, the term postings a search may reuse until the next
         write (``SqliteIndex.term_postings``); 0 leaves every question's BM25 to FTS5.

@@ -154,10 +154,13 @@ def test_no_datasets_means_nothing(dealer):
     assert dealer.retrieval("aspirin", FixedEncoder({}), [TENANT], [], 1, 10)["total"] == 0
 
 
+@pytest.mark.parametrize("whole_page", [True, False])
 @pytest.mark.parametrize("page,page_size", [(1, 2), (2, 2), (1, 10), (3, 1)])
-def test_without_aggs_the_store_pages_and_only_the_page_is_counted(dealer, page, page_size, monkeypatch):
+def test_without_aggs_the_store_pages_and_only_the_page_is_counted(dealer, page, page_size, whole_page, monkeypatch):
     """``aggs=False`` (a chat) gives the same page and total as ``aggs=True`` (/retrieval), with
-    the page's documents counted, and asks the store for the page's rows only."""
+    the page's documents counted, and asks the store for the page's rows only: in the ranking
+    itself when the store reads only the page's rows (SQLite), else by id afterwards (ES)."""
+    monkeypatch.setattr(dealer.doc_store, "ranks_then_reads_the_page", whole_page)
     encoder = FixedEncoder({"aspirin heart": basis(0)})
     options = {"page": page, "page_size": page_size, "similarity_threshold": 0.05}
     full = retrieve(dealer, "aspirin heart", encoder, **options)
@@ -166,6 +169,7 @@ def test_without_aggs_the_store_pages_and_only_the_page_is_counted(dealer, page,
     monkeypatch.setattr(dealer.doc_store, "search", lambda *args, **kw: limits.append(args[6]) or real_search(*args, **kw))
     paged = retrieve(dealer, "aspirin heart", encoder, aggs=False, **options)
     assert limits[0] == page_size  # the ranking asked for the page, not every candidate
+    assert len(limits) == (1 if whole_page else 2)
     assert paged["total"] == full["total"] > 2
     assert paged["chunks"] == full["chunks"]
     counted: dict[str, int] = {}
