@@ -14,6 +14,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elasticsearch import Elasticsearch
 
 from rag.nlp.feedback import FEEDBACK_STRENGTH, moved_question
+from rag.nlp.search import RANKING_FIELDS, Dealer, EmbeddedQuestion
 from rag.utils.doc_store_conn import FusionExpr, MatchDenseExpr, MatchTextExpr, make_chunk_row
 from rag.utils.es_conn import ESConnection
 
@@ -196,3 +197,23 @@ def test_connection_errors_reconnect_and_retry(fake):
     fake.replies[("GET", "/_cluster/health")] = {"status": "green", "number_of_nodes": 1}
     assert conn.health()["status"] == "green"
     assert len(built) == 3  # the first client and one fresh client per failure
+
+
+def test_a_chats_search_ranks_without_the_texts_and_fetches_only_the_pages(conn, fake):
+    """Each leg hands back the selected fields of every candidate it ranks, so a chat's search
+    (``aggs=False``) ranks with the ranking fields alone and fetches the page's text by id."""
+    hit = {"_id": "c1", "_score": 4.0, "_source": {"doc_id": "d1", "q_2_vec": [0.6, 0.8]}}
+    stats = {"hits": {"total": {"value": 1}, "hits": []}, "aggregations": {}}
+    fake.replies[("POST", "/_msearch")] = {"responses": [{"hits": {"total": {"value": 1}, "hits": [hit]}}, stats,
+                                                         {"hits": {"total": {"value": 1}, "hits": [hit]}}]}
+    fake.replies[("POST", f"/{IDX}/_search")] = {"hits": {"total": {"value": 1}, "hits": [
+        {"_id": "c1", "_source": {"doc_id": "d1", "content_with_weight": "cells divide"}}]}}
+    question = EmbeddedQuestion("cells", np.array([0.6, 0.8], dtype=np.float32), 1)
+    result = Dealer(conn).retrieval("cells", question, "t1", ["kb"], 1, 6, 0.0, 0.3, aggs=False)
+    ranking = next(body for method, target, body in fake.calls if target.startswith("/_msearch"))
+    sources = [search["_source"] for search in ranking if "_source" in search]
+    assert sources and all("content_with_weight" not in source for source in sources)
+    assert all(set(source) - {"q_2_vec"} <= set(RANKING_FIELDS) for source in sources)
+    fetch = [body for method, target, body in fake.calls if target.startswith(f"/{IDX}/_search")]
+    assert len(fetch) == 1 and "content_with_weight" in fetch[0]["_source"]
+    assert [chunk["content_with_weight"] for chunk in result["chunks"]] == ["cells divide"]
