@@ -90,13 +90,14 @@ class MatchDenseExpr:
     extra_options: dict[str, Any] = field(default_factory=dict)
 
 
-def query_vector(expr: MatchDenseExpr) -> np.ndarray:
-    """A float32 copy of ``expr``'s vector (the caller may scale it), waiting for it when it is
-    still being computed."""
+def query_vector(expr: MatchDenseExpr, unit: bool = False) -> np.ndarray:
+    """``expr``'s vector as float32, scaled to unit length when ``unit`` (what a cosine against
+    stored unit vectors needs), waiting for it when it is still being computed."""
     data = expr.embedding_data
     if isinstance(data, Future):
         data = data.result()
-    return np.array(data, dtype=np.float32).ravel()
+    vector = np.asarray(data, dtype=np.float32).ravel()
+    return vector / max(float(np.linalg.norm(vector)), 1e-12) if unit else vector
 
 
 @dataclass(frozen=True)

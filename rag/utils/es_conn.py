@@ -302,8 +302,7 @@ class ESConnection:
         vectors: dict[str, np.ndarray] = {}  # unit vectors of the candidates, by chunk id
         query = None
         if dense is not None:
-            query = query_vector(dense)
-            query /= max(float(np.linalg.norm(query)), 1e-12)
+            query = query_vector(dense, unit=True)
         if text is not None:
             ceiling = text_ceiling(text, replies[1])
             for hit in replies[0]["hits"]["hits"]:

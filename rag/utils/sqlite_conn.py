@@ -64,8 +64,7 @@ class _UnitQuery:
 
     def __call__(self) -> np.ndarray | None:
         if self._vector is None and self._dense is not None:
-            vector = query_vector(self._dense)
-            self._vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+            self._vector = query_vector(self._dense, unit=True)
         return self._vector
 
 
